@@ -1,0 +1,14 @@
+"""blackstart: rehearse the failures that take a GPU Kubernetes fleet down.
+
+The distribution has one import namespace. The core package holds the CLI,
+the Chaos Toolkit controls and shared helpers; the subpackages
+``blackstart.actions``, ``blackstart.probes``, ``blackstart.clusters``,
+``blackstart.rescue`` and ``blackstart.reports`` live in the top-level
+folders of the same names.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]
