@@ -41,7 +41,9 @@ LARGE_SPEC = "gpu-fleet-1000.yaml"
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
-_LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_LABEL_KEY = re.compile(
+    r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 
 
@@ -130,7 +132,9 @@ def resolve_spec_path(value: str | Path | None) -> Path:
     packaged = packaged_spec(path.name)
     if packaged.exists() and str(value) in (path.name, f"clusters/{path.name}"):
         return packaged
-    raise SpecError(f"cluster spec {value} not found (packaged specs: {DEFAULT_SPEC}, {LARGE_SPEC})")
+    raise SpecError(
+        f"cluster spec {value} not found (packaged specs: {DEFAULT_SPEC}, {LARGE_SPEC})"
+    )
 
 
 def load_spec(value: str | Path | None = None) -> ClusterSpec:
@@ -220,18 +224,32 @@ def parse_spec(document: Any, source: str = "<memory>") -> ClusterSpec:
         f"{cidr} has room for {network.num_addresses - 2} Services; use /22 or larger",
     )
     raw_pools = body.get("pools")
-    _require(isinstance(raw_pools, list) and bool(raw_pools), source, "spec.pools", "must be a non-empty list")
+    _require(
+        isinstance(raw_pools, list) and bool(raw_pools),
+        source,
+        "spec.pools",
+        "must be a non-empty list",
+    )
     pools: list[NodePool] = []
     seen: set[str] = set()
     for i, raw in enumerate(raw_pools):
         where = f"spec.pools[{i}]"
         _require(isinstance(raw, dict), source, where, "must be a mapping")
         pool_name = str(raw.get("name", ""))
-        _require(bool(_NAME.match(pool_name)), source, f"{where}.name", f"{pool_name!r} is not a DNS label")
-        _require(pool_name not in seen, source, f"{where}.name", f"pool {pool_name!r} appears twice")
+        _require(
+            bool(_NAME.match(pool_name)),
+            source,
+            f"{where}.name",
+            f"{pool_name!r} is not a DNS label",
+        )
+        _require(
+            pool_name not in seen, source, f"{where}.name", f"pool {pool_name!r} appears twice"
+        )
         seen.add(pool_name)
         role = raw.get("role")
-        _require(role in ROLES, source, f"{where}.role", f"{role!r} is not one of {', '.join(ROLES)}")
+        _require(
+            role in ROLES, source, f"{where}.role", f"{role!r} is not one of {', '.join(ROLES)}"
+        )
         count = raw.get("count")
         _require(
             isinstance(count, int) and not isinstance(count, bool) and 0 <= count <= 20000,

@@ -80,7 +80,9 @@ def load_pins(text: str | None = None) -> dict[str, Component]:
     pins: dict[str, Component] = {}
     for name, entry in data.items():
         if "version" not in entry and "apt_package" not in entry:
-            raise ToolchainError(f"toolchain.toml: [{name}] has neither 'version' nor 'apt_package'")
+            raise ToolchainError(
+                f"toolchain.toml: [{name}] has neither 'version' nor 'apt_package'"
+            )
         pins[name] = Component(
             name=name,
             version=str(entry.get("version", "")),
@@ -165,6 +167,10 @@ def resolve(
                     candidates.append((Path(found), "PATH"))
             else:
                 candidates.append((root / comp.cache_folder / name, "cache"))
+            # what an earlier `install --bin-dir` linked into <cache>/toolchain/bin
+            link = root / "bin" / name
+            if link.is_symlink():
+                candidates.append((link.resolve(), "linked"))
             hit = next(((p, s) for p, s in candidates if _executable(p)), None)
             if hit is None:
                 missing.append((comp, name))
@@ -232,9 +238,7 @@ def install(
     if by_component:
         toolchain, missing = resolve(cache, bin_dir, pins)
         if missing:
-            raise ToolchainError(
-                "still missing after install: " + ", ".join(n for _, n in missing)
-            )
+            raise ToolchainError("still missing after install: " + ", ".join(n for _, n in missing))
     link_path_dir(toolchain)
     return toolchain
 
@@ -294,12 +298,14 @@ def module_gomod(go: str, module: str, version: str, cwd: Path) -> dict[str, obj
     info = json.loads(_run_go(go, ["mod", "download", "-json", f"{module}@{version}"], cwd))
     if "Error" in info:
         raise ToolchainError(f"go mod download {module}@{version}: {info['Error']}")
-    parsed: dict[str, object] = json.loads(_run_go(go, ["mod", "edit", "-json", info["GoMod"]], cwd))
+    parsed: dict[str, object] = json.loads(
+        _run_go(go, ["mod", "edit", "-json", info["GoMod"]], cwd)
+    )
     return parsed
 
 
 def staging_replaces(gomod: dict[str, object], staging_version: str) -> dict[str, str]:
-    """Map each module the release replaces with a local ``./staging/`` path to its published version."""
+    """Map each module the release replaces with ``./staging/...`` to its published version."""
     replaces: dict[str, str] = {}
     for entry in gomod.get("Replace") or []:  # type: ignore[attr-defined]
         old, new = entry["Old"]["Path"], entry["New"]["Path"]
@@ -310,7 +316,7 @@ def staging_replaces(gomod: dict[str, object], staging_version: str) -> dict[str
 
 def wrapper_gomod(comp: Component, gomod: dict[str, object], replaces: dict[str, str]) -> str:
     """The go.mod of the small module that builds ``comp`` from the proxy."""
-    go_version = str((gomod.get("Go") or "1.24.0"))
+    go_version = str(gomod.get("Go") or "1.24.0")
     lines = [f"module blackstart.local/build/{comp.name}", "", f"go {go_version}", ""]
     for debug in gomod.get("Godebug") or []:  # type: ignore[attr-defined]
         lines.append(f"godebug {debug['Key']}={debug['Value']}")
@@ -341,5 +347,7 @@ def build_with_go(
         package = comp.binaries[name]
         started = time.monotonic()
         progress(f"building {name} from {package}@{comp.version} (cold builds take minutes)")
-        _run_go(go, ["build", "-trimpath", "-ldflags", ldflags, "-o", str(out / name), package], workdir)
+        _run_go(
+            go, ["build", "-trimpath", "-ldflags", ldflags, "-o", str(out / name), package], workdir
+        )
         progress(f"built {name} in {time.monotonic() - started:.0f} s")

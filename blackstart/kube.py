@@ -1,0 +1,64 @@
+"""The Kubernetes client factory every part of blackstart uses.
+
+A client comes from an explicit kubeconfig path and context, else from
+``$KUBECONFIG``/``~/.kube/config``; Chaos Toolkit activities pass their
+``configuration``/``secrets`` through :func:`client_from_chaos`, which reads
+the same keys as chaostoolkit-kubernetes (``KUBECONFIG``, ``kubeconfig_path``,
+``KUBERNETES_CONTEXT``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config
+
+
+class KubeconfigError(RuntimeError):
+    """No usable kubeconfig; the message says which file or context was wrong."""
+
+
+def api_client(
+    kubeconfig: str | os.PathLike[str] | None = None,
+    context: str | None = None,
+    pool_size: int = 32,
+    timeout: float | None = None,
+) -> client.ApiClient:
+    """An ApiClient for ``kubeconfig``/``context`` with a connection pool of ``pool_size``."""
+    path = str(kubeconfig) if kubeconfig else None
+    if path and not Path(path).exists():
+        raise KubeconfigError(f"kubeconfig {path} does not exist")
+    cfg = client.Configuration()
+    try:
+        config.load_kube_config(config_file=path, context=context, client_configuration=cfg)
+    except config.ConfigException as err:
+        where = path or os.environ.get("KUBECONFIG") or "~/.kube/config"
+        raise KubeconfigError(f"cannot load kubeconfig {where} (context {context}): {err}") from err
+    cfg.connection_pool_maxsize = pool_size
+    if timeout is not None:
+        cfg.retries = 0
+    return client.ApiClient(cfg)
+
+
+def client_from_chaos(
+    configuration: Mapping[str, Any] | None = None, secrets: Mapping[str, Any] | None = None
+) -> client.ApiClient:
+    """An ApiClient from a Chaos Toolkit experiment's configuration and secrets."""
+    configuration = configuration or {}
+    secrets = secrets or {}
+    kubeconfig = (
+        secrets.get("KUBECONFIG")
+        or configuration.get("kubeconfig_path")
+        or configuration.get("KUBECONFIG")
+        or os.environ.get("KUBECONFIG")
+    )
+    context = (
+        secrets.get("KUBERNETES_CONTEXT")
+        or configuration.get("kubernetes_context")
+        or configuration.get("KUBERNETES_CONTEXT")
+        or os.environ.get("KUBERNETES_CONTEXT")
+    )
+    return api_client(kubeconfig, context)

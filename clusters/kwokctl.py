@@ -1,0 +1,218 @@
+"""kwokctl, driven with the binary runtime: the real control plane as local processes.
+
+``kwokctl create cluster --runtime binary`` runs etcd, kube-apiserver,
+kube-controller-manager, kube-scheduler, the kwok controller and Prometheus as
+processes, each with a pid file in ``<workdir>/clusters/<name>/pids``. This
+module builds that command line from the toolchain, and finds and signals one
+component by its pid file for the fault actions.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from blackstart.clusters.processes import ProcessError, read_pid, signal_pid_file, stop_pid_file
+from blackstart.clusters.toolchain import Toolchain
+
+# Components kwokctl runs for blackstart, by the binary name its pid file carries.
+COMPONENTS = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok-controller",
+    "prometheus",
+)
+# pid files carry the component name; kept as a map in case a component is renamed.
+_PID_NAMES: dict[str, str] = {}
+
+STAGE_FILES = (
+    "node-initialize.yaml",
+    "node-heartbeat-with-lease.yaml",
+    "node-not-ready.yaml",
+    "pod-ready.yaml",
+    "pod-complete.yaml",
+    "pod-delete.yaml",
+)
+# Label that puts a node through KWOK's node-not-ready stage (see stages/node-not-ready.yaml).
+NODE_NOT_READY_LABEL = "node-not-ready.stage.kwok.x-k8s.io"
+
+
+class KwokctlError(RuntimeError):
+    """kwokctl failed; the message carries its output."""
+
+
+@dataclass(frozen=True)
+class KwokCluster:
+    """Where kwokctl keeps one cluster."""
+
+    name: str
+    workdir: Path  # KWOK_WORKDIR
+
+    @property
+    def cluster_dir(self) -> Path:
+        return self.workdir / "clusters" / self.name
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.cluster_dir / "pki"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.cluster_dir / "kubeconfig.yaml"
+
+    @property
+    def prometheus_config(self) -> Path:
+        return self.cluster_dir / "prometheus.yaml"
+
+    def pid_file(self, component: str) -> Path:
+        if component not in COMPONENTS:
+            raise KwokctlError(f"unknown component {component!r}; one of: {', '.join(COMPONENTS)}")
+        return self.cluster_dir / "pids" / f"{_PID_NAMES.get(component, component)}.pid"
+
+    def pid(self, component: str) -> int | None:
+        return read_pid(self.pid_file(component))
+
+    def options(self) -> dict[str, object]:
+        """The options kwokctl saved for this cluster (ports among them), or {} when gone."""
+        path = self.cluster_dir / "kwok.yaml"
+        if not path.exists():
+            return {}
+        for doc in yaml.safe_load_all(path.read_text()):
+            if isinstance(doc, dict) and doc.get("kind") == "KwokctlConfiguration":
+                options = doc.get("options") or {}
+                return dict(options) if isinstance(options, dict) else {}
+        return {}
+
+    def log_file(self, component: str) -> Path:
+        return self.cluster_dir / "logs" / f"{component}.log"
+
+
+def stage_documents() -> list[dict[str, object]]:
+    """The KWOK Stages blackstart loads: kwokctl's defaults plus node-not-ready."""
+    folder = resources.files("blackstart.clusters").joinpath("stages")
+    return [yaml.safe_load(folder.joinpath(name).read_text()) for name in STAGE_FILES]
+
+
+def kwokctl_config(heartbeat_factor: float | None = None) -> str:
+    """The ``--config`` file: a KwokctlConfiguration and the Stages.
+
+    Giving any Stage replaces kwokctl's defaults, so the defaults ship here too.
+    """
+    options: dict[str, object] = {}
+    if heartbeat_factor is not None:
+        options["heartbeatFactor"] = heartbeat_factor
+    docs: list[dict[str, object]] = [
+        {
+            "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
+            "kind": "KwokctlConfiguration",
+            "options": options,
+        },
+        *stage_documents(),
+    ]
+    return yaml.safe_dump_all(docs, sort_keys=False)
+
+
+def create_command(
+    toolchain: Toolchain,
+    name: str,
+    config: Path,
+    service_cidr: str,
+    prometheus_port: int,
+    apiserver_port: int | None = None,
+) -> list[str]:
+    """``kwokctl create cluster`` for the binary runtime, pointed at the toolchain.
+
+    APF stays on (no ``--disable-qps-limits``); RBAC and admission are on so
+    non-admin identities mean something.
+    """
+    argv = [
+        str(toolchain.binary("kwokctl")),
+        "create",
+        "cluster",
+        "--name",
+        name,
+        "--runtime",
+        "binary",
+        "--config",
+        str(config),
+        "--etcd-binary",
+        str(toolchain.binary("etcd")),
+        "--kube-apiserver-binary",
+        str(toolchain.binary("kube-apiserver")),
+        "--kube-controller-manager-binary",
+        str(toolchain.binary("kube-controller-manager")),
+        "--kube-scheduler-binary",
+        str(toolchain.binary("kube-scheduler")),
+        "--kwok-controller-binary",
+        str(toolchain.binary("kwok")),
+        "--prometheus-binary",
+        str(toolchain.binary("prometheus")),
+        "--prometheus-port",
+        str(prometheus_port),
+        "--kube-authorization",
+        "--kube-admission",
+        "--extra-args",
+        f"kube-apiserver=service-cluster-ip-range={service_cidr}",
+        "--extra-args",
+        f"kube-controller-manager=service-cluster-ip-range={service_cidr}",
+        "--wait",
+        "3m",
+    ]
+    if apiserver_port:
+        argv += ["--kube-apiserver-port", str(apiserver_port)]
+    return argv
+
+
+def run_kwokctl(
+    toolchain: Toolchain, workdir: Path, args: list[str], timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """Run kwokctl with ``KWOK_WORKDIR`` set and the toolchain first on PATH."""
+    env = toolchain.env()
+    env["KWOK_WORKDIR"] = str(workdir)
+    argv = (
+        args if args and args[0].endswith("kwokctl") else [str(toolchain.binary("kwokctl")), *args]
+    )
+    try:
+        result = subprocess.run(
+            argv, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired as err:
+        raise KwokctlError(f"`{' '.join(argv[:4])}` did not finish in {timeout:.0f} s") from err
+    if result.returncode != 0:
+        raise KwokctlError(
+            f"`{' '.join(argv[:4])} ...` failed (exit {result.returncode}):\n"
+            f"{(result.stderr or result.stdout).strip()[-3000:]}"
+        )
+    return result
+
+
+def stop_component(cluster: KwokCluster, component: str) -> bool:
+    """Stop one kwokctl component (SIGTERM, then SIGKILL). False if it was not running."""
+    return stop_pid_file(cluster.pid_file(component), component)
+
+
+def hang_component(cluster: KwokCluster, component: str) -> int:
+    """Freeze one component with SIGSTOP: it keeps its sockets but answers nothing."""
+    return signal_pid_file(cluster.pid_file(component), signal.SIGSTOP, component)
+
+
+def resume_component(cluster: KwokCluster, component: str) -> int:
+    """Let a component frozen by :func:`hang_component` run again (SIGCONT)."""
+    return signal_pid_file(cluster.pid_file(component), signal.SIGCONT, component)
+
+
+def start_stopped_components(toolchain: Toolchain, cluster: KwokCluster) -> None:
+    """Start every component that is not running (``kwokctl start cluster`` skips running ones)."""
+    try:
+        run_kwokctl(toolchain, cluster.workdir, ["start", "cluster", "--name", cluster.name])
+    except KwokctlError as err:
+        raise ProcessError(
+            f"could not start the stopped components of {cluster.name}: {err}"
+        ) from err

@@ -1,0 +1,131 @@
+"""Local processes of a cluster: start detached, find by pid file, stop, hang, resume.
+
+Every process the local provider runs (the ones kwokctl starts and the ones
+blackstart starts itself: CoreDNS, the rescue controller and agents) has a pid
+file. These helpers act on one process by its pid file and never on anything
+else on the machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+
+class ProcessError(RuntimeError):
+    """A local component could not be started, found or signalled."""
+
+
+def read_pid(pid_file: Path) -> int | None:
+    """The pid recorded in ``pid_file``, or None when there is no such file."""
+    try:
+        text = pid_file.read_text().strip()
+    except FileNotFoundError:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ProcessError(f"{pid_file} does not hold a pid: {text[:40]!r}") from None
+
+
+def _zombie_or_gone(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    # the state is the field after the parenthesised command name
+    return stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X")
+
+
+def is_alive(pid: int | None) -> bool:
+    """True when ``pid`` names a live (possibly stopped) process."""
+    if pid is None or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not _zombie_or_gone(pid)
+
+
+def is_stopped(pid: int | None) -> bool:
+    """True when ``pid`` is hung by SIGSTOP (state T)."""
+    if not is_alive(pid):
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] in ("T", "t")
+
+
+def start_detached(
+    argv: list[str], pid_file: Path, log_file: Path, env: dict[str, str] | None = None
+) -> int:
+    """Start ``argv`` in its own session (it outlives the CLI), log to ``log_file``."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    if not Path(argv[0]).exists():
+        raise ProcessError(f"cannot start {argv[0]}: no such binary")
+    with open(log_file, "ab") as log:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+        )
+    pid_file.write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+def signal_pid_file(pid_file: Path, sig: signal.Signals, what: str) -> int:
+    """Send ``sig`` to the process of ``pid_file``; raise naming ``what`` when it is not running."""
+    pid = read_pid(pid_file)
+    if not is_alive(pid):
+        raise ProcessError(f"{what} is not running (pid file {pid_file})")
+    assert pid is not None
+    os.kill(pid, sig)
+    return pid
+
+
+def stop_pid_file(pid_file: Path, what: str, timeout: float = 15.0) -> bool:
+    """Stop the process of ``pid_file`` (SIGCONT, SIGTERM, then SIGKILL). False if not running."""
+    pid = read_pid(pid_file)
+    if not is_alive(pid):
+        return False
+    assert pid is not None
+    for sig in (signal.SIGCONT, signal.SIGTERM):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return True
+    if wait_gone(pid, timeout):
+        return True
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return True
+    if not wait_gone(pid, 5.0):
+        raise ProcessError(f"{what} (pid {pid}) did not exit after SIGKILL")
+    return True
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    """Wait until ``pid`` has exited; reap it when it is our child."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        if not is_alive(pid):
+            return True
+        time.sleep(0.05)
+    return not is_alive(pid)

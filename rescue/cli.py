@@ -1,0 +1,126 @@
+"""``blackstart xid``: triage NVIDIA Xid errors from a kernel log, by hand.
+
+``xid_group`` is a click group the main CLI mounts as ``blackstart xid``:
+
+- ``xid parse FILE|-`` prints one JSON line per Xid error found in a kernel log;
+- ``xid catalogue [CODE...]`` prints what each Xid means and what to do about it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import IO, Any
+
+import click
+
+from blackstart.rescue.catalogue import CATALOGUE, XidInfo, describe
+from blackstart.rescue.xid import XidParser
+
+__all__ = ["xid_group"]
+
+_MAX_LINE_BYTES = 64 * 1024  # kernel log records are far shorter; junk lines are cut here
+
+
+@click.group(name="xid")
+def xid_group() -> None:
+    """Triage NVIDIA Xid errors: find them in kernel logs, look up what they mean.
+
+    Xid errors are the NVIDIA driver's reports of GPU faults ("NVRM: Xid ...")
+    in the kernel log. These commands work offline, on a copy of the log.
+    """
+
+
+@xid_group.command(name="parse")
+@click.argument(
+    "source",
+    metavar="FILE|-",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=str),
+)
+def parse_command(source: str) -> None:
+    """Print every Xid error in a kernel log FILE ("-" reads standard input).
+
+    The log can be raw /dev/kmsg records, dmesg output (plain, -T or -x),
+    syslog or journalctl output, or a mix. Each Xid found prints as one JSON
+    line with the GPU's PCI address, the Xid code, the GPU UUID (when a
+    "NVRM: GPU at" line for that address came earlier), the pid and process
+    name, the driver's message, the timestamp as logged, and from the built-in
+    catalogue the meaning and the recommended action (ignore, restart-app,
+    reset-gpu, reboot, power-cycle or contact-support). Other lines are
+    skipped.
+
+    \b
+    Examples:
+      dmesg | blackstart xid parse -
+      journalctl -k -o short-iso | blackstart xid parse -
+      blackstart xid parse /var/log/kern.log | jq -r 'select(.action == "reboot") | .pci'
+    """
+    parser = XidParser()
+    for line in _read_lines(source):
+        event = parser.feed(line)
+        if event is not None:
+            click.echo(json.dumps(event.to_json()))
+
+
+@xid_group.command(name="catalogue")
+@click.argument("codes", metavar="[CODE]...", nargs=-1, type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
+def catalogue_command(codes: tuple[int, ...], as_json: bool) -> None:
+    """Print the built-in Xid catalogue, or the entries for the given CODEs.
+
+    For each Xid: its meaning, the action NVIDIA recommends (as the
+    self-heal controller names it), the severity, and NVIDIA's own
+    resolution bucket from its Xid Catalog. A code the catalogue does not
+    list prints as "Unknown Xid".
+
+    \b
+    Examples:
+      blackstart xid catalogue
+      blackstart xid catalogue 48 79 --json
+    """
+    infos = [describe(code) for code in codes] if codes else list(CATALOGUE.values())
+    if as_json:
+        click.echo(json.dumps([info.to_json() for info in infos], indent=2))
+        return
+    for row in _table(infos):
+        click.echo(row)
+
+
+def _read_lines(source: str) -> Iterator[bytes]:
+    """The lines of ``source`` ("-" is stdin) as bytes; the parser decodes them, bad bytes too."""
+    try:
+        with click.open_file(source, "rb") as stream:
+            yield from _lines_of(stream)
+    except OSError as error:
+        raise click.FileError(source, hint=error.strerror or str(error)) from error
+
+
+def _lines_of(stream: IO[Any]) -> Iterator[bytes]:
+    """The lines of ``stream``, each cut to ``_MAX_LINE_BYTES``; memory stays flat.
+
+    Reading line by line also lets ``tail -f kern.log | blackstart xid parse -`` stream.
+    """
+    while True:
+        line: bytes = stream.readline(_MAX_LINE_BYTES)
+        if not line:
+            return
+        if len(line) == _MAX_LINE_BYTES and not line.endswith(b"\n"):
+            # Skip the rest of an overlong line, so its tail is not read as lines of its own.
+            rest: bytes = stream.readline(_MAX_LINE_BYTES)
+            while len(rest) == _MAX_LINE_BYTES and not rest.endswith(b"\n"):
+                rest = stream.readline(_MAX_LINE_BYTES)
+        yield line
+
+
+def _table(infos: list[XidInfo]) -> list[str]:
+    header = ("XID", "ACTION", "SEVERITY", "NVIDIA ACTION", "MEANING")
+    rows = [
+        (str(info.code), info.action, info.severity, info.nvidia_action or "-", info.meaning)
+        for info in infos
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
+    lines = []
+    for row in [header, *rows]:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        lines.append("  ".join([*cells, row[-1]]))
+    return lines
