@@ -13,8 +13,15 @@ import click
 from blackstart import __version__
 from blackstart.clusters.local import ClusterError, LocalProvider
 from blackstart.clusters.processes import ProcessError
-from blackstart.clusters.spec import SpecError, load_spec
-from blackstart.clusters.state import CLUSTER_ENV, DEFAULT_CLUSTER, ClusterNotFound, list_states
+from blackstart.clusters.kind import KindError, KindProvider
+from blackstart.clusters.spec import ClusterSpec, SpecError, load_spec
+from blackstart.clusters.state import (
+    CLUSTER_ENV,
+    DEFAULT_CLUSTER,
+    ClusterNotFound,
+    list_states,
+    state_dir_for,
+)
 from blackstart.clusters.toolchain import ToolchainError, install, resolve
 from blackstart.paths import BIN_DIR_ENV, CACHE_DIR_ENV
 from blackstart.paths import cache_dir as resolve_cache_dir
@@ -178,9 +185,7 @@ def cluster_up(
     except SpecError as err:
         raise click.ClickException(str(err)) from err
     if provider == "kind":
-        from blackstart.cli_kind import kind_up
-
-        kind_up(ctx.cache, spec, name, bin_dir, _progress)
+        _kind_up(ctx, spec, name, bin_dir)
         return
     local = _local(ctx, bin_dir)
     try:
@@ -190,6 +195,20 @@ def cluster_up(
     except (ClusterError, ProcessError) as err:
         raise click.ClickException(str(err)) from err
     _print_status(local, name)
+
+
+def _kind_up(ctx: Context, spec: ClusterSpec, name: str, bin_dir: str | None) -> None:
+    # Needs a Docker engine: not exercised on machines without one (see README).
+    tc, _ = resolve(ctx.cache, bin_dir)
+    provider = KindProvider(
+        kind_binary=str(tc.paths.get("kind", "kind")),
+        kubectl_binary=str(tc.paths.get("kubectl", "kubectl")),
+    )
+    try:
+        plan = provider.up(spec, name, state_dir_for(name, ctx.cache))
+    except KindError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(f"kind cluster {name} is up; kubeconfig {plan.kubeconfig_path}")
 
 
 def _print_status(local: LocalProvider, name: str) -> bool:
@@ -243,6 +262,14 @@ def cluster_status(ctx: Context, name: str, as_json: bool) -> None:
 @pass_context
 def cluster_down(ctx: Context, name: str) -> None:
     """Stop every process of the cluster and delete its state; leaves nothing running."""
+    kind_map = state_dir_for(name, ctx.cache) / "kind-nodes.json"
+    if kind_map.exists():
+        try:
+            KindProvider().down(name)
+        except KindError as err:
+            raise click.ClickException(str(err)) from err
+        click.echo(f"kind cluster {name} deleted")
+        return
     local = LocalProvider(ctx.cache, resolve(ctx.cache)[0], progress=_progress)
     try:
         stopped = local.down(name)

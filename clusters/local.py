@@ -372,9 +372,17 @@ class LocalProvider:
             return self.pid_file(name, component)
         return self.kwok_cluster(name).pid_file(component)
 
-    def stop_component(self, name: str, component: str) -> bool:
-        """Stop one component (kube-apiserver, etcd, coredns, kwok-controller, ...)."""
-        return stop_pid_file(self._component_pid_file(name, component), component)
+    def stop_component(self, name: str, component: str, grace: float = 5.0) -> bool:
+        """Stop one component (kube-apiserver, etcd, coredns, kwok-controller, ...).
+
+        SIGTERM, then SIGKILL after ``grace`` seconds. The pid file goes too: a killed
+        process whose parent (kwokctl) is gone can linger as a zombie that kwokctl
+        would take for running, and then never start it again.
+        """
+        pid_file = self._component_pid_file(name, component)
+        stopped = stop_pid_file(pid_file, component, timeout=grace)
+        pid_file.unlink(missing_ok=True)
+        return stopped
 
     def hang_component(self, name: str, component: str) -> int:
         """Freeze one component with SIGSTOP: its port stays open, nothing answers."""

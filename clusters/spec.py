@@ -259,9 +259,16 @@ def parse_spec(document: Any, source: str = "<memory>") -> ClusterSpec:
         )
         capacity = {"cpu": "32", "memory": "256Gi", "pods": "110"}
         capacity.update(_str_map(raw.get("capacity"), source, f"{where}.capacity", quantities=True))
+        # an extended resource counts whole devices: "8", never "500m", "1k" or "1.5"
+        _require(
+            capacity.get(GPU_RESOURCE, "0").isdigit(),
+            source,
+            f"{where}.capacity.{GPU_RESOURCE}",
+            f"{capacity.get(GPU_RESOURCE)!r} is not a whole number of GPUs",
+        )
         if role == "gpu":
             _require(
-                int(float(capacity.get(GPU_RESOURCE, "0"))) > 0,
+                int(capacity.get(GPU_RESOURCE, "0")) > 0,
                 source,
                 f"{where}.capacity.{GPU_RESOURCE}",
                 "a gpu pool needs at least one nvidia.com/gpu per node",

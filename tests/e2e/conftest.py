@@ -1,0 +1,91 @@
+"""One real local cluster per test session: etcd, kube-apiserver, controller-manager,
+scheduler, the kwok controller with the default GPU fleet, CoreDNS and Prometheus.
+
+The toolchain must be installed (`blackstart toolchain install`, which .ci/run does);
+a missing binary fails the session with the command to run, it is never skipped.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from blackstart.clusters.local import LocalProvider
+from blackstart.clusters.spec import load_spec
+from blackstart.clusters.state import ClusterState
+from blackstart.clusters.toolchain import resolve
+from blackstart.kube import api_client
+from blackstart.paths import cache_dir
+
+E2E_CLUSTER = os.environ.get("BLACKSTART_E2E_CLUSTER", "e2e")
+
+
+def _provider() -> LocalProvider:
+    cache = cache_dir()
+    toolchain, missing = resolve(cache)
+    if missing:
+        pytest.fail(
+            "e2e tests need the toolchain: run `blackstart toolchain install` "
+            f"(missing: {', '.join(n for _, n in missing)})",
+            pytrace=False,
+        )
+    return LocalProvider(cache, toolchain, progress=lambda m: print(m, flush=True))
+
+
+@pytest.fixture(scope="session")
+def local() -> LocalProvider:
+    return _provider()
+
+
+@pytest.fixture(scope="session")
+def cluster(local: LocalProvider) -> Iterator[ClusterState]:
+    """The default GPU fleet (60 nodes), brought up once for the whole session."""
+    if (local.state_dir(E2E_CLUSTER) / "cluster.json").exists() or local.kwok_cluster(
+        E2E_CLUSTER
+    ).cluster_dir.exists():
+        local.down(E2E_CLUSTER)  # left over from an interrupted run
+    state = local.up(load_spec(), name=E2E_CLUSTER)
+    yield state
+    local.down(E2E_CLUSTER)
+
+
+@pytest.fixture(scope="session")
+def core(cluster: ClusterState) -> client.CoreV1Api:
+    return client.CoreV1Api(api_client(cluster.kubeconfig))
+
+
+@pytest.fixture(scope="session")
+def apps(cluster: ClusterState) -> client.AppsV1Api:
+    return client.AppsV1Api(api_client(cluster.kubeconfig))
+
+
+@pytest.fixture
+def namespace(core: client.CoreV1Api, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A namespace of its own for one test, deleted afterwards."""
+    name = "t-" + request.node.name.lower().replace("_", "-")[:50].strip("-")
+    core.create_namespace({"metadata": {"name": name}})
+    yield name
+    core.delete_namespace(name)
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def eventually(check: object, timeout: float, what: str, interval: float = 0.5) -> object:
+    """Poll ``check()`` until it returns something truthy; fail naming ``what``."""
+    import time
+
+    assert callable(check)
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")

@@ -1,0 +1,137 @@
+"""Given the local fleet, the provider operations that faults are built on do what
+their names say, and undo cleanly."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes import client
+
+from blackstart.clusters.kwok_nodes import node_is_ready
+from blackstart.clusters.local import LocalProvider, processes_under
+from blackstart.clusters.processes import is_alive, is_stopped
+from blackstart.clusters.state import ClusterState
+
+from .conftest import eventually
+
+pytestmark = pytest.mark.e2e
+
+
+def apiserver_ready(cluster: ClusterState, local: LocalProvider) -> bool:
+    pki = local.kwok_cluster(cluster.name).pki_dir
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+    try:
+        with urllib.request.urlopen(f"{cluster.apiserver_url}/readyz", timeout=1, context=ctx) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def test_stopped_apiserver_refuses_and_comes_back_on_start(
+    cluster: ClusterState, local: LocalProvider
+):
+    pid_before = local.kwok_cluster(cluster.name).pid("kube-apiserver")
+    assert local.stop_component(cluster.name, "kube-apiserver") is True
+    assert not is_alive(pid_before)
+    assert not apiserver_ready(cluster, local)
+    local.start_component(cluster.name, "kube-apiserver")
+    eventually(lambda: apiserver_ready(cluster, local), 60, "kube-apiserver ready again")
+    assert local.kwok_cluster(cluster.name).pid("kube-apiserver") != pid_before
+
+
+def test_hung_apiserver_keeps_its_process_but_answers_nothing_until_resumed(
+    cluster: ClusterState, local: LocalProvider
+):
+    pid = local.hang_component(cluster.name, "kube-apiserver")
+    try:
+        assert is_stopped(pid)
+        assert not apiserver_ready(cluster, local)
+        states = {s.name: s.state for s in local.status(cluster.name)}
+        assert states["kube-apiserver"] == "hung"
+    finally:
+        local.resume_component(cluster.name, "kube-apiserver")
+    assert not is_stopped(pid)
+    eventually(lambda: apiserver_ready(cluster, local), 30, "kube-apiserver ready after SIGCONT")
+
+
+def test_coredns_restart_serves_again(cluster: ClusterState, local: LocalProvider):
+    local.restart_component(cluster.name, "coredns")
+    eventually(lambda: local.coredns_ready(cluster.name), 30, "CoreDNS ready after restart")
+
+
+def test_reboot_of_a_node_goes_not_ready_then_ready_with_a_new_boot_id(
+    cluster: ClusterState, local: LocalProvider, core: client.CoreV1Api
+):
+    node = "gpu-7"
+    boot_before = core.read_node(node).status.node_info.boot_id
+    local.mark_node_not_ready(cluster.name, node)
+    eventually(lambda: not node_is_ready(core.read_node(node)), 30, f"{node} NotReady")
+    local.mark_node_ready(cluster.name, node)
+    eventually(lambda: node_is_ready(core.read_node(node)), 30, f"{node} Ready again")
+    assert core.read_node(node).status.node_info.boot_id != boot_before
+
+
+def test_status_reports_every_component_healthy(cluster: ClusterState, local: LocalProvider):
+    statuses = {s.name: s for s in local.status(cluster.name)}
+    assert set(statuses) == {
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kwok-controller",
+        "prometheus",
+        "coredns",
+    }
+    unhealthy = {n: s.detail for n, s in statuses.items() if not s.healthy}
+    assert not unhealthy
+
+
+def test_cluster_down_from_the_cli_leaves_no_process(local: LocalProvider, tmp_path: Path):
+    """A cluster of its own (a small spec), up and down through the `blackstart` command."""
+    spec = tmp_path / "small.yaml"
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "kind": "ClusterSpec",
+                "metadata": {"name": "small"},
+                "spec": {
+                    "pools": [
+                        {"name": "gpu", "role": "gpu", "count": 3,
+                         "capacity": {"nvidia.com/gpu": "8"}},
+                    ]
+                },
+            }
+        )
+    )
+    name = "e2e-down"
+    cli = [sys.executable, "-m", "blackstart.cli", "--cache-dir", str(local.cache)]
+    up = subprocess.run(
+        [*cli, "cluster", "up", "--spec", str(spec), "--name", name],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert up.returncode == 0, up.stderr
+    assert "kube-apiserver" in up.stdout and "FAIL" not in up.stdout
+    status = subprocess.run(
+        [*cli, "cluster", "status", "--name", name, "--json"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )
+    components = json.loads(status.stdout)["components"]
+    pids = [c["pid"] for c in components]
+    assert len(pids) == 7 and all(is_alive(p) for p in pids)
+
+    down = subprocess.run(
+        [*cli, "cluster", "down", "--name", name],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert down.returncode == 0, down.stderr
+    assert [p for p in pids if is_alive(p)] == []
+    assert processes_under((local.state_dir(name), local.kwok_cluster(name).cluster_dir)) == []
+    assert not local.state_dir(name).exists()
