@@ -74,8 +74,7 @@ def test_gpu_pods_land_only_on_gpu_nodes_and_run(
     pods = eventually(running, 60, "6 GPU pods Running")
     assert isinstance(pods, list)
     node_pools = {
-        p.spec.node_name: core.read_node(p.spec.node_name).metadata.labels[POOL_LABEL]
-        for p in pods
+        p.spec.node_name: core.read_node(p.spec.node_name).metadata.labels[POOL_LABEL] for p in pods
     }
     assert set(node_pools.values()) == {"gpu"}
     # 8 GPUs per pod on 8-GPU nodes: one pod per node

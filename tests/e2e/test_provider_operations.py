@@ -104,8 +104,12 @@ def test_cluster_down_from_the_cli_leaves_no_process(local: LocalProvider, tmp_p
                 "metadata": {"name": "small"},
                 "spec": {
                     "pools": [
-                        {"name": "gpu", "role": "gpu", "count": 3,
-                         "capacity": {"nvidia.com/gpu": "8"}},
+                        {
+                            "name": "gpu",
+                            "role": "gpu",
+                            "count": 3,
+                            "capacity": {"nvidia.com/gpu": "8"},
+                        },
                     ]
                 },
             }
@@ -115,13 +119,19 @@ def test_cluster_down_from_the_cli_leaves_no_process(local: LocalProvider, tmp_p
     cli = [sys.executable, "-m", "blackstart.cli", "--cache-dir", str(local.cache)]
     up = subprocess.run(
         [*cli, "cluster", "up", "--spec", str(spec), "--name", name],
-        capture_output=True, text=True, timeout=300, check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert up.returncode == 0, up.stderr
     assert "kube-apiserver" in up.stdout and "FAIL" not in up.stdout
     status = subprocess.run(
         [*cli, "cluster", "status", "--name", name, "--json"],
-        capture_output=True, text=True, timeout=60, check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     components = json.loads(status.stdout)["components"]
     pids = [c["pid"] for c in components]
@@ -129,7 +139,10 @@ def test_cluster_down_from_the_cli_leaves_no_process(local: LocalProvider, tmp_p
 
     down = subprocess.run(
         [*cli, "cluster", "down", "--name", name],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert down.returncode == 0, down.stderr
     assert [p for p in pids if is_alive(p)] == []
