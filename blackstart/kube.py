@@ -33,7 +33,7 @@ def api_client(
         raise KubeconfigError(f"kubeconfig {path} does not exist")
     cfg = client.Configuration()
     try:
-        config.load_kube_config(config_file=path, context=context, client_configuration=cfg)
+        config.load_kube_config(config_file=path, context=context, client_configuration=cfg)  # type: ignore[no-untyped-call]
     except config.ConfigException as err:
         where = path or os.environ.get("KUBECONFIG") or "~/.kube/config"
         raise KubeconfigError(f"cannot load kubeconfig {where} (context {context}): {err}") from err

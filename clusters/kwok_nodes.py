@@ -74,7 +74,7 @@ def create_nodes(
 
     def create(node: NodeSpec) -> int:
         try:
-            api.create_node(node_manifest(node))
+            api.create_node(node_manifest(node))  # type: ignore[arg-type]
         except ApiException as err:
             if err.status == 409:
                 return 0

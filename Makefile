@@ -1,0 +1,19 @@
+# The two commands of README. Both set the machine up first (.ci/bootstrap:
+# Debian packages, the Python environment, the real binaries built from Go
+# modules, all cached under ~/.cache/blackstart) and are quick when it is done.
+CACHE ?= $(or $(BLACKSTART_CACHE_DIR),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/blackstart)
+BIN := $(CACHE)/venv/bin
+ARGS ?=
+
+.PHONY: gameday test setup fleet
+gameday: setup  ## run the game-day suite on the local default and write the reports
+	$(BIN)/blackstart gameday $(ARGS)
+
+test: setup  ## lint, type-check and run every test (unit + end-to-end)
+	.ci/test $(ARGS)
+
+fleet: setup  ## bring up the default local GPU fleet and print its status
+	$(BIN)/blackstart cluster up $(ARGS)
+
+setup:
+	.ci/bootstrap
