@@ -125,12 +125,15 @@ def create_command(
     config: Path,
     service_cidr: str,
     prometheus_port: int,
+    prometheus_data: Path,
     apiserver_port: int | None = None,
 ) -> list[str]:
     """``kwokctl create cluster`` for the binary runtime, pointed at the toolchain.
 
     APF stays on (no ``--disable-qps-limits``); RBAC and admission are on so
-    non-admin identities mean something.
+    non-admin identities mean something. Prometheus gets a data folder of the
+    cluster's own: Debian's build defaults to /var/lib/prometheus/metrics2, which
+    every cluster (and every earlier run) would otherwise share.
     """
     argv = [
         str(toolchain.binary("kwokctl")),
@@ -162,6 +165,8 @@ def create_command(
         f"kube-apiserver=service-cluster-ip-range={service_cidr}",
         "--extra-args",
         f"kube-controller-manager=service-cluster-ip-range={service_cidr}",
+        "--extra-args",
+        f"prometheus=storage.tsdb.path={prometheus_data}",
         "--wait",
         "3m",
     ]

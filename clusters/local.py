@@ -157,7 +157,12 @@ class LocalProvider:
             f"kwok and Prometheus (kwokctl, binary runtime)"
         )
         argv = kwokctl.create_command(
-            self.toolchain, name, config_path, spec.service_cidr, prometheus_port
+            self.toolchain,
+            name,
+            config_path,
+            spec.service_cidr,
+            prometheus_port,
+            prometheus_data=kc.cluster_dir / "prometheus-data",
         )
         argv += ["--kubeconfig", str(state_dir / "admin.kubeconfig")]
         try:

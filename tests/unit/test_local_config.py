@@ -190,7 +190,9 @@ def test_the_node_not_ready_stage_is_selected_by_its_label() -> None:
 def test_create_command_points_kwokctl_at_every_toolchain_binary(
     fake_toolchain: Toolchain, tmp_path: Path
 ) -> None:
-    argv = create_command(fake_toolchain, "fleet", tmp_path / "kwok.yaml", "10.96.0.0/16", 19090)
+    argv = create_command(
+        fake_toolchain, "fleet", tmp_path / "kwok.yaml", "10.96.0.0/16", 19090, tmp_path / "prom"
+    )
     assert argv[:8] == [
         "/opt/fake/kwokctl-bin",
         "create",
@@ -219,7 +221,9 @@ def test_create_command_points_kwokctl_at_every_toolchain_binary(
 def test_create_command_keeps_apf_rbac_and_admission_on(
     fake_toolchain: Toolchain, tmp_path: Path
 ) -> None:
-    argv = create_command(fake_toolchain, "fleet", tmp_path / "kwok.yaml", "10.96.0.0/16", 19090)
+    argv = create_command(
+        fake_toolchain, "fleet", tmp_path / "kwok.yaml", "10.96.0.0/16", 19090, tmp_path / "prom"
+    )
     assert "--disable-qps-limits" not in argv
     assert "--kube-authorization" in argv
     assert "--kube-admission" in argv
@@ -228,11 +232,14 @@ def test_create_command_keeps_apf_rbac_and_admission_on(
 def test_create_command_gives_the_spec_service_cidr_to_apiserver_and_controller_manager(
     fake_toolchain: Toolchain, tmp_path: Path
 ) -> None:
-    argv = create_command(fake_toolchain, "fleet", tmp_path / "kwok.yaml", "10.100.0.0/20", 19090)
+    argv = create_command(
+        fake_toolchain, "fleet", tmp_path / "kwok.yaml", "10.100.0.0/20", 19090, tmp_path / "prom"
+    )
     extra = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--extra-args"]
     assert extra == [
         "kube-apiserver=service-cluster-ip-range=10.100.0.0/20",
         "kube-controller-manager=service-cluster-ip-range=10.100.0.0/20",
+        f"prometheus=storage.tsdb.path={tmp_path / 'prom'}",
     ]
 
 
@@ -240,7 +247,13 @@ def test_create_command_pins_the_apiserver_port_when_given(
     fake_toolchain: Toolchain, tmp_path: Path
 ) -> None:
     argv = create_command(
-        fake_toolchain, "fleet", tmp_path / "kwok.yaml", "10.96.0.0/16", 19090, apiserver_port=16443
+        fake_toolchain,
+        "fleet",
+        tmp_path / "kwok.yaml",
+        "10.96.0.0/16",
+        19090,
+        tmp_path / "prom",
+        apiserver_port=16443,
     )
     assert argv[-2:] == ["--kube-apiserver-port", "16443"]
 
@@ -250,7 +263,14 @@ def test_create_command_without_a_binary_says_to_install_the_toolchain(
 ) -> None:
     del fake_toolchain.paths["kube-scheduler"]
     with pytest.raises(ToolchainError, match="'kube-scheduler' is not in the toolchain"):
-        create_command(fake_toolchain, "fleet", tmp_path / "kwok.yaml", "10.96.0.0/16", 19090)
+        create_command(
+            fake_toolchain,
+            "fleet",
+            tmp_path / "kwok.yaml",
+            "10.96.0.0/16",
+            19090,
+            tmp_path / "prom",
+        )
 
 
 def test_each_component_has_a_pid_file_under_the_cluster_folder(tmp_path: Path) -> None:
