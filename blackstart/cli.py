@@ -25,6 +25,7 @@ from blackstart.clusters.state import (
 from blackstart.clusters.toolchain import ToolchainError, install, resolve
 from blackstart.paths import BIN_DIR_ENV, CACHE_DIR_ENV
 from blackstart.paths import cache_dir as resolve_cache_dir
+from blackstart.rescue.cli import rescue_group, xid_group
 
 
 def _progress(message: str) -> None:
@@ -167,6 +168,11 @@ def _local(ctx: Context, bin_dir: str | None = None) -> LocalProvider:
     show_default=True,
     help="Seconds to wait for the fleet to be Ready.",
 )
+@click.option(
+    "--with-rescue",
+    is_flag=True,
+    help="Also start the GPU self-heal controller and the Xid agent for the fleet (local).",
+)
 @BIN_DIR
 @pass_context
 def cluster_up(
@@ -177,6 +183,7 @@ def cluster_up(
     prometheus_port: int | None,
     dns_port: int | None,
     timeout: float,
+    with_rescue: bool,
     bin_dir: str | None,
 ) -> None:
     """Bring up a GPU fleet from a spec and wait until every node is Ready."""
@@ -192,6 +199,9 @@ def cluster_up(
         local.up(
             spec, name=name, prometheus_port=prometheus_port, dns_port=dns_port, timeout=timeout
         )
+        if with_rescue:
+            _progress(f"[{name}] starting the rescue controller and Xid agent")
+            local.start_rescue(name)
     except (ClusterError, ProcessError) as err:
         raise click.ClickException(str(err)) from err
     _print_status(local, name)
@@ -288,15 +298,9 @@ def cluster_list(ctx: Context) -> None:
         )
 
 
-def _add_optional_groups() -> None:
-    try:
-        from blackstart.rescue.cli import xid_group
-    except ImportError:
-        return
-    main.add_command(xid_group)
-
-
-_add_optional_groups()
+# The rescue commands live beside the controller they run (blackstart.rescue.cli).
+main.add_command(xid_group)
+main.add_command(rescue_group)
 
 
 if __name__ == "__main__":

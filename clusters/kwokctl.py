@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -119,6 +120,15 @@ def kwokctl_config(heartbeat_factor: float | None = None) -> str:
     return yaml.safe_dump_all(docs, sort_keys=False)
 
 
+# kwokctl's host-port flag for each component.
+PORT_FLAGS = {
+    "etcd": "--etcd-port",
+    "kube-controller-manager": "--kube-controller-manager-port",
+    "kube-scheduler": "--kube-scheduler-port",
+    "kwok-controller": "--controller-port",
+}
+
+
 def create_command(
     toolchain: Toolchain,
     name: str,
@@ -127,6 +137,7 @@ def create_command(
     prometheus_port: int,
     prometheus_data: Path,
     apiserver_port: int | None = None,
+    component_ports: Mapping[str, int] | None = None,
 ) -> list[str]:
     """``kwokctl create cluster`` for the binary runtime, pointed at the toolchain.
 
@@ -134,6 +145,11 @@ def create_command(
     non-admin identities mean something. Prometheus gets a data folder of the
     cluster's own: Debian's build defaults to /var/lib/prometheus/metrics2, which
     every cluster (and every earlier run) would otherwise share.
+
+    ``component_ports`` pins host ports by component name (``etcd``,
+    ``kube-controller-manager``, ``kube-scheduler``, ``kwok-controller``):
+    kwokctl otherwise counts down from 32765, so two clusters can pick the same
+    port, for instance while one of them has its component stopped.
     """
     argv = [
         str(toolchain.binary("kwokctl")),
@@ -170,6 +186,10 @@ def create_command(
         "--wait",
         "3m",
     ]
+    for component, port in sorted((component_ports or {}).items()):
+        if component not in PORT_FLAGS:
+            raise ValueError(f"no kwokctl port flag for component {component!r}")
+        argv += [PORT_FLAGS[component], str(port)]
     if apiserver_port:
         argv += ["--kube-apiserver-port", str(apiserver_port)]
     return argv

@@ -1,9 +1,15 @@
-"""``blackstart xid``: triage NVIDIA Xid errors from a kernel log, by hand.
+"""``blackstart xid`` and ``blackstart rescue``: the Xid tools and the self-heal processes.
 
 ``xid_group`` is a click group the main CLI mounts as ``blackstart xid``:
 
 - ``xid parse FILE|-`` prints one JSON line per Xid error found in a kernel log;
 - ``xid catalogue [CODE...]`` prints what each Xid means and what to do about it.
+
+``rescue_group`` is mounted as ``blackstart rescue``:
+
+- ``rescue agent`` runs the GPU Xid node agent (:mod:`blackstart.rescue.agent_cli`);
+- ``rescue controller`` runs the self-heal controller and ``rescue install`` puts its
+  CRDs and RBAC on a cluster (:mod:`blackstart.rescue.controller_cli`).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import click
 from blackstart.rescue.catalogue import CATALOGUE, XidInfo, describe
 from blackstart.rescue.xid import XidParser
 
-__all__ = ["xid_group"]
+__all__ = ["rescue_group", "xid_group"]
 
 _MAX_LINE_BYTES = 64 * 1024  # kernel log records are far shorter; junk lines are cut here
 
@@ -28,6 +34,15 @@ def xid_group() -> None:
 
     Xid errors are the NVIDIA driver's reports of GPU faults ("NVRM: Xid ...")
     in the kernel log. These commands work offline, on a copy of the log.
+    """
+
+
+@click.group(name="rescue")
+def rescue_group() -> None:
+    """Run the GPU self-heal controller and its Xid node agent as processes.
+
+    Both work against any kubeconfig, the local cluster's included; on a real
+    cluster they run from the manifests in rescue/deploy/.
     """
 
 
@@ -124,3 +139,15 @@ def _table(infos: list[XidInfo]) -> list[str]:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
         lines.append("  ".join([*cells, row[-1]]))
     return lines
+
+
+def _add_rescue_commands() -> None:
+    from blackstart.rescue.agent_cli import agent_command
+    from blackstart.rescue.controller_cli import controller_command, install_command
+
+    rescue_group.add_command(agent_command)
+    rescue_group.add_command(controller_command)
+    rescue_group.add_command(install_command)
+
+
+_add_rescue_commands()

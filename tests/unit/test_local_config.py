@@ -631,3 +631,41 @@ def test_no_pid_and_non_positive_pids_are_not_alive() -> None:
     assert not is_alive(0)
     assert not is_alive(-1)
     assert not is_stopped(None)
+
+
+def test_create_command_pins_each_component_port_so_clusters_cannot_collide(
+    fake_toolchain: Toolchain, tmp_path: Path
+) -> None:
+    ports = {"etcd": 41001, "kube-scheduler": 41002, "kwok-controller": 41003}
+    argv = create_command(
+        fake_toolchain,
+        "fleet",
+        tmp_path / "kwok.yaml",
+        "10.96.0.0/16",
+        19090,
+        tmp_path / "prom",
+        component_ports=ports,
+    )
+
+    def after(flag: str) -> str:
+        return argv[argv.index(flag) + 1]
+
+    assert after("--etcd-port") == "41001"
+    assert after("--kube-scheduler-port") == "41002"
+    assert after("--controller-port") == "41003"
+    assert "--kube-controller-manager-port" not in argv
+
+
+def test_create_command_rejects_a_component_without_a_port_flag(
+    fake_toolchain: Toolchain, tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError, match="no kwokctl port flag for component 'coredns'"):
+        create_command(
+            fake_toolchain,
+            "fleet",
+            tmp_path / "kwok.yaml",
+            "10.96.0.0/16",
+            19090,
+            tmp_path / "prom",
+            component_ports={"coredns": 1},
+        )

@@ -1,0 +1,295 @@
+"""``blackstart rescue agent``: run the GPU Xid node agent as a process.
+
+Three ways to say which kernel logs to read:
+
+- ``--kmsg``: a real node's ``/dev/kmsg`` (the DaemonSet); the node is
+  ``--node-name`` or ``$NODE_NAME``;
+- ``--cluster NAME``: every GPU and standby node of a local blackstart cluster,
+  each from its kernel log file, with the cluster's ``blackstart:rescue-agent``
+  identity;
+- ``--node NAME=LOGFILE`` (repeatable): any node with a text log file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+import click
+
+if TYPE_CHECKING:
+    from kubernetes import client
+
+    from blackstart.rescue.agent import NodeLog
+
+__all__ = ["RESCUE_AGENT_USER", "agent_command", "cluster_node_logs"]
+
+RESCUE_AGENT_USER = "blackstart:rescue-agent"
+NODE_NAME_ENV = "NODE_NAME"
+
+
+def cluster_node_logs(cluster: str, cache: Path | None = None) -> tuple[list[NodeLog], str, Path]:
+    """The kernel logs, agent kubeconfig and default state dir of local cluster ``cluster``.
+
+    Every node with a kernel log file (the GPU and standby nodes) is served;
+    no API call is made to find them.
+    """
+    from blackstart.clusters.state import load_state
+    from blackstart.rescue.agent import NodeLog
+
+    state = load_state(cluster, cache)
+    if not state.kernel_log_dir:
+        raise click.ClickException(f"cluster {cluster} has no kernel log folder in its state")
+    logs = [
+        NodeLog(node=path.stem, path=str(path))
+        for path in sorted(Path(state.kernel_log_dir).glob("*.log"))
+    ]
+    if not logs:
+        raise click.ClickException(
+            f"cluster {cluster} has no node kernel logs in {state.kernel_log_dir}"
+        )
+    return (
+        logs,
+        state.identity_kubeconfig(RESCUE_AGENT_USER),
+        Path(state.state_dir) / "rescue-agent",
+    )
+
+
+def _parse_pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for value in values:
+        name, sep, rest = value.partition("=")
+        if not sep or not name or not rest:
+            raise click.BadParameter(f"{value!r} is not NAME=VALUE", param_hint=option)
+        if name in pairs:
+            raise click.BadParameter(f"node {name} is given twice", param_hint=option)
+        pairs[name] = rest
+    return pairs
+
+
+def _api(kubeconfig: str | None, context: str | None) -> client.ApiClient:
+    """An ApiClient without client-side retries: the agent backs off on its own."""
+    from kubernetes import client, config
+
+    from blackstart.kube import KubeconfigError, api_client
+
+    if (
+        not kubeconfig
+        and not os.environ.get("KUBECONFIG")
+        and os.environ.get("KUBERNETES_SERVICE_HOST")
+    ):
+        cfg = client.Configuration()
+        config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+        cfg.retries = 0
+        cfg.connection_pool_maxsize = 4
+        return client.ApiClient(cfg)
+    try:
+        return api_client(kubeconfig, context, pool_size=4, timeout=10.0)
+    except KubeconfigError as err:
+        raise click.ClickException(str(err)) from err
+
+
+@click.command(name="agent")
+@click.option(
+    "--kubeconfig",
+    default=None,
+    help="Kubeconfig to use (default: in-cluster, "
+    "$KUBECONFIG, ~/.kube/config; with --cluster the cluster's rescue-agent identity).",
+)
+@click.option("--context", default=None, help="Kubeconfig context.")
+@click.option(
+    "--node",
+    "nodes",
+    multiple=True,
+    metavar="NAME=LOGFILE",
+    help="Serve node NAME, reading its kernel log from the text file LOGFILE. Repeatable.",
+)
+@click.option(
+    "--boot-id",
+    "boot_ids",
+    multiple=True,
+    metavar="NAME=BOOTID",
+    help="The boot id of a --node (default: the Node's status.nodeInfo.bootID). Repeatable.",
+)
+@click.option(
+    "--cluster",
+    default=None,
+    help="Serve every GPU and standby node of this local blackstart cluster.",
+)
+@click.option("--kmsg", is_flag=True, help="Read this host's /dev/kmsg (the agent on a real node).")
+@click.option(
+    "--kmsg-path", default="/dev/kmsg", show_default=True, help="The kmsg device to read."
+)
+@click.option(
+    "--node-name",
+    default=lambda: os.environ.get(NODE_NAME_ENV),
+    show_default=f"${NODE_NAME_ENV}",
+    help="The node --kmsg reads the log of.",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where the cursors and the spool live (default: <cluster state>/rescue-agent with "
+    "--cluster, else <cache>/rescue-agent).",
+)
+@click.option(
+    "--max-rps",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    show_default=True,
+    help="Most API requests per second this process makes.",
+)
+@click.option(
+    "--burst-window",
+    type=click.FloatRange(min=0.0),
+    default=0.2,
+    show_default=True,
+    help="Seconds without a new Xid on a node that end a burst (one report per burst).",
+)
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0.01),
+    default=0.1,
+    show_default=True,
+    help="Seconds between reads of each log.",
+)
+@click.option(
+    "--backoff-cap",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="Longest wait between retries when the API server fails.",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=0, max=65535),
+    default=None,
+    help="Serve Prometheus metrics on this port (0: any free port, printed). Default: off.",
+)
+@click.option(
+    "--metrics-address",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address the metrics server listens on.",
+)
+@click.option(
+    "--from-end",
+    is_flag=True,
+    help="On a first start (no saved cursor) skip what the logs already hold.",
+)
+@click.option(
+    "--event-namespace", default="default", show_default=True, help="Namespace of the Events."
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log every request, not only Xids and errors.")
+def agent_command(
+    kubeconfig: str | None,
+    context: str | None,
+    nodes: tuple[str, ...],
+    boot_ids: tuple[str, ...],
+    cluster: str | None,
+    kmsg: bool,
+    kmsg_path: str,
+    node_name: str | None,
+    state_dir: str | None,
+    max_rps: float,
+    burst_window: float,
+    poll_interval: float,
+    backoff_cap: float,
+    metrics_port: int | None,
+    metrics_address: str,
+    from_end: bool,
+    event_namespace: str,
+    verbose: bool,
+) -> None:
+    """Watch kernel logs for NVIDIA Xid errors and report them on the Node.
+
+    For every burst of Xids on a node the agent writes a Warning Event (reason
+    XidError) and the node condition GPUXidError, whose message lists the last
+    20 Xids as JSON: what the rescue controller acts on. Xids seen while the API
+    server is unreachable are kept in a spool under --state-dir and reported
+    when it answers again, once each; the read position survives restarts.
+
+    It makes no LIST calls and no requests at all while no Xid comes; at most
+    --max-rps requests per second, backing off with jitter on 429, 5xx and
+    connection errors. Stop it with SIGTERM or Ctrl-C.
+
+    \b
+    Examples:
+      blackstart rescue agent --cluster blackstart --metrics-port 9469
+      blackstart rescue agent --node gpu-0=/tmp/gpu-0.log --kubeconfig kc.yaml
+      NODE_NAME=$(hostname) blackstart rescue agent --kmsg --state-dir /var/lib/blackstart
+    """
+    from blackstart.paths import cache_dir
+    from blackstart.rescue.agent import AgentMetrics, AgentOptions, NodeLog, XidAgent
+
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s rescue-agent %(levelname)s %(message)s",
+    )
+    sources = sum(1 for given in (bool(nodes), bool(cluster), kmsg) if given)
+    if sources != 1:
+        raise click.UsageError("give exactly one of --node NAME=LOGFILE, --cluster NAME, --kmsg")
+
+    logs: list[NodeLog]
+    # the main CLI's --cache-dir, when the command runs as `blackstart rescue agent`
+    cache: Path = getattr(click.get_current_context().find_root().obj, "cache", None) or cache_dir()
+    default_state = cache / "rescue-agent"
+    if cluster:
+        try:
+            logs, cluster_kubeconfig, default_state = cluster_node_logs(cluster, cache)
+        except LookupError as err:
+            raise click.ClickException(str(err)) from err
+        kubeconfig = kubeconfig or cluster_kubeconfig
+    elif kmsg:
+        if not node_name:
+            raise click.UsageError(f"--kmsg needs --node-name or ${NODE_NAME_ENV}")
+        logs = [NodeLog(node=node_name, path=kmsg_path, kind="kmsg")]
+    else:
+        boots = _parse_pairs(boot_ids, "--boot-id")
+        pairs = _parse_pairs(nodes, "--node")
+        unknown = sorted(set(boots) - set(pairs))
+        if unknown:
+            raise click.BadParameter(f"no --node for {', '.join(unknown)}", param_hint="--boot-id")
+        logs = [NodeLog(node=n, path=p, boot_id=boots.get(n)) for n, p in pairs.items()]
+
+    options = AgentOptions(
+        state_dir=Path(state_dir) if state_dir else default_state,
+        max_rps=max_rps,
+        burst_window=burst_window,
+        poll_interval=poll_interval,
+        backoff_cap=backoff_cap,
+        event_namespace=event_namespace,
+        from_end=from_end,
+    )
+    metrics = AgentMetrics()
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        server, _ = start_http_server(metrics_port, metrics_address, registry=metrics.registry)
+        click.echo(
+            f"rescue agent metrics on http://{metrics_address}:{server.server_port}/metrics",
+            err=True,
+        )
+    try:
+        agent = XidAgent(logs, _api(kubeconfig, context), options, metrics=metrics)
+    except (RuntimeError, ValueError) as err:
+        raise click.ClickException(str(err)) from err
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        agent.stop_soon()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    click.echo(
+        f"rescue agent serving {len(logs)} node(s), state in {options.state_dir}; ready",
+        err=True,
+    )
+    agent.run()
+    click.echo("rescue agent stopped; spooled Xids stay for the next start", err=True)

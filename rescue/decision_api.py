@@ -1,0 +1,264 @@
+"""The third-party decision API: an outside system orders the actions, the controller does them.
+
+With ``--decision-api HOST:PORT`` the controller stops acting on RescuePolicies
+and carries out only the orders posted here (it still watches the Xid signals and
+counts them). Every request needs ``Authorization: Bearer <token>`` (the token is
+read from ``--token-file``).
+
+``POST /v1/rescue-actions`` with::
+
+    {"nodeName": "gpu-3", "xid": 62, "escalateTime": "2026-11-24T09:00:00Z",
+     "actions": [{"name": "cordon", "waittime": ""}, {"name": "drain", "waittime": "10min"},
+                 {"name": "reboot", "waittime": "1day3h5min", "unCordon": "true"}]}
+
+answers, as the vendor's API does (the bodies are exactly these):
+
+====  ==========================================================================
+200   ``{"code": "Success", "message": "Success"}`` (header ``Location`` names
+      the RescuePlan made: ``/v1/rescue-plans/<name>``)
+400   ``{"code": "Error", "message": "Parameter error:<what>"}``: malformed JSON,
+      unknown node, malformed waittime, unknown or repeated action...
+422   ``{"code": "Error", "message": "Failures to meet preconditions <which>"}``
+429   ``{"code": "Error", "message": "Exceed the maximum plans limit {N}"}``
+401   ``{"code": "Error", "message": "Unauthorized"}``
+====  ==========================================================================
+
+``escalateTime`` (optional, RFC 3339) is when a drain still running gives way to
+the next action (or fails, when none follows), whichever comes first of it and
+the drain's waittime. ``unCordon`` (optional, reboot only) uncordons the node once
+it is Ready again.
+
+``GET /v1/rescue-plans/<name>`` returns ``{"code": "Success", "message": "Success",
+"plan": {...}}`` with the plan's order and status (phase, transitions...);
+``GET /v1/rescue-plans?nodeName=gpu-3`` lists a node's plans the same way
+(``"plans": [...]``). ``GET /healthz`` needs no token.
+
+:func:`parse_order` is the request validation, pure and unit-tested.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from blackstart.rescue.metrics import ControllerMetrics
+from blackstart.rescue.plans import parse_time
+from blackstart.rescue.policy import ACTION_NAMES, PolicyError, RescueAction
+from blackstart.rescue.waittime import optional_waittime
+
+__all__ = [
+    "PARAMETER_ERROR",
+    "SUCCESS",
+    "DecisionBackend",
+    "OrderRefused",
+    "RescueOrder",
+    "build_app",
+    "error_body",
+    "parse_order",
+    "start_decision_api",
+]
+
+PARAMETER_ERROR = "Parameter error:"
+SUCCESS: dict[str, str] = {"code": "Success", "message": "Success"}
+MAX_BODY_BYTES = 64 * 1024
+
+
+def error_body(message: str) -> dict[str, str]:
+    """``{"code": "Error", "message": message}``."""
+    return {"code": "Error", "message": message}
+
+
+class OrderRefused(Exception):
+    """The order cannot be carried out; ``message`` is the API's, ``status`` the HTTP status."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+def _parameter_error(what: str) -> OrderRefused:
+    return OrderRefused(PARAMETER_ERROR + what, 400)
+
+
+@dataclass(frozen=True)
+class RescueOrder:
+    """A validated order: actions on a node for a Xid."""
+
+    node: str
+    xid: int
+    actions: tuple[RescueAction, ...]
+    escalate_time: str | None = None
+
+
+def _action(raw: object, index: int) -> RescueAction:
+    where = f"actions[{index}]"
+    if not isinstance(raw, Mapping):
+        raise _parameter_error(f'{where} must be an object like {{"name": "cordon"}}')
+    name = raw.get("name")
+    if not isinstance(name, str) or name not in ACTION_NAMES:
+        raise _parameter_error(
+            f"{where}.name: unknown action {name!r}; the actions are {', '.join(ACTION_NAMES)}"
+        )
+    waittime_text = raw.get("waittime", "")
+    if waittime_text is None:
+        waittime_text = ""
+    if not isinstance(waittime_text, str):
+        raise _parameter_error(f'{where}.waittime must be a string such as "10min"')
+    try:
+        waittime = optional_waittime(waittime_text)
+    except ValueError as err:
+        raise _parameter_error(f"{where}.waittime: {err}") from None
+    uncordon_text = raw.get("unCordon", "")
+    if uncordon_text not in ("", None, "true", "false", True, False):
+        raise _parameter_error(f'{where}.unCordon must be "true" or "false"')
+    uncordon = uncordon_text in ("true", True)
+    unknown = set(raw) - {"name", "waittime", "unCordon"}
+    if unknown:
+        raise _parameter_error(f"{where}: unknown field {sorted(unknown)[0]!r}")
+    try:
+        return RescueAction(name=name, waittime=waittime, uncordon=uncordon)
+    except PolicyError as err:
+        raise _parameter_error(f"{where}.{err}") from None
+
+
+def parse_order(body: object, node_exists: Callable[[str], bool]) -> RescueOrder:
+    """Validate a POST body into a :class:`RescueOrder`.
+
+    Raises :class:`OrderRefused` (400) with ``Parameter error:<what>`` naming the
+    field. Preconditions and limits are the controller's to check, after this.
+    """
+    if not isinstance(body, Mapping):
+        raise _parameter_error("the body must be a JSON object")
+    node = body.get("nodeName")
+    if not isinstance(node, str) or not node:
+        raise _parameter_error("nodeName is required: the name of the node to act on")
+    xid = body.get("xid")
+    if isinstance(xid, str) and xid.isdigit():
+        xid = int(xid)
+    if not isinstance(xid, int) or isinstance(xid, bool) or not 0 <= xid <= 999:
+        raise _parameter_error(f"xid must be an Xid code from 0 to 999, got {xid!r}")
+    raw_actions = body.get("actions")
+    if not isinstance(raw_actions, list) or not raw_actions:
+        raise _parameter_error("actions must be a non-empty list of {name, waittime}")
+    if len(raw_actions) > len(ACTION_NAMES):
+        raise _parameter_error(f"actions holds {len(raw_actions)} items, at most 5")
+    actions = tuple(_action(raw, index) for index, raw in enumerate(raw_actions))
+    names = [a.name for a in actions]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise _parameter_error(f"actions: {', '.join(repeated)} is given more than once")
+    escalate = body.get("escalateTime")
+    if escalate in (None, ""):
+        escalate = None
+    elif not isinstance(escalate, str) or parse_time(escalate) is None:
+        raise _parameter_error(
+            f"escalateTime {escalate!r} is not an RFC 3339 time such as 2026-11-24T09:00:00Z"
+        )
+    unknown = set(body) - {"nodeName", "xid", "actions", "escalateTime"}
+    if unknown:
+        raise _parameter_error(f"unknown field {sorted(unknown)[0]!r}")
+    if not node_exists(node):
+        raise _parameter_error(f"nodeName {node!r} is not a node of this cluster")
+    escalate_time = None
+    if escalate is not None:
+        moment = parse_time(escalate)
+        assert moment is not None
+        escalate_time = moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return RescueOrder(node=node, xid=xid, actions=actions, escalate_time=escalate_time)
+
+
+class DecisionBackend(Protocol):
+    """What the decision API needs from the controller."""
+
+    def node_exists(self, name: str) -> bool: ...
+
+    async def order(self, order: RescueOrder, request_key: str) -> str:
+        """Make a plan for ``order`` and return its name; raise :class:`OrderRefused`."""
+        ...
+
+    def plan_summary(self, name: str) -> dict[str, Any] | None: ...
+
+    def plan_summaries(self, node: str) -> list[dict[str, Any]]: ...
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def build_app(backend: DecisionBackend, token: str, metrics: ControllerMetrics) -> web.Application:
+    """The aiohttp application of the decision API."""
+    if not token:
+        raise ValueError("the decision API needs a non-empty bearer token (--token-file)")
+    expected = f"Bearer {token}".encode()
+
+    def reply(
+        request: web.Request, status: int, body: dict[str, Any], **headers: str
+    ) -> web.Response:
+        metrics.decision_api_requests.labels(request.method, str(status)).inc()
+        return web.json_response(body, status=status, headers=headers or None)
+
+    def authorized(request: web.Request) -> bool:
+        given = request.headers.get("Authorization", "").encode()
+        return hmac.compare_digest(given, expected)
+
+    async def post_actions(request: web.Request) -> web.Response:
+        if not authorized(request):
+            return reply(request, 401, error_body("Unauthorized"))
+        raw = await request.read()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return reply(request, 400, error_body(PARAMETER_ERROR + "the body is not valid JSON"))
+        try:
+            order = parse_order(body, backend.node_exists)
+            key = f"{dt.datetime.now(dt.UTC).isoformat()}\n{raw.decode(errors='replace')}"
+            name = await backend.order(order, key)
+        except OrderRefused as refused:
+            return reply(request, refused.status, error_body(refused.message))
+        return reply(request, 200, dict(SUCCESS), Location=f"/v1/rescue-plans/{name}")
+
+    async def get_plan(request: web.Request) -> web.Response:
+        if not authorized(request):
+            return reply(request, 401, error_body("Unauthorized"))
+        name = request.match_info["name"]
+        summary = backend.plan_summary(name)
+        if summary is None:
+            return reply(request, 404, error_body(f"{PARAMETER_ERROR}no RescuePlan named {name!r}"))
+        return reply(request, 200, {**SUCCESS, "plan": summary})
+
+    async def list_plans(request: web.Request) -> web.Response:
+        if not authorized(request):
+            return reply(request, 401, error_body("Unauthorized"))
+        node = request.query.get("nodeName", "")
+        if not node:
+            return reply(
+                request, 400, error_body(PARAMETER_ERROR + "give ?nodeName=<node> to list plans")
+            )
+        return reply(request, 200, {**SUCCESS, "plans": backend.plan_summaries(node)})
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app.router.add_post("/v1/rescue-actions", post_actions)
+    app.router.add_get("/v1/rescue-plans/{name}", get_plan)
+    app.router.add_get("/v1/rescue-plans", list_plans)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+async def start_decision_api(
+    backend: DecisionBackend, token: str, metrics: ControllerMetrics, host: str, port: int
+) -> web.AppRunner:
+    """Serve the decision API on ``host:port``; the caller ``await runner.cleanup()`` at exit."""
+    runner = web.AppRunner(build_app(backend, token, metrics), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    return runner

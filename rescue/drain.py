@@ -1,0 +1,270 @@
+"""Drain a node with kubectl's semantics, bounded by the plan's waittime.
+
+What ``kubectl drain --ignore-daemonsets`` does, and what this does:
+
+- pods leave through the **Eviction API**, so PodDisruptionBudgets are honoured;
+  an eviction refused with **429** (the budget allows no disruption now) is tried
+  again on the next round, every :data:`RETRY_SECONDS`, as kubectl does;
+- **DaemonSet pods are skipped** (their controller would put them straight back,
+  and they tolerate the cordon), and so are **mirror pods** (static pods: the API
+  server cannot delete them, the kubelet owns them);
+- **unmanaged pods** (no controller owns them, nothing will recreate them) and
+  pods with **emptyDir** volumes (whose data goes with the pod) are handled as
+  :class:`DrainOptions` says: evicted and named in an Event (the default: the node
+  is failing, they would be lost anyway), skipped, or the drain fails;
+- the grace period of every eviction is the pod's own, and **at least 1 s**:
+  a grace period of 0 would force-delete the pod without its preStop hooks;
+- pods already terminating are waited for, not evicted again;
+- the drain ends when no pod that must leave is left, or at the deadline (the
+  plan's ``waittime`` from when the drain began, recorded in the plan, so a
+  restarted controller does not start the clock again). Then the plan escalates
+  to its reboot, or fails visibly with the pods that were left.
+
+:func:`classify_pod` and :func:`plan_drain_round` are pure; :func:`drain_node`
+does the requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Literal
+
+from kubernetes.client.exceptions import ApiException
+
+from blackstart.rescue.kube_api import KubeApi
+
+__all__ = [
+    "RETRY_SECONDS",
+    "DrainOptions",
+    "DrainResult",
+    "DrainRound",
+    "PodClass",
+    "PodKind",
+    "classify_pod",
+    "drain_node",
+    "plan_drain_round",
+]
+
+RETRY_SECONDS = 2.0
+MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
+DEFAULT_GRACE_SECONDS = 30
+
+PodHandling = Literal["evict", "skip", "fail"]
+
+
+class PodKind(StrEnum):
+    """How the drain treats a pod."""
+
+    MIRROR = "mirror"  # static pod: skipped
+    DAEMONSET = "daemonset"  # skipped
+    TERMINATING = "terminating"  # already going: waited for
+    FINISHED = "finished"  # Succeeded or Failed: evicted, no budget applies
+    UNMANAGED = "unmanaged"  # no controller: per DrainOptions.unmanaged
+    EMPTYDIR = "emptydir"  # managed, with emptyDir volumes: per DrainOptions.emptydir
+    MANAGED = "managed"  # an ordinary pod with a controller: evicted
+
+
+@dataclass(frozen=True)
+class PodClass:
+    """A pod on the node being drained and what kind it is."""
+
+    namespace: str
+    name: str
+    kind: PodKind
+    grace_seconds: int
+    has_emptydir: bool = False
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+def classify_pod(pod: Mapping[str, Any]) -> PodClass:
+    """What kind of pod ``pod`` (a Pod object as a dict) is, for the drain.
+
+    Checked in kubectl's order: mirror, then DaemonSet, then terminating, then
+    finished, then unmanaged, then emptyDir. The grace period is the pod's
+    ``terminationGracePeriodSeconds`` (30 when unset), at least 1.
+    """
+    metadata = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
+    status = pod.get("status") or {}
+    annotations = metadata.get("annotations") or {}
+    owners = metadata.get("ownerReferences") or []
+    controller = next((o for o in owners if o.get("controller")), None)
+    has_emptydir = any("emptyDir" in (v or {}) for v in spec.get("volumes") or [])
+    grace_value = spec.get("terminationGracePeriodSeconds")
+    grace = DEFAULT_GRACE_SECONDS if grace_value is None else int(grace_value)
+    grace = max(1, grace)
+    if MIRROR_ANNOTATION in annotations:
+        kind = PodKind.MIRROR
+    elif controller is not None and controller.get("kind") == "DaemonSet":
+        kind = PodKind.DAEMONSET
+    elif metadata.get("deletionTimestamp"):
+        kind = PodKind.TERMINATING
+    elif status.get("phase") in ("Succeeded", "Failed"):
+        kind = PodKind.FINISHED
+    elif controller is None:
+        kind = PodKind.UNMANAGED
+    elif has_emptydir:
+        kind = PodKind.EMPTYDIR
+    else:
+        kind = PodKind.MANAGED
+    return PodClass(
+        namespace=str(metadata.get("namespace", "")),
+        name=str(metadata.get("name", "")),
+        kind=kind,
+        grace_seconds=grace,
+        has_emptydir=has_emptydir,
+    )
+
+
+@dataclass(frozen=True)
+class DrainOptions:
+    """How unmanaged pods and pods with emptyDir volumes are handled.
+
+    ``evict`` (the default) evicts them and names them in an Event; ``skip``
+    leaves them on the node; ``fail`` fails the drain while any is there, as
+    kubectl drain does without ``--force`` / ``--delete-emptydir-data``.
+    """
+
+    unmanaged: PodHandling = "evict"
+    emptydir: PodHandling = "evict"
+
+
+@dataclass
+class DrainRound:
+    """What one round of a drain does: evict, wait for, skip, or stop on."""
+
+    evict: list[PodClass] = field(default_factory=list)
+    waiting: list[PodClass] = field(default_factory=list)
+    skipped: list[tuple[PodClass, str]] = field(default_factory=list)
+    blocking: list[tuple[PodClass, str]] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        """True when nothing that must leave is left (and nothing blocks)."""
+        return not self.evict and not self.waiting and not self.blocking
+
+
+def plan_drain_round(pods: Iterable[PodClass], options: DrainOptions) -> DrainRound:
+    """Sort the pods on a node into what this round evicts, waits for, skips or stops on."""
+    result = DrainRound()
+    for pod in pods:
+        if pod.kind is PodKind.MIRROR:
+            result.skipped.append((pod, "mirror pod (static, owned by the kubelet)"))
+        elif pod.kind is PodKind.DAEMONSET:
+            result.skipped.append((pod, "DaemonSet pod"))
+        elif pod.kind is PodKind.TERMINATING:
+            result.waiting.append(pod)
+        elif pod.kind in (PodKind.UNMANAGED, PodKind.EMPTYDIR):
+            handling = options.unmanaged if pod.kind is PodKind.UNMANAGED else options.emptydir
+            why = (
+                "unmanaged pod: no controller will recreate it"
+                if pod.kind is PodKind.UNMANAGED
+                else "pod with emptyDir volumes: their data is deleted with it"
+            )
+            if handling == "skip":
+                result.skipped.append((pod, why))
+            elif handling == "fail":
+                result.blocking.append((pod, why))
+            else:
+                result.evict.append(pod)
+        else:
+            result.evict.append(pod)
+    return result
+
+
+@dataclass
+class DrainResult:
+    """How a drain ended: ``done``, or not, with the pods left and why."""
+
+    done: bool
+    evicted: int = 0
+    retries: int = 0
+    left: list[str] = field(default_factory=list)
+    reason: str = ""
+    skipped: list[str] = field(default_factory=list)
+    warned: list[str] = field(default_factory=list)
+
+
+Notify = Callable[[str], Awaitable[None]]
+
+
+async def drain_node(
+    api: KubeApi,
+    node: str,
+    deadline: dt.datetime,
+    options: DrainOptions,
+    notify: Notify | None = None,
+    retry_seconds: float = RETRY_SECONDS,
+) -> DrainResult:
+    """Evict every pod that must leave ``node``, until none is left or ``deadline`` passes.
+
+    ``notify`` receives one message per pod evicted although it is unmanaged or
+    has emptyDir data, for the plan's Events. The node must already be cordoned.
+    """
+    result = DrainResult(done=False)
+    warned: set[str] = set()
+    while True:
+        pods = [classify_pod(p) for p in await api.list_pods_on_node(node)]
+        round_ = plan_drain_round(pods, options)
+        result.skipped = [f"{p.ref} ({why})" for p, why in round_.skipped]
+        if round_.blocking:
+            result.left = [f"{p.ref} ({why})" for p, why in round_.blocking]
+            result.reason = "the drain stops on pods it is told not to evict: " + ", ".join(
+                result.left
+            )
+            return result
+        if round_.finished:
+            result.done = True
+            return result
+        if dt.datetime.now(dt.UTC) >= deadline:
+            result.left = [p.ref for p in [*round_.evict, *round_.waiting]]
+            result.reason = (
+                f"the drain did not finish by {deadline:%H:%M:%S}Z; "
+                f"{len(result.left)} pods left: {', '.join(result.left[:10])}"
+            )
+            return result
+        for pod in round_.evict:
+            if pod.kind in (PodKind.UNMANAGED, PodKind.EMPTYDIR) and pod.ref not in warned:
+                warned.add(pod.ref)
+                result.warned.append(pod.ref)
+                if notify is not None:
+                    why = (
+                        "it has no controller and will not be recreated"
+                        if pod.kind is PodKind.UNMANAGED
+                        else "its emptyDir data is deleted with it"
+                    )
+                    await notify(f"evicting pod {pod.ref} from {node}: {why}")
+            try:
+                await api.evict_pod(pod.namespace, pod.name, pod.grace_seconds)
+            except ApiException as err:
+                if err.status == 404:
+                    continue  # gone already
+                if err.status == 429:
+                    result.retries += 1
+                    api.metrics.evictions.labels("blocked").inc()
+                    continue  # a PodDisruptionBudget allows no disruption now: next round
+                if err.status == 500 and "DisruptionBudget" in (err.body or ""):
+                    # more than one budget selects the pod: the API server refuses for good
+                    result.left = [pod.ref]
+                    result.reason = f"cannot evict {pod.ref}: {_api_message(err)}"
+                    return result
+                raise
+            result.evicted += 1
+            api.metrics.evictions.labels("evicted").inc()
+        await asyncio.sleep(retry_seconds)
+
+
+def _api_message(err: ApiException) -> str:
+    import json
+
+    try:
+        return str(json.loads(err.body or "{}").get("message", err.reason))
+    except ValueError:
+        return str(err.reason)

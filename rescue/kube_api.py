@@ -1,0 +1,286 @@
+"""The controller's own Kubernetes calls: rate-limited, counted, retried with backoff.
+
+kopf watches (nodes, policies, plans); every other request the controller makes
+goes through :class:`KubeApi`:
+
+- a token bucket bounds the request rate (``qps``, ``burst``), as client-go's does;
+  requests go out by priority: :data:`ACT` (what moves a plan forward: create the
+  plan, cordon, evict, and the status writes a step must make before it acts), then
+  :data:`RECORD` (status written after a step), then :data:`REPORT` (Events,
+  clean-ups); so a burst of Xids cordons nodes first and records and reports after;
+- every request is counted by verb and HTTP code (the
+  ``..._api_requests_total`` metric);
+- 429, 5xx and connection errors are retried with exponential backoff and full
+  jitter for a bounded time, except where the caller handles them itself (an
+  eviction refused by a PodDisruptionBudget is a 429 the drain retries on its own
+  schedule);
+- objects come back as plain dicts, the shape kopf hands to handlers.
+
+The client underneath is the official synchronous one, run in worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from blackstart.rescue.metrics import ControllerMetrics
+from blackstart.rescue.plans import PLURAL
+from blackstart.rescue.policy import GROUP, VERSION
+
+__all__ = ["ACT", "RECORD", "REPORT", "KubeApi", "RateLimiter", "is_retryable"]
+
+ACT, RECORD, REPORT = 0, 1, 2
+"""Request priorities, most urgent first."""
+
+_MERGE = "application/merge-patch+json"
+_TIMEOUT = (5.0, 30.0)  # connect, read
+
+
+class RateLimiter:
+    """A token bucket: ``qps`` tokens a second, at most ``burst`` saved up.
+
+    ``acquire(priority)`` waits while callers of a more urgent priority (a smaller
+    number) are waiting, so reports never delay the requests that move plans forward.
+    """
+
+    def __init__(self, qps: float, burst: int, clock: Callable[[], float] = time.monotonic):
+        if qps <= 0 or burst < 1:
+            raise ValueError(f"qps must be above 0 and burst at least 1, got {qps}, {burst}")
+        self.qps = qps
+        self.burst = burst
+        self._clock = clock
+        self._tokens = float(burst)
+        self._stamp = clock()
+        self._waiting: dict[int, int] = {}
+        self._lock = asyncio.Lock()
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.qps)
+        self._stamp = now
+
+    def _more_urgent_waiting(self, priority: int) -> bool:
+        return any(count for level, count in self._waiting.items() if level < priority)
+
+    async def acquire(self, priority: int = ACT) -> None:
+        """Wait for a token; more urgent callers (smaller ``priority``) go first."""
+        self._waiting[priority] = self._waiting.get(priority, 0) + 1
+        try:
+            while True:
+                async with self._lock:
+                    self._refill()
+                    if self._tokens >= 1 and not self._more_urgent_waiting(priority):
+                        self._tokens -= 1
+                        return
+                    wait = max(0.001, (1 - self._tokens) / self.qps)
+                await asyncio.sleep(wait)
+        finally:
+            self._waiting[priority] -= 1
+
+
+def is_retryable(err: BaseException) -> bool:
+    """True for errors worth retrying: 429, 5xx, and no response at all."""
+    if isinstance(err, ApiException):
+        return err.status == 429 or (err.status or 0) >= 500 or err.status == 0
+    return isinstance(err, OSError | TimeoutError) or type(err).__module__.startswith("urllib3")
+
+
+def _status_code(err: BaseException) -> str:
+    if isinstance(err, ApiException) and err.status:
+        return str(err.status)
+    return "error"
+
+
+class KubeApi:
+    """Rate-limited, counted calls to the API server for the controller."""
+
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        metrics: ControllerMetrics,
+        qps: float = 20.0,
+        burst: int = 40,
+        retry_for: float = 30.0,
+    ) -> None:
+        self.api_client = api_client
+        self.core = client.CoreV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self.metrics = metrics
+        self.limiter = RateLimiter(qps, burst)
+        self.retry_for = retry_for
+
+    async def call(
+        self,
+        verb: str,
+        fn: Callable[..., Any],
+        *args: Any,
+        priority: int = ACT,
+        retry: bool = True,
+        **kwargs: Any,
+    ) -> Any:
+        """Call ``fn(*args, **kwargs)`` in a thread, rate-limited and counted as ``verb``.
+
+        Returns the decoded JSON body. Raises :class:`ApiException` (or a
+        connection error) once retrying is over or for errors not worth retrying.
+        """
+        deadline = time.monotonic() + (self.retry_for if retry else 0.0)
+        delay = 0.2
+        while True:
+            await self.limiter.acquire(priority)
+            try:
+                response = await asyncio.to_thread(
+                    fn, *args, _preload_content=False, _request_timeout=_TIMEOUT, **kwargs
+                )
+            except Exception as err:
+                self.metrics.api_requests.labels(verb, _status_code(err)).inc()
+                if not retry or not is_retryable(err) or time.monotonic() + delay > deadline:
+                    raise
+                await asyncio.sleep(random.uniform(0, delay))
+                delay = min(delay * 2, 5.0)
+                continue
+            self.metrics.api_requests.labels(verb, str(response.status)).inc()
+            data = response.data
+            return json.loads(data) if data else {}
+
+    # --- nodes ------------------------------------------------------------------------------
+
+    async def get_node(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call("get", self.core.read_node, name)
+        return result
+
+    async def patch_node(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """JSON merge patch of a Node (cordon, labels, annotations)."""
+        result: dict[str, Any] = await self.call(
+            "patch", self.core.patch_node, name, patch, _content_type=_MERGE
+        )
+        return result
+
+    async def patch_node_status(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """JSON merge patch of a Node's status subresource."""
+        result: dict[str, Any] = await self.call(
+            "patch", self.core.patch_node_status, name, patch, _content_type=_MERGE
+        )
+        return result
+
+    async def list_nodes(self, chunk: int = 500) -> list[dict[str, Any]]:
+        """Every Node, in chunks (used once, at start-up, before the watch takes over)."""
+        items: list[dict[str, Any]] = []
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"limit": chunk}
+            if token:
+                kwargs["_continue"] = token
+            page = await self.call("list", self.core.list_node, **kwargs)
+            items.extend(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return items
+
+    # --- pods -------------------------------------------------------------------------------
+
+    async def list_pods_on_node(self, node: str) -> list[dict[str, Any]]:
+        """The pods bound to ``node`` (a field-selected LIST, as kubectl drain makes)."""
+        page = await self.call(
+            "list", self.core.list_pod_for_all_namespaces, field_selector=f"spec.nodeName={node}"
+        )
+        items: list[dict[str, Any]] = page.get("items") or []
+        return items
+
+    async def evict_pod(self, namespace: str, name: str, grace_seconds: int) -> None:
+        """Evict one pod through the Eviction API. A 429 (PodDisruptionBudget) is raised as is."""
+        body = client.V1Eviction(
+            api_version="policy/v1",
+            kind="Eviction",
+            metadata=client.V1ObjectMeta(name=name, namespace=namespace),
+            delete_options=client.V1DeleteOptions(grace_period_seconds=grace_seconds),
+        )
+        await self.call(
+            "create",
+            self.core.create_namespaced_pod_eviction,
+            name,
+            namespace,
+            body,
+            retry=False,
+        )
+
+    # --- events -----------------------------------------------------------------------------
+
+    async def create_event(self, namespace: str, body: dict[str, Any]) -> None:
+        """Post an Event (low priority: it reports, it does not move a plan)."""
+        await self.call(
+            "create",
+            self.core.create_namespaced_event,
+            namespace,
+            body,
+            priority=REPORT,
+            retry=False,
+        )
+
+    # --- rescue.blackstart.dev --------------------------------------------------------------
+
+    async def list_custom(self, plural: str, chunk: int = 500) -> list[dict[str, Any]]:
+        """Every object of a cluster-scoped rescue.blackstart.dev kind (start-up only)."""
+        items: list[dict[str, Any]] = []
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"limit": chunk}
+            if token:
+                kwargs["_continue"] = token
+            page = await self.call(
+                "list", self.custom.list_cluster_custom_object, GROUP, VERSION, plural, **kwargs
+            )
+            items.extend(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return items
+
+    async def create_plan(self, body: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call(
+            "create", self.custom.create_cluster_custom_object, GROUP, VERSION, PLURAL, body
+        )
+        return result
+
+    async def get_plan(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call(
+            "get", self.custom.get_cluster_custom_object, GROUP, VERSION, PLURAL, name
+        )
+        return result
+
+    async def patch_plan_status(
+        self, name: str, status: dict[str, Any], priority: int = RECORD
+    ) -> dict[str, Any]:
+        """Write a plan's status (merge patch of the status subresource).
+
+        ``priority`` is :data:`ACT` for a write a step must make before it acts.
+        """
+        result: dict[str, Any] = await self.call(
+            "patch",
+            self.custom.patch_cluster_custom_object_status,
+            GROUP,
+            VERSION,
+            PLURAL,
+            name,
+            {"status": status},
+            priority=priority,
+            _content_type=_MERGE,
+        )
+        return result
+
+    async def delete_plan(self, name: str) -> None:
+        await self.call(
+            "delete",
+            self.custom.delete_cluster_custom_object,
+            GROUP,
+            VERSION,
+            PLURAL,
+            name,
+            priority=REPORT,
+        )

@@ -1,0 +1,257 @@
+"""The decision API (rescue/decision_api.py): request validation and the exact response bodies.
+
+The HTTP side runs on a real aiohttp server on loopback; the controller behind it is
+a small stand-in that records orders (what it does with them is tested end to end).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from blackstart.rescue.decision_api import (
+    OrderRefused,
+    RescueOrder,
+    build_app,
+    parse_order,
+)
+from blackstart.rescue.metrics import ControllerMetrics
+from blackstart.rescue.policy import PRECONDITION_FAILURE, check_preconditions
+
+NODES = {"gpu-3", "gpu-4"}
+TOKEN = "s3cret-token"
+VENDOR_EXAMPLE = {
+    "nodeName": "gpu-3",
+    "xid": 62,
+    "escalateTime": "2026-11-24T09:00:00Z",
+    "actions": [
+        {"name": "cordon", "waittime": ""},
+        {"name": "drain", "waittime": "10min"},
+        {"name": "reboot", "waittime": "1day3h5min"},
+    ],
+}
+
+
+def order(body: object) -> RescueOrder:
+    return parse_order(body, NODES.__contains__)
+
+
+def refused(body: object) -> str:
+    with pytest.raises(OrderRefused) as caught:
+        order(body)
+    assert caught.value.status == 400
+    return caught.value.message
+
+
+def test_the_vendors_example_is_accepted() -> None:
+    parsed = order(VENDOR_EXAMPLE)
+    assert parsed.node == "gpu-3"
+    assert parsed.xid == 62
+    assert [a.name for a in parsed.actions] == ["cordon", "drain", "reboot"]
+    assert parsed.actions[1].waittime == dt.timedelta(minutes=10)
+    assert parsed.actions[2].waittime == dt.timedelta(days=1, hours=3, minutes=5)
+    assert parsed.escalate_time == "2026-11-24T09:00:00Z"
+
+
+def with_(**changes: Any) -> dict[str, Any]:
+    return {**VENDOR_EXAMPLE, **changes}
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ([], "Parameter error:the body must be a JSON object"),
+        (
+            with_(nodeName=""),
+            "Parameter error:nodeName is required: the name of the node to act on",
+        ),
+        (
+            with_(nodeName="gpu-99"),
+            "Parameter error:nodeName 'gpu-99' is not a node of this cluster",
+        ),
+        (with_(xid="sixty"), "Parameter error:xid must be an Xid code from 0 to 999, got 'sixty'"),
+        (with_(actions=[]), "Parameter error:actions must be a non-empty list of {name, waittime}"),
+        (
+            with_(actions=[{"name": "format-disk"}]),
+            "Parameter error:actions[0].name: unknown action 'format-disk'; the actions are "
+            "cordon, drain, reboot, enableWarmStandby, unCordon",
+        ),
+        (
+            with_(actions=[{"name": "cordon"}, {"name": "cordon"}]),
+            "Parameter error:actions: cordon is given more than once",
+        ),
+        (
+            with_(escalateTime="soon"),
+            "Parameter error:escalateTime 'soon' is not an RFC 3339 time such as "
+            "2026-11-24T09:00:00Z",
+        ),
+    ],
+)
+def test_malformed_orders_get_a_parameter_error_naming_the_field(
+    body: object, message: str
+) -> None:
+    assert refused(body) == message
+
+
+def test_a_malformed_waittime_is_a_parameter_error_with_examples() -> None:
+    message = refused(with_(actions=[{"name": "drain", "waittime": "ten minutes"}]))
+    assert message.startswith("Parameter error:actions[0].waittime: waittime 'ten minutes'")
+    assert "1day3h5min" in message
+
+
+def test_a_waittime_on_cordon_is_a_parameter_error() -> None:
+    message = refused(with_(actions=[{"name": "cordon", "waittime": "5min"}]))
+    assert message.startswith("Parameter error:actions[0].")
+    assert "only allowed on the drain and reboot actions" in message
+
+
+def test_the_precondition_message_is_the_vendors() -> None:
+    parsed = order(with_(actions=[{"name": "enableWarmStandby", "waittime": ""}]))
+    failure = check_preconditions(parsed.actions)
+    assert failure is not None
+    assert failure.startswith(PRECONDITION_FAILURE + " enableWarmStandby")
+
+
+class Backend:
+    """Records orders; refuses as told."""
+
+    def __init__(self) -> None:
+        self.orders: list[RescueOrder] = []
+        self.refuse: OrderRefused | None = None
+
+    def node_exists(self, name: str) -> bool:
+        return name in NODES
+
+    async def order(self, order: RescueOrder, request_key: str) -> str:
+        if self.refuse is not None:
+            raise self.refuse
+        self.orders.append(order)
+        return f"{order.node}-api-1"
+
+    def plan_summary(self, name: str) -> dict[str, Any] | None:
+        return {"name": name, "status": {"phase": "Cordoned"}} if name == "gpu-3-api-1" else None
+
+    def plan_summaries(self, node: str) -> list[dict[str, Any]]:
+        return [{"name": f"{node}-api-1"}]
+
+
+def serve(
+    test: Callable[[TestClient[Any, Any], Backend, ControllerMetrics], Awaitable[None]],
+) -> None:
+    async def main() -> None:
+        backend = Backend()
+        metrics = ControllerMetrics()
+        client = TestClient(TestServer(build_app(backend, TOKEN, metrics), host="127.0.0.1"))
+        await client.start_server()
+        try:
+            await test(client, backend, metrics)
+        finally:
+            await client.close()
+
+    asyncio.run(main())
+
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def test_http_success_is_exactly_the_vendors_body_and_names_the_plan() -> None:
+    async def check(client: TestClient[Any, Any], backend: Backend, m: ControllerMetrics) -> None:
+        response = await client.post("/v1/rescue-actions", json=VENDOR_EXAMPLE, headers=AUTH)
+        assert response.status == 200
+        assert await response.json() == {"code": "Success", "message": "Success"}
+        assert response.headers["Location"] == "/v1/rescue-plans/gpu-3-api-1"
+        assert backend.orders[0].node == "gpu-3"
+        got = await client.get("/v1/rescue-plans/gpu-3-api-1", headers=AUTH)
+        assert (await got.json())["plan"]["status"]["phase"] == "Cordoned"
+        counted = m.registry.get_sample_value(
+            "blackstart_rescue_controller_decision_api_requests_total",
+            {"method": "POST", "code": "200"},
+        )
+        assert counted == 1.0
+
+    serve(check)
+
+
+@pytest.mark.parametrize(
+    ("refusal", "status", "body"),
+    [
+        (
+            OrderRefused("Exceed the maximum plans limit 4", 429),
+            429,
+            {"code": "Error", "message": "Exceed the maximum plans limit 4"},
+        ),
+        (
+            OrderRefused("Failures to meet preconditions enableWarmStandby (x)", 422),
+            422,
+            {"code": "Error", "message": "Failures to meet preconditions enableWarmStandby (x)"},
+        ),
+    ],
+)
+def test_http_refusals_carry_the_controllers_message(
+    refusal: OrderRefused, status: int, body: dict[str, str]
+) -> None:
+    async def check(client: TestClient[Any, Any], backend: Backend, m: ControllerMetrics) -> None:
+        backend.refuse = refusal
+        response = await client.post("/v1/rescue-actions", json=VENDOR_EXAMPLE, headers=AUTH)
+        assert response.status == status
+        assert await response.json() == body
+
+    serve(check)
+
+
+def test_http_parameter_errors_and_bad_json() -> None:
+    async def check(client: TestClient[Any, Any], backend: Backend, m: ControllerMetrics) -> None:
+        response = await client.post(
+            "/v1/rescue-actions", json=with_(nodeName="gpu-99"), headers=AUTH
+        )
+        assert response.status == 400
+        assert await response.json() == {
+            "code": "Error",
+            "message": "Parameter error:nodeName 'gpu-99' is not a node of this cluster",
+        }
+        response = await client.post("/v1/rescue-actions", data=b"{not json", headers=AUTH)
+        assert response.status == 400
+        assert await response.json() == {
+            "code": "Error",
+            "message": "Parameter error:the body is not valid JSON",
+        }
+        assert backend.orders == []
+
+    serve(check)
+
+
+def test_http_without_the_token_is_refused_and_orders_nothing() -> None:
+    async def check(client: TestClient[Any, Any], backend: Backend, m: ControllerMetrics) -> None:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+            response = await client.post(
+                "/v1/rescue-actions", data=json.dumps(VENDOR_EXAMPLE), headers=headers
+            )
+            assert response.status == 401
+            assert await response.json() == {"code": "Error", "message": "Unauthorized"}
+        assert (await client.get("/v1/rescue-plans/gpu-3-api-1")).status == 401
+        assert backend.orders == []
+        assert (await client.get("/healthz")).status == 200
+
+    serve(check)
+
+
+def test_http_get_of_an_unknown_plan_is_404() -> None:
+    async def check(client: TestClient[Any, Any], backend: Backend, m: ControllerMetrics) -> None:
+        response = await client.get("/v1/rescue-plans/nope", headers=AUTH)
+        assert response.status == 404
+        assert (await response.json())["code"] == "Error"
+        listed = await client.get("/v1/rescue-plans?nodeName=gpu-4", headers=AUTH)
+        assert (await listed.json())["plans"] == [{"name": "gpu-4-api-1"}]
+
+    serve(check)
+
+
+def test_an_empty_token_is_refused_at_start() -> None:
+    with pytest.raises(ValueError, match="token"):
+        build_app(Backend(), "", ControllerMetrics())
