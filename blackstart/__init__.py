@@ -9,6 +9,18 @@ folders of the same names.
 
 from __future__ import annotations
 
+from typing import Any
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "discover"]
+
+
+def discover(discover_system: bool = True) -> dict[str, Any]:
+    """What ``chaos discover blackstart`` shows: the actions, the probes and the target.
+
+    chaoslib looks this function up in the extension's top-level package.
+    """
+    from blackstart.discovery import discover_extension
+
+    return discover_extension(discover_system)

@@ -393,8 +393,18 @@ class LocalProvider:
         return stopped
 
     def hang_component(self, name: str, component: str) -> int:
-        """Freeze one component with SIGSTOP: its port stays open, nothing answers."""
-        return signal_pid_file(self._component_pid_file(name, component), signal.SIGSTOP, component)
+        """Freeze one component with SIGSTOP: its port stays open, nothing answers.
+
+        Returns once the kernel shows the process stopped (signal delivery is
+        asynchronous), so callers can rely on it answering nothing.
+        """
+        pid = signal_pid_file(self._component_pid_file(name, component), signal.SIGSTOP, component)
+        deadline = time.monotonic() + 5.0
+        while not is_stopped(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not is_stopped(pid):
+            raise ClusterError(f"{component} (pid {pid}) did not stop on SIGSTOP within 5 s")
+        return pid
 
     def resume_component(self, name: str, component: str) -> int:
         """Resume a component frozen by :meth:`hang_component`."""
@@ -426,8 +436,20 @@ class LocalProvider:
         """End the node-not-ready stage; ``new_boot_id`` makes it look rebooted."""
         core = client.CoreV1Api(api_client(self.state(name).kubeconfig))
         core.patch_node(node, {"metadata": {"labels": {kwokctl.NODE_NOT_READY_LABEL: None}}})
-        if new_boot_id:
-            core.patch_node_status(node, {"status": {"nodeInfo": {"bootID": str(uuid.uuid4())}}})
+        if not new_boot_id:
+            return
+        # KWOK rewrites the node's status when the stage ends, which can undo a
+        # boot id written too early: write it once the node is Ready and check it stuck.
+        deadline = time.monotonic() + 60.0
+        while not node_is_ready(core.read_node(node)) and time.monotonic() < deadline:
+            time.sleep(0.25)
+        boot_id = str(uuid.uuid4())
+        while time.monotonic() < deadline:
+            core.patch_node_status(node, {"status": {"nodeInfo": {"bootID": boot_id}}})
+            time.sleep(0.5)
+            if core.read_node(node).status.node_info.boot_id == boot_id:
+                return
+        raise ClusterError(f"node {node} did not keep its new boot id (KWOK kept rewriting it)")
 
     def kernel_log(self, name: str, node: str) -> Path:
         """The file that stands for ``node``'s kernel log (``/dev/kmsg`` on a real node)."""

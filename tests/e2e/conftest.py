@@ -7,6 +7,7 @@ a missing binary fails the session with the command to run, it is never skipped.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,16 +42,25 @@ def local() -> LocalProvider:
     return _provider()
 
 
+@contextlib.contextmanager
+def fresh_cluster(local: LocalProvider, name: str) -> Iterator[ClusterState]:
+    """A new default GPU fleet named ``name`` (any leftover of that name removed first)."""
+    if (local.state_dir(name) / "cluster.json").exists() or local.kwok_cluster(
+        name
+    ).cluster_dir.exists():
+        local.down(name)  # left over from an interrupted run
+    state = local.up(load_spec(), name=name)
+    try:
+        yield state
+    finally:
+        local.down(name)
+
+
 @pytest.fixture(scope="session")
 def cluster(local: LocalProvider) -> Iterator[ClusterState]:
     """The default GPU fleet (60 nodes), brought up once for the whole session."""
-    if (local.state_dir(E2E_CLUSTER) / "cluster.json").exists() or local.kwok_cluster(
-        E2E_CLUSTER
-    ).cluster_dir.exists():
-        local.down(E2E_CLUSTER)  # left over from an interrupted run
-    state = local.up(load_spec(), name=E2E_CLUSTER)
-    yield state
-    local.down(E2E_CLUSTER)
+    with fresh_cluster(local, E2E_CLUSTER) as state:
+        yield state
 
 
 @pytest.fixture(scope="session")

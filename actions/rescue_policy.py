@@ -1,0 +1,154 @@
+"""Rescue policies: what the GPU self-heal controller does about which Xid on which node.
+
+:func:`apply_rescue_policy` creates (or replaces) a ``RescuePolicy``
+(``rescue.blackstart.dev/v1``, cluster-scoped), in the vendor's shape::
+
+    {"rules": [{"priority": 10, "errorCode": ["62"],
+                "nodeSelector": {"operator": "any", "labels": {"blackstart.dev/role": "gpu"}},
+                "actions": [{"name": "cordon"}]}]}
+
+and :func:`apply_warm_standby_policy` a ``WarmStandbyPolicy``. The API server
+validates both against the CRD schemas: a malformed policy makes the action
+fail with the API server's message naming the field. Their rollbacks,
+:func:`delete_rescue_policy` and :func:`delete_warm_standby_policy`, are safe
+when the policy does not exist.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from chaoslib.exceptions import ActivityFailed
+from chaoslib.types import Configuration, Secrets
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from blackstart.target import resolve_target
+
+__all__ = [
+    "apply_rescue_policy",
+    "apply_warm_standby_policy",
+    "delete_rescue_policy",
+    "delete_warm_standby_policy",
+]
+
+GROUP = "rescue.blackstart.dev"
+VERSION = "v1"
+
+
+def _api_message(err: ApiException) -> str:
+    try:
+        return str(json.loads(err.body or "{}").get("message") or err.reason)
+    except (ValueError, AttributeError):
+        return str(err.reason)
+
+
+def _apply(
+    plural: str,
+    kind: str,
+    name: str,
+    spec: dict[str, Any],
+    configuration: Configuration,
+    secrets: Secrets,
+) -> dict[str, Any]:
+    if not isinstance(name, str) or not name:
+        raise ActivityFailed(f"name must name the {kind}, not {name!r}")
+    api = client.CustomObjectsApi(resolve_target(configuration, secrets).api())
+    body: dict[str, Any] = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": kind,
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "blackstart"}},
+        "spec": spec,
+    }
+    try:
+        api.create_cluster_custom_object(GROUP, VERSION, plural, body)
+        done = "created"
+    except ApiException as err:
+        if err.status == 404:
+            raise ActivityFailed(
+                f"the {kind} CRD is not installed: start the rescue controller "
+                "(cluster control rescue: true, or `blackstart rescue install`)"
+            ) from err
+        if err.status != 409:
+            raise ActivityFailed(f"{kind} {name} rejected: {_api_message(err)}") from err
+        current: Any = api.get_cluster_custom_object(GROUP, VERSION, plural, name)
+        body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+        try:
+            api.replace_cluster_custom_object(GROUP, VERSION, plural, name, body)
+        except ApiException as err2:
+            raise ActivityFailed(f"{kind} {name} rejected: {_api_message(err2)}") from err2
+        done = "replaced"
+    return {"name": name, "kind": kind, "done": done}
+
+
+def _delete(
+    plural: str, kind: str, name: str, configuration: Configuration, secrets: Secrets
+) -> dict[str, Any]:
+    api = client.CustomObjectsApi(resolve_target(configuration, secrets).api())
+    try:
+        api.delete_cluster_custom_object(GROUP, VERSION, plural, name)
+    except ApiException as err:
+        if err.status == 404:
+            return {"name": name, "kind": kind, "deleted": False}
+        raise ActivityFailed(f"deleting {kind} {name} failed: {_api_message(err)}") from err
+    return {"name": name, "kind": kind, "deleted": True}
+
+
+def apply_rescue_policy(
+    name: str,
+    rules: list[dict[str, Any]],
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict[str, Any]:
+    """Create or replace RescuePolicy ``name`` with ``rules`` (the vendor's rule shape).
+
+    Each rule: ``priority`` (higher wins; 0 with no ``errorCode``/``nodeSelector``
+    is the global policy), ``errorCode`` (Xid codes as strings),
+    ``nodeSelector`` (``operator`` any|all, ``labels``), ``actions`` (``cordon``,
+    ``drain``/``reboot`` with ``attribute.waittime``, ``reboot`` with
+    ``attribute.unCordon``, ``enableWarmStandby``, ``unCordon``), optional
+    ``threshold``. Returns ``{"name", "kind", "done"}``; raises with the API
+    server's message when the policy is malformed. Roll back with
+    ``delete_rescue_policy``.
+    """
+    if not isinstance(rules, list) or not rules:
+        raise ActivityFailed(f"rules must be a non-empty list of rules, not {rules!r}")
+    return _apply("rescuepolicies", "RescuePolicy", name, {"rules": rules}, configuration, secrets)
+
+
+def delete_rescue_policy(
+    name: str, configuration: Configuration = None, secrets: Secrets = None
+) -> dict[str, Any]:
+    """Delete RescuePolicy ``name`` (the rollback of ``apply_rescue_policy``); safe when absent."""
+    return _delete("rescuepolicies", "RescuePolicy", name, configuration, secrets)
+
+
+def apply_warm_standby_policy(
+    name: str,
+    matches: list[dict[str, Any]],
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict[str, Any]:
+    """Create or replace WarmStandbyPolicy ``name``: which standby may replace which node.
+
+    ``matches``: ``[{"originNode": {"labels": {...}}, "targetNode": {"labels": {...}}}]``.
+    Roll back with ``delete_warm_standby_policy``.
+    """
+    if not isinstance(matches, list) or not matches:
+        raise ActivityFailed(f"matches must be a non-empty list, not {matches!r}")
+    return _apply(
+        "warmstandbypolicies",
+        "WarmStandbyPolicy",
+        name,
+        {"matches": matches},
+        configuration,
+        secrets,
+    )
+
+
+def delete_warm_standby_policy(
+    name: str, configuration: Configuration = None, secrets: Secrets = None
+) -> dict[str, Any]:
+    """Delete WarmStandbyPolicy ``name``; safe when absent."""
+    return _delete("warmstandbypolicies", "WarmStandbyPolicy", name, configuration, secrets)

@@ -1,0 +1,396 @@
+"""Guard control: limit the blast radius of an experiment.
+
+A chaos tool that overloads a production API server by mistake would be the
+incident itself. This control:
+
+- refuses to start unless the target is a cluster blackstart created (local
+  or kind) or its kubeconfig context is allow-listed, in the ``allowed_contexts``
+  argument, the configuration key ``blackstart_allowed_contexts`` or the
+  environment variable ``BLACKSTART_ALLOWED_CONTEXTS`` (comma-separated);
+- interrupts the run (:class:`chaoslib.exceptions.InterruptExecution`, status
+  ``interrupted``, rollbacks still played) when, from the start of the method
+  until the rollbacks, a hard limit is crossed: the API server's p99 request
+  latency (Prometheus, over ``p99_window``) above ``max_apiserver_p99_s``, or
+  more than ``max_cordoned_nodes`` non-standby nodes cordoned;
+- fails the run (status ``failed``) as soon as an action of the method fails:
+  a failed injection is a failed experiment, whatever the steady state says;
+  and when the steady state did not hold before the method (chaoslib would
+  report that run ``completed`` though nothing was injected).
+
+Arguments::
+
+    {"allowed_contexts": [],          # extra contexts that may be targeted
+     "max_apiserver_p99_s": 10.0,     # null: no latency limit
+     "max_cordoned_nodes": null,      # null: no limit on cordoned nodes
+     "p99_window": "30s",
+     "interval_s": 2.0}
+
+What happened is written to the journal's ``blackstart`` extension as
+``guard: {"tripped": bool, "reason": str|null, ...}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+from chaoslib.exceptions import InterruptExecution
+from chaoslib.run import RunEventHandler
+from chaoslib.types import Activity, Configuration, Experiment, Journal, Run, Secrets
+from kubernetes import client
+
+from blackstart.clusters.spec import STANDBY_LABEL
+from blackstart.controls.journal import blackstart_entry
+from blackstart.health import utc_now_iso
+from blackstart.probes.apiserver import p99_query
+from blackstart.probes.prometheus import scalar
+from blackstart.target import Target, resolve_target
+
+logger = logging.getLogger("chaostoolkit")
+
+__all__ = [
+    "after_activity_control",
+    "after_experiment_control",
+    "after_method_control",
+    "allow_list",
+    "before_activity_control",
+    "before_experiment_control",
+    "before_method_control",
+    "before_rollback_control",
+    "cleanup_control",
+    "configure_control",
+    "target_allowed",
+]
+
+ALLOWED_ENV = "BLACKSTART_ALLOWED_CONTEXTS"
+ALLOWED_KEY = "blackstart_allowed_contexts"
+
+
+def allow_list(configuration: Configuration, argument: list[str] | None) -> list[str]:
+    """The allow-list: the argument, the configuration key and the environment variable."""
+    found = list(argument or [])
+    configured = (configuration or {}).get(ALLOWED_KEY)
+    if isinstance(configured, str):
+        found += configured.split(",")
+    elif isinstance(configured, list):
+        found += [str(c) for c in configured]
+    found += os.environ.get(ALLOWED_ENV, "").split(",")
+    return [c.strip() for c in found if c and c.strip()]
+
+
+def target_allowed(target: Target, allowed: list[str]) -> tuple[bool, str]:
+    """(allowed, why): blackstart-created clusters and allow-listed contexts only."""
+    if target.provider in ("local", "kind") and target.cluster:
+        return True, f"{target.provider} cluster {target.cluster!r} was created by blackstart"
+    if target.context and target.context in allowed:
+        return True, f"context {target.context!r} is allow-listed"
+    return False, (
+        f"refusing to inject faults into {target.describe()}: it is not a cluster blackstart "
+        f"created and its context is not allow-listed; if you mean it, add the context to "
+        f"${ALLOWED_ENV} (comma-separated) or the guard's allowed_contexts"
+    )
+
+
+class _Guard:
+    """State of the guard for one run; its monitor thread watches the hard limits."""
+
+    def __init__(self) -> None:
+        self.target: Target | None = None
+        self.phase = "before"
+        self.tripped = False
+        self.reason: str | None = None
+        self.tripped_at: str | None = None
+        self.failed_injection: str | None = None
+        self.checks = 0
+        self.max_p99_seen: float | None = None
+        self.max_cordoned_seen: int | None = None
+        self.limits: dict[str, Any] = {}
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.refused: str | None = None
+        self.in_call = False
+        self.raised = False
+        self.guard_signal = False
+        self.previous_handler: Any = None
+
+    # ---------------------------------------------------------------- limits
+    def check_once(self) -> str | None:
+        """Evaluate the limits once; the reason of a crossing, else None."""
+        assert self.target is not None
+        self.checks += 1
+        limit_p99 = self.limits.get("max_apiserver_p99_s")
+        if limit_p99 is not None and self.target.prometheus_url:
+            try:
+                p99 = scalar(self.target.prometheus_url, p99_query(self.limits["p99_window"]), None)
+            except Exception:
+                p99 = None  # Prometheus unreachable this time: the next check tries again
+            if p99 is not None:
+                self.max_p99_seen = max(self.max_p99_seen or 0.0, p99)
+                if p99 > limit_p99:
+                    return (
+                        f"API server p99 latency {p99:.2f} s is above the guard's hard limit "
+                        f"of {limit_p99:g} s"
+                    )
+        limit_cordoned = self.limits.get("max_cordoned_nodes")
+        if limit_cordoned is not None:
+            try:
+                core = client.CoreV1Api(self.target.api(1))
+                nodes: list[Any] | None = core.list_node(_request_timeout=3).items
+            except Exception:
+                nodes = None  # the API server is down: nothing to count now
+            if nodes is not None:
+                cordoned = sum(
+                    1
+                    for n in nodes
+                    if n.spec
+                    and n.spec.unschedulable
+                    and (n.metadata.labels or {}).get(STANDBY_LABEL) != "true"
+                )
+                self.max_cordoned_seen = max(self.max_cordoned_seen or 0, cordoned)
+                if cordoned > limit_cordoned:
+                    return (
+                        f"{cordoned} nodes are cordoned, more than the guard's hard limit of "
+                        f"{limit_cordoned}"
+                    )
+        return None
+
+    def trip(self, reason: str) -> None:
+        with self.lock:
+            if self.tripped:
+                return
+            self.tripped = True
+            self.reason = reason
+            self.tripped_at = utc_now_iso()
+        logger.critical(f"guard: {reason}; interrupting the experiment (rollbacks will run)")
+
+    def _nudge(self) -> None:
+        """Wake the main thread (from a pause, say) so that it raises InterruptExecution.
+
+        A signal sent to the main thread interrupts its sleep; :func:`_on_sigterm`
+        raises there unless an activity's own code runs (where the exception could be
+        swallowed): that activity ends, then ``after_activity_control`` raises.
+        """
+        if self.raised or self.phase not in ("method", "after-method"):
+            return
+        self.guard_signal = True
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
+
+    def monitor(self, interval: float) -> None:
+        while not self.stop.wait(interval):
+            if self.tripped:
+                self._nudge()
+                continue
+            if self.phase not in ("method", "after-method"):
+                continue
+            try:
+                reason = self.check_once()
+            except Exception as err:  # a guard must never crash the run
+                logger.debug(f"guard check failed: {err}")
+                continue
+            if reason:
+                self.trip(reason)
+
+    def interrupt_if_tripped(self) -> None:
+        if self.tripped and self.phase in ("method", "after-method"):
+            self.raised = True
+            raise InterruptExecution(f"guard: {self.reason}")
+
+
+class _ActivityTracker(RunEventHandler):  # type: ignore[misc]
+    """Knows when an activity's own code runs (as opposed to a pause or chaoslib's code)."""
+
+    def start_activity(self, activity: Activity) -> None:
+        if threading.current_thread() is threading.main_thread():  # not background ones
+            _guard.in_call = True
+
+    def activity_completed(self, activity: Activity, run: Run) -> None:
+        if threading.current_thread() is threading.main_thread():
+            _guard.in_call = False
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM handler while the guard is on: the guard's own nudges, else chaoslib's."""
+    if not _guard.guard_signal:
+        previous = _guard.previous_handler
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:  # the default: terminate, as without the guard
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return
+    _guard.guard_signal = False
+    if _guard.phase in ("method", "after-method") and not _guard.in_call and not _guard.raised:
+        _guard.raised = True
+        raise InterruptExecution(f"guard: {_guard.reason}")
+
+
+_guard = _Guard()
+
+
+def configure_control(
+    configuration: Configuration = None, event_registry: Any = None, **_: Any
+) -> None:
+    """Start from a clean state for this run; follow activities through chaoslib's events."""
+    global _guard
+    _guard.stop.set()
+    _guard = _Guard()
+    if event_registry is not None:
+        event_registry.register(_ActivityTracker())
+
+
+def _check_limits(
+    max_apiserver_p99_s: Any, max_cordoned_nodes: Any, p99_window: Any, interval_s: Any
+) -> None:
+    if max_apiserver_p99_s is not None and (
+        isinstance(max_apiserver_p99_s, bool)
+        or not isinstance(max_apiserver_p99_s, int | float)
+        or max_apiserver_p99_s <= 0
+    ):
+        raise InterruptExecution(
+            "guard: max_apiserver_p99_s must be seconds above 0 or null, "
+            f"not {max_apiserver_p99_s!r}"
+        )
+    if max_cordoned_nodes is not None and (
+        isinstance(max_cordoned_nodes, bool)
+        or not isinstance(max_cordoned_nodes, int)
+        or max_cordoned_nodes < 0
+    ):
+        raise InterruptExecution(
+            f"guard: max_cordoned_nodes must be a whole number or null, not {max_cordoned_nodes!r}"
+        )
+    if (
+        not isinstance(p99_window, str)
+        or not p99_window[:-1].isdigit()
+        or p99_window[-1] not in "sm"
+    ):
+        raise InterruptExecution(f"guard: p99_window must look like 30s or 1m, not {p99_window!r}")
+    if isinstance(interval_s, bool) or not isinstance(interval_s, int | float) or interval_s < 0.2:
+        raise InterruptExecution(f"guard: interval_s must be at least 0.2 s, not {interval_s!r}")
+
+
+def before_experiment_control(
+    context: Experiment,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+    allowed_contexts: list[str] | None = None,
+    max_apiserver_p99_s: float | None = 10.0,
+    max_cordoned_nodes: int | None = None,
+    p99_window: str = "30s",
+    interval_s: float = 2.0,
+    **_: Any,
+) -> None:
+    """Refuse a target that is not allowed; start watching the hard limits."""
+    _check_limits(max_apiserver_p99_s, max_cordoned_nodes, p99_window, interval_s)
+    try:
+        target = resolve_target(configuration, secrets)
+    except Exception as err:
+        raise InterruptExecution(f"guard: no target cluster: {err}") from err
+    ok, why = target_allowed(target, allow_list(configuration, allowed_contexts))
+    if not ok:
+        _guard.refused = why
+        raise InterruptExecution(f"guard: {why}")
+    logger.info(f"guard: {why}")
+    _guard.target = target
+    _guard.limits = {
+        "max_apiserver_p99_s": max_apiserver_p99_s,
+        "max_cordoned_nodes": max_cordoned_nodes,
+        "p99_window": p99_window,
+    }
+    if threading.current_thread() is threading.main_thread():
+        _guard.previous_handler = signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    _guard.thread = threading.Thread(
+        target=_guard.monitor, args=(float(interval_s),), name="blackstart-guard", daemon=True
+    )
+    _guard.thread.start()
+
+
+def before_method_control(context: Experiment, **_: Any) -> None:
+    _guard.phase = "method"
+
+
+def after_method_control(context: Experiment, **_: Any) -> None:
+    _guard.phase = "after-method"
+    _guard.interrupt_if_tripped()
+
+
+def before_rollback_control(context: Experiment, **_: Any) -> None:
+    _guard.phase = "rollback"
+    _guard.guard_signal = False
+
+
+def before_activity_control(context: Activity, **_: Any) -> None:
+    """No new activity of the method once the guard tripped; never act on a refused target.
+
+    Rollbacks of a refused run are refused too: they would change the same cluster.
+    """
+    if _guard.refused and context.get("type") == "action":
+        raise InterruptExecution(f"guard: {_guard.refused}")
+    if _guard.target is None and context.get("type") == "action" and _guard.phase == "method":
+        raise InterruptExecution("guard: the guard did not check the target; not injecting")
+    _guard.interrupt_if_tripped()
+
+
+def after_activity_control(context: Activity, state: Run = None, **_: Any) -> None:
+    """A failed action of the method fails the run; a tripped guard interrupts it."""
+    if (
+        _guard.phase == "method"
+        and context.get("type") == "action"
+        and isinstance(state, dict)
+        and state.get("status") == "failed"
+    ):
+        exception = state.get("exception") or []
+        detail = str(exception[-1]).strip() if exception else "no detail"
+        prefix = "chaoslib.exceptions.ActivityFailed: "
+        while detail.startswith(prefix):
+            detail = detail[len(prefix) :]
+        _guard.failed_injection = f"action {context.get('name')!r} failed: {detail}"
+        logger.error(f"guard: {_guard.failed_injection}; stopping the method (rollbacks will run)")
+        raise InterruptExecution(f"guard: {_guard.failed_injection}")
+    _guard.interrupt_if_tripped()
+
+
+def after_experiment_control(context: Experiment, state: Journal = None, **_: Any) -> None:
+    """Write what the guard saw into the journal; a failed injection makes the run failed."""
+    _guard.stop.set()
+    if not isinstance(state, dict):
+        return
+    if _guard.failed_injection:
+        state["status"] = "failed"
+    before = (state.get("steady_states") or {}).get("before")
+    not_steady = isinstance(before, dict) and not before.get("steady_state_met", True)
+    if not_steady and state.get("status") == "completed":
+        # chaoslib reports "completed" when the hypothesis fails before the method, though
+        # nothing was tested: a game day must not count that as a pass
+        state["status"] = "failed"
+        logger.error("guard: the steady state did not hold before the method; run failed")
+    entry = blackstart_entry(state)
+    entry["guard"] = {
+        "tripped": _guard.tripped,
+        "refused": _guard.refused,
+        "reason": _guard.reason or _guard.failed_injection or _guard.refused,
+        "tripped_at": _guard.tripped_at,
+        "failed_injection": _guard.failed_injection,
+        "limits": dict(_guard.limits),
+        "checks": _guard.checks,
+        "max_apiserver_p99_seen_s": _guard.max_p99_seen,
+        "max_cordoned_seen": _guard.max_cordoned_seen,
+    }
+
+
+def cleanup_control() -> None:
+    _guard.stop.set()
+    if _guard.thread is not None:
+        _guard.thread.join(5.0)
+    restore = _guard.previous_handler
+    if (
+        restore is not None
+        and threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGTERM) is _on_sigterm
+    ):
+        signal.signal(signal.SIGTERM, restore)

@@ -1,0 +1,642 @@
+"""The game-day runner behind ``blackstart gameday``.
+
+One command runs a suite (:mod:`blackstart.suite`): bring the cluster up (or
+use a given kubeconfig context), start the rescue controller and its agents,
+run each experiment with Chaos Toolkit as a subprocess::
+
+    chaos --no-version-check --log-file <out>/<name>/chaostoolkit.log \\
+        run --journal-path <out>/<name>/journal.json [--var k=v ...] <experiment>
+
+with ``BLACKSTART_CLUSTER=<name>`` in its environment (so the experiments'
+cluster control reuses the running cluster), write a page per experiment, an
+index page and JUnit XML into the output folder, tear the cluster down
+unless ``--keep``, and exit with one of :class:`ExitCode`.
+
+Interrupting (Ctrl-C, or SIGTERM from a CI system) forwards SIGINT to the
+running ``chaos`` process, which then plays the experiment's rollbacks; the
+runner waits for it (bounded), skips the experiments not yet run, writes the
+reports of what ran, tears down and exits 130. A second Ctrl-C says what is
+being waited for; a third kills the run.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from enum import IntEnum
+from pathlib import Path
+from types import FrameType
+from typing import IO
+
+from blackstart import __version__
+from blackstart.gameday_clusters import (
+    ClusterSession,
+    ClusterUnavailable,
+    ContextSession,
+    KindSession,
+    LocalSession,
+)
+from blackstart.reports.html import format_duration, write_report
+from blackstart.reports.index import write_index
+from blackstart.reports.journal import Journal, JournalError, load_journal
+from blackstart.reports.junit import write_junit
+from blackstart.reports.runs import ExperimentRun
+from blackstart.suite import Suite, SuiteEntry, chaos_var_arguments
+
+__all__ = [
+    "DEFAULT_CLUSTER_NAME",
+    "ClusterSession",
+    "ClusterUnavailable",
+    "ContextSession",
+    "ExitCode",
+    "Gameday",
+    "GamedayOptions",
+    "KindSession",
+    "LocalSession",
+    "chaos_binary",
+    "chaos_environment",
+    "default_out_dir",
+]
+
+DEFAULT_CLUSTER_NAME = "gameday"
+HEARTBEAT_S = 30.0
+KILL_AFTER_TERM_S = 15.0
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_LOG_LINE = re.compile(r"^\[(?P<when>[^\]]*?)\s(?P<level>[A-Z]+)\]\s?(?P<msg>.*)$")
+
+Echo = Callable[[str], None]
+
+
+class ExitCode(IntEnum):
+    """How ``blackstart gameday`` exits."""
+
+    AS_EXPECTED = 0  #: every experiment ended as its suite entry expects
+    UNEXPECTED = 1  #: at least one ended otherwise (deviated, failed, timed out, ...)
+    USAGE = 2  #: bad command line, suite file or experiment file; nothing was run
+    CLUSTER = 3  #: the cluster (or the rescue controller) could not be brought up
+    INTERRUPTED = 130  #: interrupted (Ctrl-C / SIGTERM); rollbacks ran, cluster torn down
+
+
+# ------------------------------------------------------------------- options
+@dataclass
+class GamedayOptions:
+    """What ``blackstart gameday`` was asked to do."""
+
+    suite: Suite
+    out_dir: Path
+    session: ClusterSession
+    chaos: str
+    keep: bool = False
+    rollback_grace: float = 180.0
+    verbose: bool = False
+
+
+def chaos_binary() -> str | None:
+    """The ``chaos`` command beside this Python (the venv), else the one on PATH."""
+    beside = Path(sys.executable).with_name("chaos")
+    if beside.exists():
+        return str(beside)
+    return shutil.which("chaos")
+
+
+def default_out_dir(now: datetime | None = None, base: Path | None = None) -> Path:
+    """``./gameday-<UTC timestamp>/``, with a suffix if that folder exists already."""
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
+    base = base or Path.cwd()
+    path = base / f"gameday-{stamp}"
+    n = 2
+    while path.exists():
+        path = base / f"gameday-{stamp}-{n}"
+        n += 1
+    return path
+
+
+# --------------------------------------------------------------- progress
+@dataclass
+class _Progress:
+    """Follows chaos' log lines: which phase and which activity the run is in.
+
+    A continuous hypothesis (checked every second while the method runs) is
+    not echoed probe by probe; its deviations are, as chaos logs them as errors.
+    """
+
+    phase: str = "starting"
+    activity: str = ""
+    method_started: bool = False
+    in_hypothesis: bool = False
+    continuous: bool = False
+    status: str = ""
+
+    def feed(self, line: str) -> tuple[str | None, str | None]:
+        """(progress message, error message) worth printing for this line, if any."""
+        match = _LOG_LINE.match(line)
+        if not match:
+            return None, None
+        level, msg = match.group("level"), match.group("msg").strip()
+        if level in ("ERROR", "CRITICAL"):
+            if "not in the given tolerance" in msg:
+                self.in_hypothesis = False
+            return None, msg
+        if msg.startswith("Executing the steady-state hypothesis continuously"):
+            self.continuous = True
+            return None, None
+        if msg.startswith("Steady state hypothesis:"):
+            self.in_hypothesis = True
+            if not self.method_started:
+                self.phase = "hypothesis before"
+            elif self.continuous and self.phase == "method":
+                return None, None  # checked every few seconds during the method: not echoed
+            else:
+                self.phase = "hypothesis after"
+            return f"{self.phase}: {msg.split(':', 1)[1].strip()}", None
+        if msg.startswith("Steady state hypothesis is met"):
+            self.in_hypothesis = False
+            return None, None
+        if msg.startswith("Playing your experiment's method"):
+            self.phase, self.method_started, self.activity = "method", True, ""
+            self.in_hypothesis = False
+            return "method", None
+        if msg.startswith("Let's rollback"):
+            self.phase, self.activity = "rollbacks", ""
+            return "rollbacks", None
+        if msg.startswith("Rollback:"):
+            self.phase = "rollbacks"
+            self.activity = msg.split(":", 1)[1].strip()
+            return f"rollbacks: {self.activity}", None
+        for kind in ("Probe", "Action"):
+            if msg.startswith(f"{kind}:"):
+                name = msg.split(":", 1)[1].strip()
+                if self.phase == "rollbacks":
+                    return None, None  # "Rollback: <name>" was shown already
+                if kind == "Probe" and self.in_hypothesis:
+                    if self.phase == "method":
+                        return None, None  # a continuous check's probe
+                    return f"{self.phase}: probe {name}", None
+                self.activity = f"{kind.lower()} {name}"
+                return f"method: {self.activity}", None
+        if msg.startswith("Pausing"):
+            return f"{self.phase}: {msg.rstrip('.')}", None
+        if msg.startswith("Experiment ended with status:"):
+            self.status = msg.split(":", 1)[1].strip()
+            self.phase = "ended"
+            return f"ended: {self.status}", None
+        return None, None
+
+
+@dataclass
+class _Measured:
+    run: ExperimentRun
+    report_bytes: int = 0
+    render_s: float = 0.0
+
+
+# -------------------------------------------------------------------- runner
+@dataclass
+class Gameday:
+    """Runs a suite; :meth:`run` returns the exit code (see :class:`ExitCode`)."""
+
+    options: GamedayOptions
+    echo: Echo = field(default=lambda m: print(m, file=sys.stderr, flush=True))
+    out: Echo = field(default=lambda m: print(m, flush=True))
+
+    def __post_init__(self) -> None:
+        self._child: subprocess.Popen[str] | None = None
+        self._interrupts = 0
+        self._interrupted = threading.Event()
+        self._tearing_down = False
+        self._starting_chaos = False
+        self.results: list[_Measured] = []
+        self.notes: list[str] = []
+
+    # ------------------------------------------------------------- signals
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        self._interrupts += 1
+        self._interrupted.set()
+        if self._tearing_down:
+            self.echo(f"[gameday] {name}: finishing (tear-down, reports); please wait")
+            return
+        if self._starting_chaos:
+            return  # chaos is being started: it is interrupted as soon as it runs
+        child = self._child
+        if child is None or child.poll() is not None:
+            raise KeyboardInterrupt
+        if self._interrupts == 1:
+            self.echo(
+                f"[gameday] {name}: interrupting the running experiment; Chaos Toolkit plays "
+                f"its rollbacks (waiting up to {self.options.rollback_grace:.0f} s)"
+            )
+            _signal_group(child, signal.SIGINT)
+        elif self._interrupts == 2:
+            self.echo(
+                "[gameday] still waiting for the rollbacks to finish; press Ctrl-C again to "
+                "kill chaos without them (the cluster is torn down either way)"
+            )
+        else:
+            self.echo("[gameday] killing chaos")
+            _signal_group(child, signal.SIGKILL)
+
+    @contextmanager
+    def _signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        for s in previous:
+            signal.signal(s, self._on_signal)
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    # ----------------------------------------------------------------- run
+    def run(self) -> int:
+        opts = self.options
+        suite = opts.suite
+        started_at = datetime.now(UTC)
+        started = time.monotonic()
+        opts.out_dir.mkdir(parents=True, exist_ok=True)
+        with suppress(shutil.SameFileError):
+            shutil.copyfile(suite.path, opts.out_dir / "suite.yaml")
+        self.echo(
+            f"[gameday] suite {suite.path} ({suite.name}): {len(suite.entries)} experiment(s); "
+            f"output in {opts.out_dir}/"
+        )
+        code = ExitCode.AS_EXPECTED
+        cluster_error = ""
+        with self._signals():
+            try:
+                try:
+                    self.echo(f"[gameday] bringing up the {opts.session.description}")
+                    t = time.monotonic()
+                    opts.session.up()
+                    self.echo(f"[gameday] {opts.session.description} ready in {_mmss(t)}")
+                    self.echo(f"[gameday] {opts.session.start_rescue()}")
+                except ClusterUnavailable as err:
+                    cluster_error = str(err)
+                    self.echo(f"[gameday] error: {cluster_error}")
+                    code = ExitCode.CLUSTER
+                if not cluster_error:
+                    self._run_entries(started_at, started)
+            except KeyboardInterrupt:
+                self._interrupted.set()
+            finally:
+                # From here on a signal only says to wait: nothing may be left half done.
+                self._tearing_down = True
+                self._teardown()
+            if self._interrupted.is_set():
+                code = ExitCode.INTERRUPTED
+                self.notes.append(
+                    "The game day was interrupted (Ctrl-C or SIGTERM): the running experiment's "
+                    "rollbacks were played, the experiments after it were not run."
+                )
+            self._add_not_run(cluster_error)
+            wall = time.monotonic() - started
+            self._write_suite_reports(started_at, wall)
+        if code == ExitCode.AS_EXPECTED and any(not m.run.as_expected for m in self.results):
+            code = ExitCode.UNEXPECTED
+        self._summary(wall, code)
+        return int(code)
+
+    def _add_not_run(self, cluster_error: str) -> None:
+        ran = {m.run.name for m in self.results}
+        for entry in self.options.suite.entries:
+            if entry.name in ran:
+                continue
+            reason = (
+                f"not run: the cluster could not come up: {cluster_error}"
+                if cluster_error
+                else "not run: the game day was interrupted"
+            )
+            run = ExperimentRun(
+                name=entry.name,
+                outcome="error" if cluster_error else "skipped",
+                expected=entry.expect,
+                error=reason,
+                experiment_path=str(entry.path),
+            )
+            self.results.append(_Measured(run))
+
+    def _run_entries(self, started_at: datetime, started: float) -> None:
+        entries = self.options.suite.entries
+        for index, entry in enumerate(entries, start=1):
+            if self._interrupted.is_set():
+                break
+            measured = self._run_entry(index, len(entries), entry)
+            self.results.append(measured)
+            # Keep the index and JUnit current, so a crash later loses nothing.
+            self._write_suite_reports(started_at, time.monotonic() - started)
+
+    def _teardown(self) -> None:
+        session = self.options.session
+        if self.options.keep:
+            self.echo(f"[gameday] --keep: {session.description} is left running")
+            return
+        try:
+            self.echo(f"[gameday] {session.down()}")
+        except Exception as err:  # report, never hide the run's own result
+            self.echo(f"[gameday] error: tearing down {session.description} failed: {err}")
+            self.notes.append(f"Tear-down failed: {err}")
+
+    # ----------------------------------------------------------- one entry
+    def _run_entry(self, index: int, total: int, entry: SuiteEntry) -> _Measured:
+        opts = self.options
+        folder = opts.out_dir / entry.name
+        folder.mkdir(parents=True, exist_ok=True)
+        journal_path = folder / "journal.json"
+        journal_path.unlink(missing_ok=True)
+        log_path = folder / "chaos.log"
+        tag = f"[{index}/{total} {entry.name}]"
+        argv = [
+            opts.chaos,
+            "--no-version-check",
+            "--log-file",
+            str(folder / "chaostoolkit.log"),
+            "run",
+            "--journal-path",
+            str(journal_path),
+            *chaos_var_arguments(entry.variables),
+            str(entry.path),
+        ]
+        env = chaos_environment(opts.session.chaos_env())
+        self.echo(
+            f"{tag} 00:00 start (expect {entry.expect}, timeout {format_duration(entry.timeout)})"
+        )
+        t0 = time.monotonic()
+        timed_out = False
+        with log_path.open("w", encoding="utf-8") as log:
+            log.write("$ " + " ".join(argv) + "\n")
+            log.flush()
+            self._starting_chaos = True
+            try:
+                child = subprocess.Popen(
+                    argv,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=env,
+                    text=True,
+                    errors="replace",
+                    bufsize=1,
+                    start_new_session=True,  # Ctrl-C reaches us only; we forward it once
+                )
+            except OSError as err:
+                self._starting_chaos = False
+                return self._no_journal(entry, folder, t0, f"chaos could not start: {err}")
+            self._child = child
+            self._starting_chaos = False
+            if self._interrupted.is_set():  # Ctrl-C while it was starting
+                _signal_group(child, signal.SIGINT)
+            try:
+                timed_out = self._follow(child, entry, tag, t0, log)
+            finally:
+                self._child = None
+        duration = time.monotonic() - t0
+        journal: Journal | None = None
+        error = ""
+        try:
+            journal = load_journal(journal_path)
+        except JournalError as err:
+            error = (
+                f"chaos exited with code {child.returncode} and left no readable journal "
+                f"({err}); see {log_path.name}: {_tail(log_path)}"
+            )
+        if journal is None:
+            measured = self._no_journal(entry, folder, t0, error)
+            if timed_out:
+                measured.run = replace(measured.run, outcome="timeout")
+            return measured
+        outcome = "timeout" if timed_out else journal.outcome
+        run = ExperimentRun(
+            name=entry.name,
+            outcome=outcome,
+            expected=entry.expect,
+            journal=journal,
+            duration=duration,
+            error=(
+                f"timed out after {format_duration(entry.timeout)}; interrupted, rollbacks played"
+                if timed_out
+                else ""
+            ),
+            experiment_path=str(entry.path),
+            report_href=f"{entry.name}/report.html",
+            journal_href=f"{entry.name}/journal.json",
+            log_href=f"{entry.name}/chaos.log",
+        )
+        t = time.perf_counter()
+        report = write_report(
+            journal,
+            folder / "report.html",
+            expected=entry.expect,
+            journal_href="journal.json",
+            index_href="../index.html",
+        )
+        render_s = time.perf_counter() - t
+        size = report.stat().st_size
+        verdict = "as expected" if run.as_expected else f"NOT as expected ({entry.expect})"
+        self.echo(
+            f"{tag} {_mmss(t0)} {outcome}, {verdict}; report {report} "
+            f"({size / 1024:.0f} kB, rendered in {render_s:.2f} s)"
+        )
+        return _Measured(run, size, render_s)
+
+    def _no_journal(self, entry: SuiteEntry, folder: Path, t0: float, error: str) -> _Measured:
+        self.echo(f"[{entry.name}] error: {error}")
+        run = ExperimentRun(
+            name=entry.name,
+            outcome="error",
+            expected=entry.expect,
+            duration=time.monotonic() - t0,
+            error=error,
+            experiment_path=str(entry.path),
+            log_href=f"{entry.name}/chaos.log",
+        )
+        return _Measured(run)
+
+    def _follow(
+        self, child: subprocess.Popen[str], entry: SuiteEntry, tag: str, t0: float, log: IO[str]
+    ) -> bool:
+        """Relay chaos' output until it exits; enforce the timeout. True if it timed out."""
+        lines: queue.Queue[str | None] = queue.Queue()
+
+        def read() -> None:
+            assert child.stdout is not None
+            for line in child.stdout:
+                lines.put(line)
+            lines.put(None)
+
+        reader = threading.Thread(target=read, name=f"chaos-{entry.name}", daemon=True)
+        reader.start()
+        progress = _Progress()
+        timed_out = False
+        stop_deadline: float | None = None
+        termed = killed = False
+        last_shown = time.monotonic()
+        eof = False
+        while not eof or child.poll() is None:
+            try:
+                line = lines.get(timeout=0.5)
+            except queue.Empty:
+                line = ""
+            if line is None:
+                eof = True
+            elif line:
+                clean = _ANSI.sub("", line).rstrip("\n")
+                log.write(clean + "\n")
+                log.flush()
+                if self.options.verbose:
+                    self.echo(f"{tag}   {clean}")
+                shown, err = progress.feed(clean)
+                if shown:
+                    self.echo(f"{tag} {_mmss(t0)} {shown}")
+                    last_shown = time.monotonic()
+                elif err and not self.options.verbose:
+                    self.echo(f"{tag} {_mmss(t0)}   ! {err[:300]}")
+            now = time.monotonic()
+            if not timed_out and now - t0 > entry.timeout and child.poll() is None:
+                timed_out = True
+                self.echo(
+                    f"{tag} {_mmss(t0)} timeout ({format_duration(entry.timeout)}): interrupting; "
+                    "Chaos Toolkit plays the rollbacks"
+                )
+                _signal_group(child, signal.SIGINT)
+            if (timed_out or self._interrupted.is_set()) and stop_deadline is None:
+                stop_deadline = now + self.options.rollback_grace
+            if stop_deadline is not None and child.poll() is None:
+                if now > stop_deadline and not termed:
+                    self.echo(f"{tag} rollbacks did not finish in time; sending SIGTERM")
+                    _signal_process(child, signal.SIGTERM)
+                    termed = True
+                    stop_deadline = now + KILL_AFTER_TERM_S
+                elif now > stop_deadline and termed and not killed:
+                    self.echo(f"{tag} chaos still running; killing it")
+                    _signal_group(child, signal.SIGKILL)
+                    killed = True
+            if now - last_shown > HEARTBEAT_S and child.poll() is None:
+                doing = f"{progress.phase}" + (
+                    f": {progress.activity}" if progress.activity else ""
+                )
+                self.echo(f"{tag} {_mmss(t0)} still running ({doing})")
+                last_shown = now
+            if eof and child.poll() is None:
+                time.sleep(0.1)
+        child.wait()
+        reader.join(timeout=5)
+        return timed_out
+
+    # ------------------------------------------------------------ reports
+    def _write_suite_reports(self, started_at: datetime, wall: float) -> None:
+        opts = self.options
+        runs = [m.run for m in self.results]
+        facts = {
+            "suite": f"{opts.suite.path} ({opts.suite.name})",
+            **opts.session.facts(),
+            "blackstart": __version__,
+            "chaostoolkit": _chaostoolkit_version(),
+            "host": socket.gethostname(),
+            "output": str(opts.out_dir),
+        }
+        write_junit(
+            opts.out_dir / "junit.xml",
+            runs,
+            suite=opts.suite.name,
+            properties={k: v for k, v in facts.items() if k != "output"},
+            timestamp=started_at,
+            wall_time=wall,
+        )
+        write_index(
+            opts.out_dir / "index.html",
+            runs,
+            title=f"Game day: {opts.suite.name}",
+            started=started_at,
+            wall_time=wall,
+            facts=facts,
+            junit_href="junit.xml",
+            notes=self.notes,
+        )
+
+    def _summary(self, wall: float, code: ExitCode) -> None:
+        width = max([len("EXPERIMENT"), *(len(m.run.name) for m in self.results)])
+        self.out("")
+        self.out(f"{'EXPERIMENT':<{width}}  {'EXPECTED':<9}  {'OUTCOME':<11}  {'RESULT':<10}  TOOK")
+        for m in self.results:
+            r = m.run
+            result = "ok" if r.as_expected else ("not run" if r.outcome == "skipped" else r.kind)
+            self.out(
+                f"{r.name:<{width}}  {r.expected:<9}  {r.outcome:<11}  {result:<10}  "
+                f"{format_duration(r.duration)}"
+            )
+        ok = sum(1 for m in self.results if m.run.as_expected)
+        self.out("")
+        self.out(
+            f"{ok} of {len(self.results)} experiments as expected; wall time "
+            f"{format_duration(wall)}; exit code {int(code)} ({code.name.lower()})"
+        )
+        self.out(f"index: {self.options.out_dir / 'index.html'}")
+        self.out(f"junit: {self.options.out_dir / 'junit.xml'}")
+
+
+# ------------------------------------------------------------------ helpers
+def _mmss(t0: float) -> str:
+    seconds = int(time.monotonic() - t0)
+    return f"{seconds // 60:02d}:{seconds % 60:02d}"
+
+
+def _signal_process(child: subprocess.Popen[str], sig: signal.Signals) -> None:
+    with suppress(ProcessLookupError):
+        child.send_signal(sig)
+
+
+def chaos_environment(overrides: Mapping[str, str | None]) -> dict[str, str]:
+    """This process' environment with ``overrides`` applied (None removes a variable)."""
+    env = dict(os.environ)
+    for key, value in overrides.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    env["PYTHONUNBUFFERED"] = "1"  # progress lines as they happen
+    return env
+
+
+def _signal_group(child: subprocess.Popen[str], sig: signal.Signals) -> None:
+    """Signal chaos and the processes it started, as Ctrl-C on `chaos run` in a terminal does.
+
+    chaos runs in a session of its own (see ``start_new_session``), so its
+    process group holds chaos and its activities' subprocesses only.
+    """
+    try:
+        os.killpg(child.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        _signal_process(child, sig)
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(line.strip() for line in text[-lines:])
+
+
+def _chaostoolkit_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        lib = version("chaostoolkit-lib")
+        return f"chaostoolkit {version('chaostoolkit')}, chaostoolkit-lib {lib}"
+    except Exception:
+        return "unknown"

@@ -1,0 +1,253 @@
+"""Where a game day runs: a local cluster, a kind cluster, or an existing kubeconfig context.
+
+Each session brings its cluster up before the experiments (or checks it is
+there), starts the rescue controller and agents, gives ``chaos run`` the
+environment that points the experiments at the cluster, and tears down what
+it created. The game-day runner (:mod:`blackstart.gameday`) uses them
+through :class:`ClusterSession`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+__all__ = [
+    "ClusterSession",
+    "ClusterUnavailable",
+    "ContextSession",
+    "KindSession",
+    "LocalSession",
+]
+
+Echo = Callable[[str], None]
+
+
+class ClusterUnavailable(RuntimeError):
+    """The game day's cluster could not be brought up or reached; the message says why."""
+
+
+class ClusterSession(Protocol):
+    """Where the experiments run: brought up before, torn down after."""
+
+    description: str
+
+    def up(self) -> None: ...
+
+    def start_rescue(self) -> str: ...
+
+    def down(self) -> str: ...
+
+    def chaos_env(self) -> dict[str, str | None]:
+        """Environment for ``chaos run``; a None value removes the variable."""
+        ...
+
+    def facts(self) -> dict[str, str]: ...
+
+
+class LocalSession:
+    """The local provider: real control plane as processes, KWOK nodes, CoreDNS, Prometheus."""
+
+    def __init__(
+        self,
+        cache: Path,
+        name: str,
+        spec_path: str | None,
+        echo: Echo,
+        up_timeout: float = 600.0,
+    ) -> None:
+        self.cache = cache
+        self.name = name
+        self.spec_path = spec_path
+        self.echo = echo
+        self.up_timeout = up_timeout
+        self.created = False
+        self.reused = False
+        self.description = f"local cluster {name}"
+        self._provider: Any = None
+
+    def _local(self) -> Any:
+        if self._provider is None:
+            from blackstart.clusters.local import LocalProvider
+            from blackstart.clusters.toolchain import ToolchainError, resolve
+
+            try:
+                toolchain, missing = resolve(self.cache)
+            except ToolchainError as err:
+                raise ClusterUnavailable(str(err)) from err
+            if missing:
+                names = ", ".join(n for _, n in missing)
+                raise ClusterUnavailable(
+                    f"missing binaries: {names}; run `blackstart toolchain install` first"
+                )
+            self._provider = LocalProvider(self.cache, toolchain, progress=self.echo)
+        return self._provider
+
+    def up(self) -> None:
+        from blackstart.clusters.local import ClusterError
+        from blackstart.clusters.processes import ProcessError
+        from blackstart.clusters.spec import SpecError, load_spec
+        from blackstart.clusters.state import ClusterNotFound
+
+        local = self._local()
+        if (local.state_dir(self.name) / "cluster.json").exists():
+            try:
+                statuses = local.status(self.name)
+            except (ClusterNotFound, ClusterError) as err:
+                raise ClusterUnavailable(str(err)) from err
+            bad = [s.name for s in statuses if not s.healthy]
+            if bad:
+                raise ClusterUnavailable(
+                    f"a cluster named {self.name!r} already exists but is unhealthy "
+                    f"({', '.join(bad)}); run `blackstart cluster down --name {self.name}` "
+                    "or pass another --name"
+                )
+            self.echo(f"[gameday] reusing the running cluster {self.name!r}; it will be kept")
+            self.reused = True
+            return
+        try:
+            spec = load_spec(self.spec_path)
+            local.up(spec, name=self.name, timeout=self.up_timeout)
+        except (ClusterError, ProcessError, SpecError) as err:
+            raise ClusterUnavailable(f"the local cluster could not come up: {err}") from err
+        self.created = True
+
+    def start_rescue(self) -> str:
+        local = self._local()
+        start = getattr(local, "start_rescue", None)
+        if not callable(start):
+            return (
+                "this blackstart has no rescue controller to start "
+                "(LocalProvider.start_rescue is missing); Xid experiments will not be remediated"
+            )
+        if not self.created and self._rescue_running():
+            return "the reused cluster's rescue controller is running already"
+        try:
+            start(self.name)
+        except Exception as err:  # any failure to start it means no game day
+            raise ClusterUnavailable(f"the rescue controller could not start: {err}") from err
+        return "rescue controller and node agents started"
+
+    def _rescue_running(self) -> bool:
+        from blackstart.clusters import local as local_module
+        from blackstart.clusters.processes import is_alive, read_pid
+
+        components = getattr(local_module, "RESCUE_COMPONENTS", ("rescue-controller",))
+        provider = self._local()
+        return any(is_alive(read_pid(provider.pid_file(self.name, c))) for c in components)
+
+    def down(self) -> str:
+        if self.reused:
+            return f"cluster {self.name!r} was running before this game day; left running"
+        if not self.created:
+            return "no cluster was created; nothing to tear down"
+        stopped = self._local().down(self.name)
+        self.created = False
+        return f"cluster {self.name!r} deleted; stopped {', '.join(stopped) or 'nothing'}"
+
+    def chaos_env(self) -> dict[str, str | None]:
+        from blackstart.clusters.state import CLUSTER_ENV
+
+        return {CLUSTER_ENV: self.name, "BLACKSTART_PROVIDER": "local"}
+
+    def facts(self) -> dict[str, str]:
+        return {
+            "provider": "local (real control plane as processes, KWOK nodes)",
+            "cluster": self.name,
+            "cluster spec": self.spec_path or "clusters/gpu-fleet.yaml (default)",
+        }
+
+
+class KindSession:
+    """The kind provider (needs Docker)."""
+
+    def __init__(self, cache: Path, name: str, spec_path: str | None, echo: Echo) -> None:
+        self.cache = cache
+        self.name = name
+        self.spec_path = spec_path
+        self.echo = echo
+        self.created = False
+        self.description = f"kind cluster {name}"
+
+    def up(self) -> None:
+        from blackstart.clusters.kind import KindError, KindProvider
+        from blackstart.clusters.spec import SpecError, load_spec
+        from blackstart.clusters.state import state_dir_for
+        from blackstart.clusters.toolchain import resolve
+
+        toolchain, _ = resolve(self.cache)
+        provider = KindProvider(
+            kind_binary=str(toolchain.paths.get("kind", "kind")),
+            kubectl_binary=str(toolchain.paths.get("kubectl", "kubectl")),
+        )
+        try:
+            spec = load_spec(self.spec_path)
+            self.echo(f"[gameday] creating kind cluster {self.name} (Docker)")
+            provider.up(spec, self.name, state_dir_for(self.name, self.cache))
+        except (KindError, SpecError) as err:
+            raise ClusterUnavailable(f"the kind cluster could not come up: {err}") from err
+        self.created = True
+
+    def start_rescue(self) -> str:
+        from blackstart.clusters import kind
+
+        start = getattr(kind.KindProvider, "start_rescue", None)
+        if not callable(start):
+            return "kind: deploy the rescue controller with rescue/deploy/ (not started here)"
+        try:
+            start(kind.KindProvider(), self.name)
+        except Exception as err:
+            raise ClusterUnavailable(f"the rescue controller could not start: {err}") from err
+        return "rescue controller and node agents started"
+
+    def down(self) -> str:
+        if not self.created:
+            return "kind cluster not created; nothing to delete"
+        from blackstart.clusters.kind import KindProvider
+
+        KindProvider().down(self.name)
+        self.created = False
+        return f"kind cluster {self.name!r} deleted"
+
+    def chaos_env(self) -> dict[str, str | None]:
+        from blackstart.clusters.state import CLUSTER_ENV
+
+        return {CLUSTER_ENV: self.name, "BLACKSTART_PROVIDER": "kind"}
+
+    def facts(self) -> dict[str, str]:
+        return {
+            "provider": "kind",
+            "cluster": self.name,
+            "cluster spec": self.spec_path or "clusters/gpu-fleet.yaml (default)",
+        }
+
+
+class ContextSession:
+    """An existing cluster reached through a kubeconfig context: not created, not deleted."""
+
+    def __init__(self, context: str) -> None:
+        self.context = context
+        self.description = f"kubeconfig context {context}"
+
+    def up(self) -> None:
+        return None
+
+    def start_rescue(self) -> str:
+        return "existing context: the rescue controller is expected to be deployed already"
+
+    def down(self) -> str:
+        return f"context {self.context!r} left as it was"
+
+    def chaos_env(self) -> dict[str, str | None]:
+        # chaostoolkit-kubernetes and blackstart's activities read KUBERNETES_CONTEXT;
+        # BLACKSTART_CLUSTER would point them at a local cluster instead.
+        return {
+            "KUBERNETES_CONTEXT": self.context,
+            "BLACKSTART_CONTEXT": self.context,
+            "BLACKSTART_PROVIDER": "context",
+            "BLACKSTART_CLUSTER": None,
+        }
+
+    def facts(self) -> dict[str, str]:
+        return {"provider": "existing cluster", "context": self.context}
