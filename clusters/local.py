@@ -447,7 +447,9 @@ class LocalProvider:
         while time.monotonic() < deadline:
             core.patch_node_status(node, {"status": {"nodeInfo": {"bootID": boot_id}}})
             time.sleep(0.5)
-            if core.read_node(node).status.node_info.boot_id == boot_id:
+            status = core.read_node(node).status
+            info = status.node_info if status else None
+            if info is not None and info.boot_id == boot_id:
                 return
         raise ClusterError(f"node {node} did not keep its new boot id (KWOK kept rewriting it)")
 
