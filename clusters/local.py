@@ -19,7 +19,6 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from blackstart.clusters import kwokctl
 from blackstart.clusters.coredns import CorednsConfig, coredns_argv, render_corefile
 from blackstart.clusters.credentials import COREDNS, write_identity_kubeconfigs
 from blackstart.clusters.kwok_nodes import create_nodes, node_is_ready
+from blackstart.clusters.provider import ClusterError, ComponentStatus
 from blackstart.clusters.processes import (
     ProcessError,
     is_alive,
@@ -51,20 +51,6 @@ Progress = Callable[[str], None]
 RESCUE_COMPONENTS = ("rescue-controller", "rescue-agent")
 OWN_COMPONENTS = ("coredns", *RESCUE_COMPONENTS)
 SCRAPE_INTERVAL = "5s"
-
-
-class ClusterError(RuntimeError):
-    """The cluster could not be created, found or changed; the message says why."""
-
-
-@dataclass(frozen=True)
-class ComponentStatus:
-    name: str
-    pid: int | None
-    endpoint: str
-    state: str  # running | hung | stopped
-    healthy: bool
-    detail: str = ""
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -1,0 +1,91 @@
+"""The one interface every cluster provider implements (local/KWOK, kind).
+
+Actions, probes, controls and the game-day runner talk to a cluster through
+these operations only, so none of them special-cases a provider class. A
+provider is found from a cluster's saved state with :func:`provider_for`.
+
+Every operation takes the cluster's name first; components are named as the
+kubelet names the static pods (``kube-apiserver``, ``etcd``,
+``kube-controller-manager``, ``kube-scheduler``) plus ``coredns``.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from blackstart.clusters.spec import ClusterSpec
+from blackstart.clusters.state import ClusterState
+
+Progress = Callable[[str], None]
+
+CONTROL_PLANE_COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+
+
+class ClusterError(RuntimeError):
+    """The cluster could not be created, found or changed; the message says why."""
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    """One part of a cluster as ``cluster status`` shows it."""
+
+    name: str
+    pid: int | None
+    endpoint: str
+    state: str  # running | hung | stopped
+    healthy: bool
+    detail: str = ""
+    restarts: int = 0
+
+
+@runtime_checkable
+class ClusterProvider(Protocol):
+    """What blackstart needs from a cluster provider."""
+
+    #: ``local`` or ``kind``: what ``ClusterState.provider`` records.
+    name: str
+
+    def up(self, spec: ClusterSpec, name: str) -> ClusterState:
+        """Create cluster ``name`` from ``spec``, wait until it is usable, save its state."""
+        ...
+
+    def down(self, name: str) -> list[str]:
+        """Remove cluster ``name`` and everything it started; return what was stopped."""
+        ...
+
+    def status(self, name: str) -> list[ComponentStatus]:
+        """Each component of cluster ``name`` with its state and health."""
+        ...
+
+    def kubeconfig(self, name: str) -> Path:
+        """The admin kubeconfig of cluster ``name``."""
+        ...
+
+    def stop_component(self, name: str, component: str, grace: float = 5.0) -> bool:
+        """Stop one control-plane component or CoreDNS; False when it was not running."""
+        ...
+
+    def start_component(self, name: str, component: str) -> None:
+        """Start a stopped component again (nothing happens when it runs)."""
+        ...
+
+    def hang_component(self, name: str, component: str) -> int:
+        """Freeze one component so its port stays open and nothing answers; returns its pid."""
+        ...
+
+    def resume_component(self, name: str, component: str) -> int:
+        """Resume a component frozen by :meth:`hang_component`; returns its pid."""
+        ...
+
+    def restart_coredns(self, name: str) -> None:
+        """Restart the cluster's CoreDNS (process or Deployment), as a roll-out would."""
+        ...
+
+    def reboot_node(self, name: str, node: str) -> str:
+        """Reboot ``node``: it goes NotReady and comes back with a new boot id, returned."""
+        ...
+
+    def kernel_log(self, name: str, node: str) -> Path:
+        """The host file that stands for ``node``'s kernel log (``/dev/kmsg`` on a real node)."""
+        ...
