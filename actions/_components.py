@@ -2,7 +2,7 @@
 
 The actions in ``blackstart.actions`` (API server, etcd, CoreDNS, the kwok
 controller) share these steps: find the process by its pid file, act on it
-through :class:`~blackstart.clusters.local.LocalProvider`, and say clearly when
+through :class:`~blackstart.clusters.local.provider.LocalProvider`, and say clearly when
 the process was not in the state the fault needs. Every failure raises
 :class:`chaoslib.exceptions.ActivityFailed`.
 """
@@ -14,9 +14,11 @@ from typing import Any
 
 from chaoslib.exceptions import ActivityFailed
 
-from blackstart.clusters import kwokctl
-from blackstart.clusters.local import OWN_COMPONENTS, ClusterError, LocalProvider
+from blackstart.clusters.local import kwokctl
+from blackstart.clusters.local.base import OWN_COMPONENTS
+from blackstart.clusters.local.provider import LocalProvider
 from blackstart.clusters.processes import ProcessError, is_alive, is_stopped, read_pid
+from blackstart.clusters.provider import ClusterError
 from blackstart.health import utc_now_iso
 
 KWOKCTL_START_TIMEOUT_S = 60

@@ -42,8 +42,9 @@ from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
 from blackstart.actions import _components as components
-from blackstart.clusters.coredns import CorednsConfig, render_corefile
-from blackstart.clusters.local import LocalProvider, free_port
+from blackstart.clusters.local.coredns import CorednsConfig, render_corefile
+from blackstart.clusters.local.provider import LocalProvider
+from blackstart.clusters.net import free_port
 from blackstart.clusters.processes import is_alive
 from blackstart.health import utc_now_iso, wait_until
 from blackstart.probes.dns import DEFAULT_NAMES, query_once

@@ -17,7 +17,7 @@ from chaoslib.types import Configuration, Secrets
 from kubernetes import client
 
 from blackstart.actions import _components as components
-from blackstart.clusters.kwok_nodes import node_is_ready
+from blackstart.clusters.local.kwok_nodes import node_is_ready
 from blackstart.health import utc_now_iso, wait_until
 from blackstart.target import local_provider, resolve_target
 

@@ -38,12 +38,12 @@ from chaoslib.types import Configuration, Secrets
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from blackstart.clusters.kwok_nodes import node_is_ready
-from blackstart.clusters.kwokctl import NODE_NOT_READY_LABEL
-from blackstart.clusters.local import ClusterError
+from blackstart.clusters.local.kwok_nodes import node_is_ready
+from blackstart.clusters.local.kwokctl import NODE_NOT_READY_LABEL
+from blackstart.clusters.provider import ClusterError
 from blackstart.clusters.spec import STANDBY_LABEL, load_spec
 from blackstart.health import parse_iso, utc_now_iso
-from blackstart.rescue.xid import normalise_pci, parse_lines
+from blackstart.rescue.wire.xid import normalise_pci, parse_lines
 from blackstart.target import Target, local_provider, resolve_target
 
 __all__ = ["inject_xid", "restore_xid_nodes", "xid_storm"]

@@ -15,7 +15,7 @@ import statistics
 import time
 from pathlib import Path
 
-from blackstart.clusters.local import LocalProvider
+from blackstart.clusters.local.provider import LocalProvider
 from blackstart.clusters.spec import load_spec
 from blackstart.clusters.toolchain import resolve
 from blackstart.paths import cache_dir

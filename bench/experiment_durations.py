@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from blackstart.clusters.local import LocalProvider
+from blackstart.clusters.local.provider import LocalProvider
 from blackstart.clusters.spec import load_spec
 from blackstart.clusters.toolchain import resolve
 from blackstart.paths import cache_dir

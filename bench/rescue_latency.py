@@ -39,7 +39,7 @@ import yaml
 from kubernetes import client, watch
 from prometheus_client.parser import text_string_to_metric_families
 
-from blackstart.clusters.local import LocalProvider
+from blackstart.clusters.local.provider import LocalProvider
 from blackstart.clusters.spec import load_spec
 from blackstart.clusters.toolchain import resolve
 from blackstart.kube import api_client

@@ -29,7 +29,7 @@ from typing import Any
 
 from blackstart.actions import apf, seed
 from blackstart.actions import telemetry_storm as storm
-from blackstart.clusters.local import LocalProvider
+from blackstart.clusters.local.provider import LocalProvider
 from blackstart.clusters.spec import load_spec
 from blackstart.clusters.toolchain import resolve
 from blackstart.paths import cache_dir

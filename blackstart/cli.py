@@ -12,8 +12,9 @@ import click
 
 from blackstart import __version__
 from blackstart.clusters.kind import KindError, KindProvider
-from blackstart.clusters.local import ClusterError, LocalProvider
+from blackstart.clusters.local.provider import LocalProvider
 from blackstart.clusters.processes import ProcessError
+from blackstart.clusters.provider import ClusterError
 from blackstart.clusters.spec import ClusterSpec, SpecError, load_spec
 from blackstart.clusters.state import (
     CLUSTER_ENV,

@@ -69,7 +69,7 @@ class LocalSession:
 
     def _local(self) -> Any:
         if self._provider is None:
-            from blackstart.clusters.local import LocalProvider
+            from blackstart.clusters.local.provider import LocalProvider
             from blackstart.clusters.toolchain import ToolchainError, resolve
 
             try:
@@ -85,8 +85,8 @@ class LocalSession:
         return self._provider
 
     def up(self) -> None:
-        from blackstart.clusters.local import ClusterError
         from blackstart.clusters.processes import ProcessError
+        from blackstart.clusters.provider import ClusterError
         from blackstart.clusters.spec import SpecError, load_spec
         from blackstart.clusters.state import ClusterNotFound
 

@@ -3,6 +3,7 @@
 - :func:`apiserver_readyz`: ask an API server's ``/readyz`` through an ApiClient
   (so the kubeconfig's TLS client certificate is used), with a short timeout.
 - :func:`wait_until`: poll a check until it holds or a deadline passes.
+- :func:`wait_for`: the same, raising with what it waited for when time runs out.
 - :func:`utc_now_iso`: timestamps as journals carry them (ISO 8601, UTC, ``Z``).
 """
 
@@ -52,6 +53,29 @@ def wait_until(
             return last, time.monotonic() - started
         if time.monotonic() >= deadline:
             return last, time.monotonic() - started
+        time.sleep(interval)
+
+
+def wait_for(
+    check: Callable[[], object],
+    timeout: float,
+    what: str,
+    interval: float = 0.25,
+    error: type[Exception] = TimeoutError,
+) -> float:
+    """Poll ``check()`` until it is truthy; return the seconds waited.
+
+    Unlike :func:`wait_until`, an exception from ``check`` ends the wait (a check
+    raises when waiting can no longer succeed), and running out of time raises
+    ``error`` with a message naming ``what``.
+    """
+    started = time.monotonic()
+    deadline = started + max(0.0, timeout)
+    while True:
+        if check():
+            return time.monotonic() - started
+        if time.monotonic() >= deadline:
+            raise error(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
 
 

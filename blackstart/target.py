@@ -31,7 +31,7 @@ import yaml
 from chaoslib.exceptions import ActivityFailed
 from kubernetes import client
 
-from blackstart.clusters.local import LocalProvider
+from blackstart.clusters.local.provider import LocalProvider
 from blackstart.clusters.state import (
     CLUSTER_ENV,
     DEFAULT_CLUSTER,

@@ -17,7 +17,7 @@ from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 from kubernetes import client
 
-from blackstart.clusters.kwok_nodes import node_is_ready
+from blackstart.clusters.local.kwok_nodes import node_is_ready
 from blackstart.clusters.spec import GPU_RESOURCE, STANDBY_LABEL
 from blackstart.target import resolve_target
 

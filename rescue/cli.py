@@ -7,9 +7,9 @@
 
 ``rescue_group`` is mounted as ``blackstart rescue``:
 
-- ``rescue agent`` runs the GPU Xid node agent (:mod:`blackstart.rescue.agent_cli`);
+- ``rescue agent`` runs the GPU Xid node agent (:mod:`blackstart.rescue.agent.cli`);
 - ``rescue controller`` runs the self-heal controller and ``rescue install`` puts its
-  CRDs and RBAC on a cluster (:mod:`blackstart.rescue.controller_cli`).
+  CRDs and RBAC on a cluster (:mod:`blackstart.rescue.controller.cli`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import IO, Any
 
 import click
 
-from blackstart.rescue.catalogue import CATALOGUE, XidInfo, describe
-from blackstart.rescue.xid import XidParser
+from blackstart.rescue.wire.catalogue import CATALOGUE, XidInfo, describe
+from blackstart.rescue.wire.xid import XidParser
 
 __all__ = ["rescue_group", "xid_group"]
 
@@ -142,8 +142,8 @@ def _table(infos: list[XidInfo]) -> list[str]:
 
 
 def _add_rescue_commands() -> None:
-    from blackstart.rescue.agent_cli import agent_command
-    from blackstart.rescue.controller_cli import controller_command, install_command
+    from blackstart.rescue.agent.cli import agent_command
+    from blackstart.rescue.controller.cli import controller_command, install_command
 
     rescue_group.add_command(agent_command)
     rescue_group.add_command(controller_command)

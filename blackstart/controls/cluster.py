@@ -33,8 +33,10 @@ from chaoslib.exceptions import InterruptExecution
 from chaoslib.types import Configuration, Experiment, Journal, Secrets
 from kubernetes import client
 
-from blackstart.clusters.local import RESCUE_COMPONENTS, ClusterError, LocalProvider
+from blackstart.clusters.local.base import RESCUE_COMPONENTS
+from blackstart.clusters.local.provider import LocalProvider
 from blackstart.clusters.processes import ProcessError, is_alive, read_pid
+from blackstart.clusters.provider import ClusterError
 from blackstart.clusters.spec import SpecError, load_spec
 from blackstart.clusters.state import CLUSTER_ENV, DEFAULT_CLUSTER, ClusterNotFound, load_state
 from blackstart.clusters.toolchain import resolve

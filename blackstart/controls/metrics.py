@@ -39,7 +39,7 @@ from chaoslib.types import Activity, Configuration, Experiment, Journal, Run, Se
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from blackstart.clusters.kwok_nodes import node_is_ready
+from blackstart.clusters.local.kwok_nodes import node_is_ready
 from blackstart.clusters.spec import STANDBY_LABEL
 from blackstart.controls.journal import blackstart_entry, environment
 from blackstart.health import parse_iso, to_iso, utc_now_iso

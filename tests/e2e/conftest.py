@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from blackstart.clusters.local import LocalProvider
+from blackstart.clusters.local.provider import LocalProvider
 from blackstart.clusters.spec import load_spec
 from blackstart.clusters.state import ClusterState
 from blackstart.clusters.toolchain import resolve

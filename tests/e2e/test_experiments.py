@@ -23,9 +23,9 @@ import pytest
 import yaml
 from kubernetes import client
 
-from blackstart.clusters.kwok_nodes import node_is_ready
-from blackstart.clusters.kwokctl import NODE_NOT_READY_LABEL
-from blackstart.clusters.local import LocalProvider
+from blackstart.clusters.local.kwok_nodes import node_is_ready
+from blackstart.clusters.local.kwokctl import NODE_NOT_READY_LABEL
+from blackstart.clusters.local.provider import LocalProvider
 from blackstart.clusters.spec import GPU_RESOURCE, STANDBY_LABEL
 from blackstart.clusters.state import ClusterState
 from blackstart.kube import api_client

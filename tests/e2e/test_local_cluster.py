@@ -8,7 +8,7 @@ import pytest
 from kubernetes import client
 from prometheus_api_client import PrometheusConnect
 
-from blackstart.clusters.kwok_nodes import node_is_ready
+from blackstart.clusters.local.kwok_nodes import node_is_ready
 from blackstart.clusters.spec import GPU_RESOURCE, POOL_LABEL, load_spec
 from blackstart.clusters.state import ClusterState
 

@@ -14,8 +14,8 @@ import pytest
 import yaml
 from kubernetes import client
 
-from blackstart.clusters.kwok_nodes import node_is_ready
-from blackstart.clusters.local import LocalProvider, processes_under
+from blackstart.clusters.local.kwok_nodes import node_is_ready
+from blackstart.clusters.local.provider import LocalProvider, processes_under
 from blackstart.clusters.processes import is_alive, is_stopped
 from blackstart.clusters.state import ClusterState
 

@@ -22,13 +22,13 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 
-from blackstart.clusters.local import LocalProvider
+from blackstart.clusters.local.provider import LocalProvider
 from blackstart.clusters.state import ClusterState
 from blackstart.clusters.toolchain import resolve
 from blackstart.kube import api_client
 from blackstart.paths import cache_dir
-from blackstart.rescue.agent_cli import RESCUE_AGENT_USER
-from blackstart.rescue.xid_signal import reports_from_node
+from blackstart.rescue.agent.cli import RESCUE_AGENT_USER
+from blackstart.rescue.wire.signal import reports_from_node
 
 from .conftest import eventually, repo_root
 

@@ -30,12 +30,13 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 
-from blackstart.clusters.kwok_nodes import node_is_ready
-from blackstart.clusters.local import LocalProvider, free_port
+from blackstart.clusters.local.kwok_nodes import node_is_ready
+from blackstart.clusters.local.provider import LocalProvider
+from blackstart.clusters.net import free_port
 from blackstart.clusters.state import ClusterState
 from blackstart.kube import api_client
 from blackstart.rescue.install import apply_documents, deploy_documents, wait_established
-from blackstart.rescue.xid_signal import condition_patch, merge_reports, reports_from_node, rfc3339
+from blackstart.rescue.wire.signal import condition_patch, merge_reports, reports_from_node, rfc3339
 
 from .conftest import eventually, repo_root
 

@@ -21,13 +21,13 @@ from chaoslib.exceptions import ActivityFailed, InterruptExecution
 from blackstart import discover
 from blackstart.actions import apf, apiserver, dns, nodes, rescue_policy, seed, workload, xid
 from blackstart.actions import telemetry_storm as storm
-from blackstart.clusters.coredns import CorednsConfig, render_corefile
+from blackstart.clusters.local.coredns import CorednsConfig, render_corefile
 from blackstart.controls import guard, metrics
 from blackstart.discovery import ACTION_MODULES, PROBE_MODULES
 from blackstart.probes import apiserver as apiserver_probes
 from blackstart.probes import dns as dns_probes
 from blackstart.probes import fleet, prometheus, rescue
-from blackstart.rescue.xid import parse_lines
+from blackstart.rescue.wire.xid import parse_lines
 from blackstart.target import Target, cluster_target
 
 REPO = Path(__file__).resolve().parents[2]

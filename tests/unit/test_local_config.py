@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from blackstart.clusters.coredns import CorednsConfig, coredns_argv, render_corefile
-from blackstart.clusters.credentials import (
+from blackstart.clusters.local.coredns import CorednsConfig, coredns_argv, render_corefile
+from blackstart.clusters.local.credentials import (
     COREDNS,
     IDENTITIES,
     TELEMETRY,
@@ -31,8 +31,8 @@ from blackstart.clusters.credentials import (
     sign_client_cert,
     write_identity_kubeconfigs,
 )
-from blackstart.clusters.kwok_nodes import KWOK_NODE_ANNOTATION, node_manifest
-from blackstart.clusters.kwokctl import (
+from blackstart.clusters.local.kwok_nodes import KWOK_NODE_ANNOTATION, node_manifest
+from blackstart.clusters.local.kwokctl import (
     COMPONENTS,
     NODE_NOT_READY_LABEL,
     KwokCluster,

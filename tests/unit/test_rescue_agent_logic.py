@@ -11,17 +11,17 @@ from click.testing import CliRunner
 from kubernetes import client
 
 from blackstart.clusters.state import ClusterState
-from blackstart.rescue.agent import AgentOptions, NodeLog, XidAgent
-from blackstart.rescue.agent_cli import cluster_node_logs
+from blackstart.rescue.agent.cli import cluster_node_logs
+from blackstart.rescue.agent.node_agent import AgentOptions, NodeLog, XidAgent
 from blackstart.rescue.cli import rescue_group
-from blackstart.rescue.ratelimit import (
+from blackstart.rescue.pacing import (
     TokenBucket,
     backoff_delay,
     backoff_schedule,
     is_retryable_status,
     retry_after_seconds,
 )
-from blackstart.rescue.xid_signal import (
+from blackstart.rescue.wire.signal import (
     CONDITION_TYPE,
     MAX_REPORTS,
     XidSighting,

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from blackstart.rescue.policy import ACTION_NAMES
-from blackstart.rescue.waittime import WAITTIME_MAX_LENGTH, WAITTIME_PATTERN, parse_waittime
+from blackstart.rescue.crd.policy import ACTION_NAMES
+from blackstart.rescue.crd.waittime import WAITTIME_MAX_LENGTH, WAITTIME_PATTERN, parse_waittime
 
 CRDS_FILE = Path(__file__).resolve().parents[2] / "rescue" / "deploy" / "crds.yaml"
 GROUP = "rescue.blackstart.dev"

@@ -15,14 +15,14 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from blackstart.rescue.decision_api import (
+from blackstart.rescue.controller.decision_api import (
     OrderRefused,
     RescueOrder,
     build_app,
     parse_order,
 )
-from blackstart.rescue.metrics import ControllerMetrics
-from blackstart.rescue.policy import PRECONDITION_FAILURE, check_preconditions
+from blackstart.rescue.controller.metrics import ControllerMetrics
+from blackstart.rescue.crd.policy import PRECONDITION_FAILURE, check_preconditions
 
 NODES = {"gpu-3", "gpu-4"}
 TOKEN = "s3cret-token"

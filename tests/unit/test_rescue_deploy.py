@@ -28,7 +28,7 @@ def test_the_packaged_manifests_load_with_crds_first() -> None:
 
 def test_the_local_identity_may_do_exactly_what_the_deployed_controller_may() -> None:
     deployed = deploy_documents(["controller-rbac.yaml"])
-    local = [d for d in yaml.safe_load_all((REPO / "clusters/local-rbac.yaml").read_text()) if d]
+    local = [d for d in yaml.safe_load_all((REPO / "clusters/local/rbac.yaml").read_text()) if d]
     assert rules_of(local, "ClusterRole", "blackstart:rescue-controller") == rules_of(
         deployed, "ClusterRole", "blackstart-rescue-controller"
     )

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from blackstart.rescue.drain import (
+from blackstart.rescue.controller.drain import (
     DrainOptions,
     PodKind,
     classify_pod,

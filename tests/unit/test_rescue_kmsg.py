@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from blackstart.rescue.kmsg import (
+from blackstart.rescue.agent.kmsg import (
     Cursor,
     KmsgReader,
     LogRecord,

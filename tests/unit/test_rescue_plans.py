@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from blackstart.rescue.plans import (
+from blackstart.rescue.crd.plans import (
     MAX_TRANSITIONS,
     PlanRecord,
     PlanStatus,
@@ -21,7 +21,7 @@ from blackstart.rescue.plans import (
     should_uncordon,
     steps_for,
 )
-from blackstart.rescue.policy import RescueAction
+from blackstart.rescue.crd.policy import RescueAction
 
 T0 = dt.datetime(2026, 11, 24, 8, 30, tzinfo=dt.UTC)
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")

@@ -10,7 +10,7 @@ from typing import Any, cast
 
 import pytest
 
-from blackstart.rescue.policy import (
+from blackstart.rescue.crd.policy import (
     DEFAULT_MATCH,
     PRECONDITION_FAILURE,
     MatchedRule,

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from blackstart.rescue.node_actions import NodeView
-from blackstart.rescue.reboot import RebootError, WebhookDriver, rebooted_and_ready
+from blackstart.rescue.controller.node_actions import NodeView
+from blackstart.rescue.controller.reboot import RebootError, WebhookDriver, rebooted_and_ready
 
 ISSUED = dt.datetime(2026, 11, 24, 8, 30, tzinfo=dt.UTC)
 

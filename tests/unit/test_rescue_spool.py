@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from blackstart.rescue.kmsg import Cursor
-from blackstart.rescue.spool import AgentStore, StoreBatch
-from blackstart.rescue.xid_signal import XidSighting
+from blackstart.rescue.agent.kmsg import Cursor
+from blackstart.rescue.agent.spool import AgentStore, StoreBatch
+from blackstart.rescue.wire.signal import XidSighting
 
 
 def sighting(node: str, position: int, xid: int = 62, read_at: float = 100.0) -> XidSighting:

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from blackstart.rescue.storm_guard import StormGuard, parse_reboot_cap
+from blackstart.rescue.controller.storm_guard import StormGuard, parse_reboot_cap
 
 NOW = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.UTC)
 

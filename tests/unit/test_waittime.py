@@ -7,7 +7,7 @@ from typing import Any, cast
 
 import pytest
 
-from blackstart.rescue.waittime import (
+from blackstart.rescue.crd.waittime import (
     WAITTIME_MAX_LENGTH,
     format_waittime,
     optional_waittime,

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from blackstart.rescue.catalogue import (
+from blackstart.rescue.wire.catalogue import (
     ACTIONS,
     CATALOGUE,
     SEVERITIES,

@@ -8,8 +8,8 @@ from typing import Any
 
 from click.testing import CliRunner
 
-from blackstart.rescue.catalogue import CATALOGUE
 from blackstart.rescue.cli import xid_group
+from blackstart.rescue.wire.catalogue import CATALOGUE
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "kernel-mixed.log"
 UUID_01 = "GPU-6a9b3c1e-0f2d-4e7a-9c55-1b2d3e4f5a6b"

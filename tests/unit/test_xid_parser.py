@@ -7,7 +7,7 @@ import string
 
 import pytest
 
-from blackstart.rescue.xid import XidEvent, XidParser, normalise_pci, parse_lines
+from blackstart.rescue.wire.xid import XidEvent, XidParser, normalise_pci, parse_lines
 
 UUID_01 = "GPU-6a9b3c1e-0f2d-4e7a-9c55-1b2d3e4f5a6b"
 UUID_3B = "GPU-0b11d014-1685-04bd-26ed-5fc0bc1c44ae"

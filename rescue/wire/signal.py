@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from blackstart.rescue.catalogue import action_for, describe
+from blackstart.rescue.wire.catalogue import action_for, describe
 
 __all__ = [
     "CONDITION_REASON",

@@ -39,10 +39,10 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from blackstart.rescue.kube_api import KubeApi
-from blackstart.rescue.node_actions import NodeView
-from blackstart.rescue.plans import format_time
-from blackstart.rescue.policy import GROUP
+from blackstart.rescue.controller.kube_api import KubeApi
+from blackstart.rescue.controller.node_actions import NodeView
+from blackstart.rescue.crd.plans import format_time
+from blackstart.rescue.crd.policy import GROUP
 
 __all__ = [
     "ANNOTATION_REBOOT_REQUESTED",

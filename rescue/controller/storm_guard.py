@@ -27,7 +27,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from blackstart.rescue.waittime import format_waittime, parse_waittime
+from blackstart.rescue.crd.waittime import format_waittime, parse_waittime
 
 __all__ = [
     "Refusal",

@@ -47,10 +47,10 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from blackstart.rescue.metrics import ControllerMetrics
-from blackstart.rescue.plans import parse_time
-from blackstart.rescue.policy import ACTION_NAMES, PolicyError, RescueAction
-from blackstart.rescue.waittime import optional_waittime
+from blackstart.rescue.controller.metrics import ControllerMetrics
+from blackstart.rescue.crd.plans import parse_time
+from blackstart.rescue.crd.policy import ACTION_NAMES, PolicyError, RescueAction
+from blackstart.rescue.crd.waittime import optional_waittime
 
 __all__ = [
     "PARAMETER_ERROR",

@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from blackstart.rescue.kube_api import KubeApi
-from blackstart.rescue.plans import parse_time
-from blackstart.rescue.policy import GROUP
-from blackstart.rescue.xid_signal import CONDITION_TYPE
+from blackstart.rescue.controller.kube_api import KubeApi
+from blackstart.rescue.crd.plans import parse_time
+from blackstart.rescue.crd.policy import GROUP
+from blackstart.rescue.wire.signal import CONDITION_TYPE
 
 __all__ = [
     "ANNOTATION_CORDONED_BY",
@@ -120,7 +120,7 @@ async def cordon(api: KubeApi, node: str, plan: str) -> NodeView:
 async def uncordon(api: KubeApi, node: str) -> NodeView:
     """Make ``node`` schedulable again and drop the cordoned-by annotation.
 
-    Callers check first that the plan may (:func:`blackstart.rescue.plans.should_uncordon`).
+    Callers check first that the plan may (:func:`blackstart.rescue.crd.plans.should_uncordon`).
     """
     obj = await api.patch_node(
         node,

@@ -33,7 +33,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from blackstart.rescue.catalogue import action_for, describe
+from blackstart.rescue.wire.catalogue import action_for, describe
 
 __all__ = [
     "MAX_LINE_CHARS",

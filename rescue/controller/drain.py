@@ -35,7 +35,7 @@ from typing import Any, Literal
 
 from kubernetes.client.exceptions import ApiException
 
-from blackstart.rescue.kube_api import KubeApi
+from blackstart.rescue.controller.kube_api import KubeApi
 
 __all__ = [
     "RETRY_SECONDS",

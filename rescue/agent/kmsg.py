@@ -14,7 +14,7 @@ Two sources, one interface (:class:`KernelLogReader`):
   position never names two different lines.
 
 Each reader starts from a :class:`Cursor` (saved by the agent after every read,
-see :mod:`blackstart.rescue.spool`) and hands back the records after it with the
+see :mod:`blackstart.rescue.agent.spool`) and hands back the records after it with the
 cursor to save next: an agent restart neither reads a line twice nor skips one.
 """
 
@@ -204,7 +204,7 @@ def parse_kmsg_record(record: bytes) -> tuple[int, str] | None:
     """The sequence number and first line of one ``/dev/kmsg`` record, or None if malformed.
 
     The first line is returned whole (``prio,seq,usec,flags;message``), the form
-    :class:`blackstart.rescue.xid.XidParser` reads; continuation lines
+    :class:`blackstart.rescue.wire.xid.XidParser` reads; continuation lines
     (`` KEY=value``) are dropped.
     """
     text = record.decode("utf-8", errors="replace")

@@ -6,9 +6,9 @@ import datetime as dt
 import socket
 from dataclasses import dataclass, field
 
-from blackstart.rescue.drain import DrainOptions
-from blackstart.rescue.standby import DEFAULT_STANDBY_LABEL, parse_standby_label
-from blackstart.rescue.storm_guard import StormGuard
+from blackstart.rescue.controller.drain import DrainOptions
+from blackstart.rescue.controller.standby import DEFAULT_STANDBY_LABEL, parse_standby_label
+from blackstart.rescue.controller.storm_guard import StormGuard
 
 __all__ = ["ControllerConfig"]
 

@@ -1,7 +1,7 @@
 """The node agent's durable state: read cursors and the spool of unreported Xids.
 
 One SQLite file in the agent's state directory (``agent.sqlite``) holds, per
-node and log source, the :class:`~blackstart.rescue.kmsg.Cursor` after the last
+node and log source, the :class:`~blackstart.rescue.agent.kmsg.Cursor` after the last
 line read, and every Xid read but not yet accepted by the API server. Both
 change in one transaction (:meth:`AgentStore.record`), so after a crash or a
 node reboot the agent resumes exactly there: a line is either still unread or
@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from blackstart.rescue.kmsg import Cursor
-from blackstart.rescue.xid_signal import XidSighting
+from blackstart.rescue.agent.kmsg import Cursor
+from blackstart.rescue.wire.signal import XidSighting
 
 __all__ = ["STORE_FILE", "AgentStore", "PendingBurst", "StoreBatch"]
 

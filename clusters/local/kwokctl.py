@@ -97,7 +97,7 @@ class KwokCluster:
 
 def stage_documents() -> list[dict[str, object]]:
     """The KWOK Stages blackstart loads: kwokctl's defaults plus node-not-ready."""
-    folder = resources.files("blackstart.clusters").joinpath("stages")
+    folder = resources.files("blackstart.clusters.local").joinpath("stages")
     return [yaml.safe_load(folder.joinpath(name).read_text()) for name in STAGE_FILES]
 
 

@@ -4,12 +4,12 @@ One :class:`XidAgent` serves one real node (``/dev/kmsg``) or many simulated
 ones (one kernel log file each). Two threads:
 
 - the *reader* polls every log (one ``stat`` per file per ``poll_interval`` when
-  nothing happens), parses new lines with :class:`~blackstart.rescue.xid.XidParser`
+  nothing happens), parses new lines with :class:`~blackstart.rescue.wire.xid.XidParser`
   and spools the Xids together with the new cursor, in one transaction
-  (:class:`~blackstart.rescue.spool.AgentStore`);
+  (:class:`~blackstart.rescue.agent.spool.AgentStore`);
 - the *sender* waits until a node's Xids form a finished burst (no new one for
   ``burst_window`` seconds), then makes at most two writes for the whole burst
-  (:mod:`blackstart.rescue.xid_signal`): the ``GPUXidError`` condition patch on
+  (:mod:`blackstart.rescue.wire.signal`): the ``GPUXidError`` condition patch on
   ``nodes/status``, then the ``XidError`` Warning Event. Only then do the Xids
   leave the spool.
 
@@ -37,7 +37,7 @@ from kubernetes.client.exceptions import ApiException
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from urllib3.exceptions import HTTPError
 
-from blackstart.rescue.kmsg import (
+from blackstart.rescue.agent.kmsg import (
     DEFAULT_KMSG_PATH,
     UNKNOWN_BOOT_ID,
     Cursor,
@@ -48,10 +48,9 @@ from blackstart.rescue.kmsg import (
     host_boot_id,
     record_id,
 )
-from blackstart.rescue.ratelimit import TokenBucket, backoff_delay, retry_after_seconds
-from blackstart.rescue.spool import AgentStore, StoreBatch
-from blackstart.rescue.xid import XidParser
-from blackstart.rescue.xid_signal import (
+from blackstart.rescue.agent.spool import AgentStore, StoreBatch
+from blackstart.rescue.pacing import TokenBucket, backoff_delay, retry_after_seconds
+from blackstart.rescue.wire.signal import (
     XidSighting,
     burst_due,
     coalesce,
@@ -61,10 +60,11 @@ from blackstart.rescue.xid_signal import (
     merge_reports,
     reports_from_node,
 )
+from blackstart.rescue.wire.xid import XidParser
 
 __all__ = ["AgentMetrics", "AgentOptions", "NodeLog", "RequestHook", "XidAgent"]
 
-log = logging.getLogger("blackstart.rescue.agent")
+log = logging.getLogger("blackstart.rescue.agent.node_agent")
 
 RequestHook = Callable[[str, str, str], None]
 """Called after every API request with (verb, resource, HTTP status or "error")."""

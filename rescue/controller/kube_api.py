@@ -31,9 +31,9 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from blackstart.rescue.metrics import ControllerMetrics
-from blackstart.rescue.plans import PLURAL
-from blackstart.rescue.policy import GROUP, VERSION
+from blackstart.rescue.controller.metrics import ControllerMetrics
+from blackstart.rescue.crd.plans import PLURAL
+from blackstart.rescue.crd.policy import GROUP, VERSION
 
 __all__ = ["ACT", "RECORD", "REPORT", "KubeApi", "RateLimiter", "is_retryable"]
 

@@ -4,7 +4,7 @@ A warm standby is a node carrying the standby label (``blackstart.dev/standby=tr
 by default, ``--standby-label``), kept cordoned until needed. For a failed node:
 
 1. the candidates are the standbys that are cordoned, Ready and not claimed by
-   another plan; :func:`blackstart.rescue.policy.choose_standby` picks one at
+   another plan; :func:`blackstart.rescue.crd.policy.choose_standby` picks one at
    random among those matching a WarmStandbyPolicy for the failed node, else
    among all of them;
 2. the plan records the choice (``status.standbyNode``) *before* touching the
@@ -21,10 +21,10 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Mapping
 
-from blackstart.rescue.kube_api import KubeApi
-from blackstart.rescue.node_actions import NodeView
-from blackstart.rescue.policy import GROUP as _GROUP
-from blackstart.rescue.policy import (
+from blackstart.rescue.controller.kube_api import KubeApi
+from blackstart.rescue.controller.node_actions import NodeView
+from blackstart.rescue.crd.policy import GROUP as _GROUP
+from blackstart.rescue.crd.policy import (
     NodeSelector,
     WarmStandbyPolicy,
     choose_standby,

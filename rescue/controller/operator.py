@@ -7,15 +7,16 @@ show in memory and decides:
   standby its standbys) are kept as small :class:`NodeView` records. A node whose
   ``GPUXidError`` condition holds Xid reports the controller has not handled is an
   incident (the condition is the agent's durable signal, see
-  :mod:`blackstart.rescue.xid_signal`).
+  :mod:`blackstart.rescue.wire.signal`).
 - **RescuePolicies and WarmStandbyPolicies** are parsed as they change; a malformed
   one (the API server's schema should have stopped it) is ignored with a Warning.
 - **RescuePlans** are the memory of what was handled: a plan's name derives from the
   node and its first report id, its spec lists the report ids it covers, so a
   restarted controller neither acts twice nor loses an incident. Plans still running
-  when the controller stopped are resumed at start (:mod:`blackstart.rescue.plan_runner`).
+  when the controller stopped are resumed at start
+  (:mod:`blackstart.rescue.controller.plan_runner`).
 
-For each new incident: the rule is chosen (:func:`blackstart.rescue.policy.select_rule`,
+For each new incident: the rule is chosen (:func:`blackstart.rescue.crd.policy.select_rule`,
 thresholds applied), a node already under remediation absorbs the reports into its
 running plan, the storm guard admits or refuses (a refused node is retried when a
 plan ends), and an admitted incident becomes a RescuePlan that starts at once.
@@ -43,14 +44,17 @@ import kopf
 import yaml
 from kubernetes.client.exceptions import ApiException
 
-from blackstart.rescue.controller_config import ControllerConfig
-from blackstart.rescue.decision_api import OrderRefused, RescueOrder
-from blackstart.rescue.journal import Journal
-from blackstart.rescue.kube_api import ACT, RECORD, KubeApi
-from blackstart.rescue.metrics import ControllerMetrics
-from blackstart.rescue.node_actions import NodeView, cordoned_by_someone_else
-from blackstart.rescue.plan_runner import PlanGone, PlanRunner
-from blackstart.rescue.plans import (
+from blackstart.rescue.controller.config import ControllerConfig
+from blackstart.rescue.controller.decision_api import OrderRefused, RescueOrder
+from blackstart.rescue.controller.journal import Journal
+from blackstart.rescue.controller.kube_api import ACT, RECORD, KubeApi
+from blackstart.rescue.controller.metrics import ControllerMetrics
+from blackstart.rescue.controller.node_actions import NodeView, cordoned_by_someone_else
+from blackstart.rescue.controller.plan_runner import PlanGone, PlanRunner
+from blackstart.rescue.controller.reboot import RebootDriver, make_driver
+from blackstart.rescue.controller.standby import available_standbys
+from blackstart.rescue.controller.storm_guard import Refusal, StormGuard
+from blackstart.rescue.crd.plans import (
     PLURAL,
     PlanRecord,
     api_plan_name,
@@ -59,7 +63,7 @@ from blackstart.rescue.plans import (
     plan_body,
     plan_name,
 )
-from blackstart.rescue.policy import (
+from blackstart.rescue.crd.policy import (
     GROUP,
     PRECONDITION_FAILURE,
     VERSION,
@@ -74,14 +78,11 @@ from blackstart.rescue.policy import (
     select_rule,
     warm_standby_policy_from_object,
 )
-from blackstart.rescue.reboot import RebootDriver, make_driver
-from blackstart.rescue.standby import available_standbys
-from blackstart.rescue.storm_guard import Refusal, StormGuard
-from blackstart.rescue.xid_signal import parse_condition_message
+from blackstart.rescue.wire.signal import parse_condition_message
 
 __all__ = ["Controller", "Incident", "build_registry", "connection_from_kubeconfig"]
 
-log = logging.getLogger("blackstart.rescue.controller")
+log = logging.getLogger("blackstart.rescue.controller.operator")
 
 EVENT_COMPONENT = "blackstart-rescue-controller"
 REPORTING_CONTROLLER = f"{GROUP}/controller"

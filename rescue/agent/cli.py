@@ -25,7 +25,7 @@ import click
 if TYPE_CHECKING:
     from kubernetes import client
 
-    from blackstart.rescue.agent import NodeLog
+    from blackstart.rescue.agent.node_agent import NodeLog
 
 __all__ = ["RESCUE_AGENT_USER", "agent_command", "cluster_node_logs"]
 
@@ -40,7 +40,7 @@ def cluster_node_logs(cluster: str, cache: Path | None = None) -> tuple[list[Nod
     no API call is made to find them.
     """
     from blackstart.clusters.state import load_state
-    from blackstart.rescue.agent import NodeLog
+    from blackstart.rescue.agent.node_agent import NodeLog
 
     state = load_state(cluster, cache)
     if not state.kernel_log_dir:
@@ -226,7 +226,7 @@ def agent_command(
       NODE_NAME=$(hostname) blackstart rescue agent --kmsg --state-dir /var/lib/blackstart
     """
     from blackstart.paths import cache_dir
-    from blackstart.rescue.agent import AgentMetrics, AgentOptions, NodeLog, XidAgent
+    from blackstart.rescue.agent.node_agent import AgentMetrics, AgentOptions, NodeLog, XidAgent
 
     logging.basicConfig(
         stream=sys.stderr,

@@ -19,7 +19,7 @@ import click
 
 __all__ = ["controller_command", "install_command", "run_controller"]
 
-log = logging.getLogger("blackstart.rescue.controller")
+log = logging.getLogger("blackstart.rescue.controller.operator")
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -32,7 +32,7 @@ def _host_port(text: str) -> tuple[str, int]:
 
 
 def _duration(text: str, option: str) -> dt.timedelta:
-    from blackstart.rescue.waittime import parse_waittime
+    from blackstart.rescue.crd.waittime import parse_waittime
 
     try:
         return parse_waittime(text)
@@ -74,11 +74,11 @@ async def run_controller(
     """Run the controller until SIGTERM/SIGINT (kopf handles the signals)."""
     import kopf
 
-    from blackstart.rescue.controller import Controller, build_registry
-    from blackstart.rescue.decision_api import start_decision_api
-    from blackstart.rescue.journal import Journal
-    from blackstart.rescue.kube_api import KubeApi
-    from blackstart.rescue.metrics import ControllerMetrics
+    from blackstart.rescue.controller.decision_api import start_decision_api
+    from blackstart.rescue.controller.journal import Journal
+    from blackstart.rescue.controller.kube_api import KubeApi
+    from blackstart.rescue.controller.metrics import ControllerMetrics
+    from blackstart.rescue.controller.operator import Controller, build_registry
 
     metrics = ControllerMetrics()
     if metrics_port is not None:
@@ -283,9 +283,9 @@ def controller_command(
       blackstart rescue controller --dry-run --journal plans.jsonl
       blackstart rescue controller --decision-api 127.0.0.1:8088 --token-file token
     """
-    from blackstart.rescue.controller_config import ControllerConfig
-    from blackstart.rescue.drain import DrainOptions
-    from blackstart.rescue.storm_guard import StormGuard, parse_reboot_cap
+    from blackstart.rescue.controller.config import ControllerConfig
+    from blackstart.rescue.controller.drain import DrainOptions
+    from blackstart.rescue.controller.storm_guard import StormGuard, parse_reboot_cap
 
     logging.basicConfig(
         stream=sys.stderr,

@@ -1,6 +1,6 @@
 """Carry out one RescuePlan, step by step, persisting its state machine as it goes.
 
-:mod:`blackstart.rescue.plans` says what comes next; this module does it. What must
+:mod:`blackstart.rescue.crd.plans` says what comes next; this module does it. What must
 not happen twice is written to the plan's status before it is done (see there),
 so :meth:`PlanRunner.run` can be called again on a plan a killed controller left
 half done: it continues from the first step not recorded as done, never orders a
@@ -21,12 +21,20 @@ from typing import Protocol
 
 from kubernetes.client.exceptions import ApiException
 
-from blackstart.rescue.controller_config import ControllerConfig
-from blackstart.rescue.drain import classify_pod, drain_node, plan_drain_round
-from blackstart.rescue.kube_api import KubeApi, is_retryable
-from blackstart.rescue.metrics import ControllerMetrics
-from blackstart.rescue.node_actions import NodeView, cordon, cordoned_by_someone_else, uncordon
-from blackstart.rescue.plans import (
+from blackstart.rescue.controller.config import ControllerConfig
+from blackstart.rescue.controller.drain import classify_pod, drain_node, plan_drain_round
+from blackstart.rescue.controller.kube_api import KubeApi, is_retryable
+from blackstart.rescue.controller.metrics import ControllerMetrics
+from blackstart.rescue.controller.node_actions import (
+    NodeView,
+    cordon,
+    cordoned_by_someone_else,
+    uncordon,
+)
+from blackstart.rescue.controller.reboot import RebootDriver, RebootError, rebooted_and_ready
+from blackstart.rescue.controller.standby import enable_standby, matched_labels, pick_standby
+from blackstart.rescue.controller.storm_guard import StormGuard
+from blackstart.rescue.crd.plans import (
     Phase,
     PlanRecord,
     Step,
@@ -37,15 +45,12 @@ from blackstart.rescue.plans import (
     should_uncordon,
     steps_for,
 )
-from blackstart.rescue.policy import NodeSelector, WarmStandbyPolicy
-from blackstart.rescue.reboot import RebootDriver, RebootError, rebooted_and_ready
-from blackstart.rescue.standby import enable_standby, matched_labels, pick_standby
-from blackstart.rescue.storm_guard import StormGuard
-from blackstart.rescue.waittime import format_waittime
+from blackstart.rescue.crd.policy import NodeSelector, WarmStandbyPolicy
+from blackstart.rescue.crd.waittime import format_waittime
 
 __all__ = ["PlanContext", "PlanGone", "PlanRunner"]
 
-log = logging.getLogger("blackstart.rescue.plans")
+log = logging.getLogger("blackstart.rescue.crd.plans")
 
 
 class PlanGone(Exception):

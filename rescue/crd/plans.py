@@ -1,7 +1,7 @@
 """The RescuePlan state machine, as pure logic: which step comes next, what is recorded.
 
 A RescuePlan orders actions on one node (``spec.actions``); its ``status`` is the
-persisted state machine the controller drives (:mod:`blackstart.rescue.plan_runner`).
+persisted state machine the controller drives (:mod:`blackstart.rescue.controller.plan_runner`).
 This module decides, from the actions and the status alone, what the next step is,
 so a controller that was killed at any point picks the plan up where it stood:
 
@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
-from blackstart.rescue.policy import (
+from blackstart.rescue.crd.policy import (
     GROUP,
     VERSION,
     MatchedRule,

@@ -38,7 +38,7 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any, Literal, TypeGuard, get_args
 
-from blackstart.rescue.waittime import format_waittime, parse_waittime
+from blackstart.rescue.crd.waittime import format_waittime, parse_waittime
 
 __all__ = [
     "ACTION_NAMES",

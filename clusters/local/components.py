@@ -1,0 +1,113 @@
+"""Faults on one component of a local cluster: stop, hang, resume, start; and status."""
+
+import signal
+import ssl
+import time
+
+from blackstart.clusters.local import kwokctl
+from blackstart.clusters.local.base import OWN_COMPONENTS, RESCUE_COMPONENTS
+from blackstart.clusters.local.dns import LocalDns
+from blackstart.clusters.local.rescue_processes import LocalRescue
+from blackstart.clusters.net import http_ok
+from blackstart.clusters.processes import (
+    is_alive,
+    is_stopped,
+    read_pid,
+    signal_pid_file,
+    stop_pid_file,
+)
+from blackstart.clusters.provider import ClusterError, ComponentStatus
+
+
+class LocalComponents(LocalDns, LocalRescue):
+    def stop_component(self, name: str, component: str, grace: float = 5.0) -> bool:
+        """Stop one component (kube-apiserver, etcd, coredns, kwok-controller, ...).
+
+        SIGTERM, then SIGKILL after ``grace`` seconds. The pid file goes too: a killed
+        process whose parent (kwokctl) is gone can linger as a zombie that kwokctl
+        would take for running, and then never start it again.
+        """
+        pid_file = self._component_pid_file(name, component)
+        stopped = stop_pid_file(pid_file, component, timeout=grace)
+        pid_file.unlink(missing_ok=True)
+        return stopped
+
+    def hang_component(self, name: str, component: str) -> int:
+        """Freeze one component with SIGSTOP: its port stays open, nothing answers.
+
+        Returns once the kernel shows the process stopped (signal delivery is
+        asynchronous), so callers can rely on it answering nothing.
+        """
+        pid = signal_pid_file(self._component_pid_file(name, component), signal.SIGSTOP, component)
+        deadline = time.monotonic() + 5.0
+        while not is_stopped(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not is_stopped(pid):
+            raise ClusterError(f"{component} (pid {pid}) did not stop on SIGSTOP within 5 s")
+        return pid
+
+    def resume_component(self, name: str, component: str) -> int:
+        """Resume a component frozen by :meth:`hang_component`."""
+        return signal_pid_file(self._component_pid_file(name, component), signal.SIGCONT, component)
+
+    def start_component(self, name: str, component: str) -> None:
+        """Start a stopped component again (no-op when it runs)."""
+        if component in RESCUE_COMPONENTS:
+            self._start_rescue_component(name, component)
+            return
+        if component in OWN_COMPONENTS:
+            if not is_alive(read_pid(self.pid_file(name, component))):
+                self.start_coredns(name)
+            return
+        kwokctl.start_stopped_components(self.toolchain, self.kwok_cluster(name))
+
+    def restart_component(self, name: str, component: str) -> None:
+        """Stop then start one component."""
+        self.stop_component(name, component)
+        self.start_component(name, component)
+
+    def status(self, name: str) -> list[ComponentStatus]:
+        """Each component: pid, endpoint, running/hung/stopped and health."""
+        state = self.state(name)
+        kc = self.kwok_cluster(name)
+        options = kc.options()
+        tls = ssl.create_default_context(cafile=str(kc.pki_dir / "ca.crt"))
+        tls.load_cert_chain(str(kc.pki_dir / "admin.crt"), str(kc.pki_dir / "admin.key"))
+        insecure = ssl.create_default_context()
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE
+        insecure.load_cert_chain(str(kc.pki_dir / "admin.crt"), str(kc.pki_dir / "admin.key"))
+        checks: dict[str, tuple[str, ssl.SSLContext | None]] = {
+            "etcd": (f"http://127.0.0.1:{options.get('etcdPort', 0)}/health", None),
+            "kube-apiserver": (f"{state.apiserver_url}/readyz", tls),
+            "kube-controller-manager": (
+                f"https://127.0.0.1:{options.get('kubeControllerManagerPort', 0)}/healthz",
+                insecure,
+            ),
+            "kube-scheduler": (
+                f"https://127.0.0.1:{options.get('kubeSchedulerPort', 0)}/healthz",
+                insecure,
+            ),
+            "kwok-controller": (
+                f"http://127.0.0.1:{options.get('kwokControllerPort', 0)}/healthz",
+                None,
+            ),
+            "prometheus": (f"{state.prometheus_url}/-/ready", None),
+            "coredns": (f"http://127.0.0.1:{state.coredns.get('ready', 0)}/ready", None),
+        }
+        rescue = state.extra.get("rescue")
+        if isinstance(rescue, dict):
+            for component, port in dict(rescue.get("metrics_ports") or {}).items():
+                checks[component] = (f"http://127.0.0.1:{port}/metrics", None)
+        result = []
+        for component, (url, context) in checks.items():
+            pid = read_pid(self._component_pid_file(name, component))
+            if not is_alive(pid):
+                result.append(ComponentStatus(component, pid, url, "stopped", False))
+                continue
+            if is_stopped(pid):
+                result.append(ComponentStatus(component, pid, url, "hung", False, "SIGSTOP"))
+                continue
+            ok, detail = http_ok(url, context)
+            result.append(ComponentStatus(component, pid, url, "running", ok, detail))
+        return result

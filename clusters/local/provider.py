@@ -1,0 +1,263 @@
+"""The local provider (default): a real control plane as processes, KWOK nodes, CoreDNS, Prometheus.
+
+``up`` runs ``kwokctl create cluster --runtime binary`` pointed at the
+toolchain (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, the
+kwok controller, Prometheus), signs non-admin identities, creates the nodes of
+the spec, starts CoreDNS on a loopback port and points Prometheus at it. No
+container engine is needed. The operations a fault needs live in the modules
+of this package, one concern each, and meet in :class:`LocalProvider`.
+"""
+
+import os
+import shutil
+import signal
+import time
+from importlib import resources
+from pathlib import Path
+
+import yaml
+from kubernetes import client
+
+from blackstart.clusters.local import kwokctl
+from blackstart.clusters.local.components import LocalComponents
+from blackstart.clusters.local.coredns import CorednsConfig
+from blackstart.clusters.local.credentials import COREDNS, write_identity_kubeconfigs
+from blackstart.clusters.local.kwok_nodes import create_nodes, node_is_ready
+from blackstart.clusters.local.nodes import LocalNodes
+from blackstart.clusters.net import free_port, http_ok
+from blackstart.clusters.processes import ProcessError, is_alive, stop_pid_file, wait_gone
+from blackstart.clusters.provider import ClusterError
+from blackstart.clusters.spec import ClusterSpec
+from blackstart.clusters.state import ClusterState
+from blackstart.health import wait_for
+from blackstart.kube import api_client
+
+
+class LocalProvider(LocalComponents, LocalNodes):
+    """Clusters made of local processes; state under ``<cache>/clusters/<name>``."""
+
+    def up(
+        self,
+        spec: ClusterSpec,
+        name: str = "blackstart",
+        prometheus_port: int | None = None,
+        dns_port: int | None = None,
+        timeout: float = 300.0,
+    ) -> ClusterState:
+        """Create cluster ``name`` from ``spec`` and wait until every node is Ready."""
+        started = time.monotonic()
+        state_dir = self.state_dir(name)
+        kc = self.kwok_cluster(name)
+        if (state_dir / "cluster.json").exists() or kc.cluster_dir.exists():
+            raise ClusterError(
+                f"a cluster named {name!r} already exists ({state_dir}); "
+                f"run `blackstart cluster down --name {name}` first or pick another --name"
+            )
+        state_dir.mkdir(parents=True, exist_ok=True)
+        config_path = state_dir / "kwokctl.yaml"
+        config_path.write_text(kwokctl.kwokctl_config())
+        prometheus_port = prometheus_port or free_port()
+        self.progress(
+            f"[{name}] starting etcd, kube-apiserver, controller-manager, scheduler, "
+            f"kwok and Prometheus (kwokctl, binary runtime)"
+        )
+        argv = kwokctl.create_command(
+            self.toolchain,
+            name,
+            config_path,
+            spec.service_cidr,
+            prometheus_port,
+            prometheus_data=kc.cluster_dir / "prometheus-data",
+            apiserver_port=free_port(),
+            component_ports={c: free_port() for c in kwokctl.PORT_FLAGS},
+        )
+        argv += ["--kubeconfig", str(state_dir / "admin.kubeconfig")]
+        try:
+            kwokctl.run_kwokctl(self.toolchain, self.kwok_workdir(), argv)
+        except kwokctl.KwokctlError as err:
+            self._teardown(name)
+            raise ClusterError(f"kwokctl could not create {name}: {err}") from err
+        try:
+            return self._finish_up(
+                spec, name, state_dir, prometheus_port, dns_port, timeout, started
+            )
+        except BaseException:
+            self.progress(f"[{name}] bring-up failed; tearing down what was started")
+            self._teardown(name)
+            raise
+
+    def _finish_up(
+        self,
+        spec: ClusterSpec,
+        name: str,
+        state_dir: Path,
+        prometheus_port: int,
+        dns_port: int | None,
+        timeout: float,
+        started: float,
+    ) -> ClusterState:
+        kc = self.kwok_cluster(name)
+        admin = state_dir / "admin.kubeconfig"
+        kubeconfig = yaml.safe_load(admin.read_text())
+        context = str(kubeconfig["current-context"])
+        server = next(
+            c["cluster"]["server"] for c in kubeconfig["clusters"] if c["name"] == context
+        )
+        identities = write_identity_kubeconfigs(
+            kc.pki_dir, server, context, state_dir / "identities"
+        )
+        self._kubectl(
+            admin,
+            [
+                "apply",
+                "-f",
+                str(resources.files("blackstart.clusters.local").joinpath("rbac.yaml")),
+            ],
+        )
+
+        kernel_logs = state_dir / "kmsg"
+        kernel_logs.mkdir(exist_ok=True)
+        for node in spec.nodes():
+            if node.role in ("gpu", "standby"):
+                (kernel_logs / f"{node.name}.log").touch()
+
+        coredns = CorednsConfig(
+            kubeconfig=identities[COREDNS.user],
+            dns_port=dns_port or free_port(),
+            ready_port=free_port(),
+            health_port=free_port(),
+            metrics_port=free_port(),
+        )
+        state = ClusterState(
+            name=name,
+            provider=self.name,
+            state_dir=str(state_dir),
+            spec_path=spec.source,
+            kubeconfig=str(admin),
+            context=context,
+            apiserver_url=server,
+            identities={user: str(path) for user, path in identities.items()},
+            dns_address=coredns.address,
+            coredns={
+                "dns": coredns.dns_port,
+                "ready": coredns.ready_port,
+                "health": coredns.health_port,
+                "metrics": coredns.metrics_port,
+            },
+            prometheus_url=f"http://127.0.0.1:{prometheus_port}",
+            kwok_workdir=str(self.kwok_workdir()),
+            kernel_log_dir=str(kernel_logs),
+            nodes=len(spec.nodes()),
+            created_at=time.time(),
+        )
+        state.save()
+
+        self.progress(f"[{name}] creating {state.nodes} KWOK nodes from {spec.source}")
+        core = client.CoreV1Api(api_client(admin))
+        create_nodes(
+            core, spec.nodes(), progress=lambda n: self.progress(f"[{name}]   {n} nodes created")
+        )
+
+        self.progress(f"[{name}] starting CoreDNS on {coredns.address}")
+        self.write_corefile(name, coredns)
+        self.start_coredns(name)
+        self.add_scrape_target(name, "coredns", f"127.0.0.1:{coredns.metrics_port}")
+        self._extend_prometheus(name)
+
+        deadline = time.monotonic() + timeout
+        self._wait_nodes_ready(core, state.nodes, deadline, name)
+        wait_for(
+            lambda: self.coredns_ready(name),
+            deadline - time.monotonic(),
+            "CoreDNS ready",
+            error=ClusterError,
+        )
+        wait_for(
+            lambda: http_ok(f"{state.prometheus_url}/-/ready")[0],
+            deadline - time.monotonic(),
+            "Prometheus ready",
+            error=ClusterError,
+        )
+        self.progress(f"[{name}] up in {time.monotonic() - started:.1f} s")
+        return state
+
+    def _wait_nodes_ready(
+        self, core: client.CoreV1Api, want: int, deadline: float, name: str
+    ) -> None:
+        last = -1
+        while time.monotonic() < deadline:
+            ready = sum(1 for n in core.list_node().items if node_is_ready(n))
+            if ready != last:
+                self.progress(f"[{name}]   {ready}/{want} nodes Ready")
+                last = ready
+            if ready >= want:
+                return
+            time.sleep(1.0)
+        raise ClusterError(f"only {last} of {want} nodes became Ready in time")
+
+    def down(self, name: str) -> list[str]:
+        """Stop every process of cluster ``name`` and delete its state. Returns what was stopped."""
+        state_dir = self.state_dir(name)
+        kc = self.kwok_cluster(name)
+        if not state_dir.exists() and not kc.cluster_dir.exists():
+            raise ClusterError(f"no local cluster named {name!r}")
+        return self._teardown(name)
+
+    def _teardown(self, name: str) -> list[str]:
+        stopped: list[str] = []
+        state_dir = self.state_dir(name)
+        kc = self.kwok_cluster(name)
+        for pid_file in sorted((state_dir / "pids").glob("*.pid")):
+            if stop_pid_file(pid_file, pid_file.stem):
+                stopped.append(pid_file.stem)
+        # stop kwokctl's processes ourselves and wait for each to exit: `kwokctl delete`
+        # only signals them and returns while they still run
+        for component in reversed(kwokctl.COMPONENTS):
+            try:
+                if stop_pid_file(kc.pid_file(component), component):
+                    stopped.append(component)
+            except ProcessError as err:
+                self.progress(f"[{name}] {err}")
+        if kc.cluster_dir.exists():
+            try:
+                kwokctl.run_kwokctl(
+                    self.toolchain,
+                    self.kwok_workdir(),
+                    ["delete", "cluster", "--name", name],
+                    timeout=120,
+                )
+            except (kwokctl.KwokctlError, ClusterError) as err:
+                self.progress(f"[{name}] kwokctl delete failed ({err}); killing what is left")
+        # whatever still runs from this cluster's folders (a process kwokctl lost track of)
+        for pid in processes_under((state_dir, kc.cluster_dir)):
+            try:
+                os.kill(pid, signal.SIGCONT)
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+            wait_gone(pid, 5.0)
+            stopped.append(f"pid {pid}")
+        _remove_tree(kc.cluster_dir)
+        _remove_tree(state_dir)
+        return stopped
+
+
+def processes_under(folders: tuple[Path, ...]) -> list[int]:
+    """Pids of live processes whose command line names one of ``folders``."""
+    needles = [str(f) for f in folders]
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if any(n in cmdline for n in needles) and is_alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+def _remove_tree(path: Path) -> None:
+
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,1 @@
+"""blackstart.rescue.crd."""
