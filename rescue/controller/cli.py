@@ -76,9 +76,10 @@ async def run_controller(
 
     from blackstart.rescue.controller.decision_api import start_decision_api
     from blackstart.rescue.controller.journal import Journal
+    from blackstart.rescue.controller.kopf_wiring import build_registry
     from blackstart.rescue.controller.kube_api import KubeApi
     from blackstart.rescue.controller.metrics import ControllerMetrics
-    from blackstart.rescue.controller.operator import Controller, build_registry
+    from blackstart.rescue.controller.operator import Controller
 
     metrics = ControllerMetrics()
     if metrics_port is not None:

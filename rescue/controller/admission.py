@@ -1,0 +1,255 @@
+"""Intake and admission: new Xid reports become an incident, the storm guard admits it.
+
+A node already under remediation absorbs the reports into its running plan; a
+refused incident waits (deferred) and is tried again when a plan ends.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from blackstart.rescue.controller.execution import PlanExecution
+from blackstart.rescue.controller.incident import (
+    Incident,
+    NodeMemory,
+    now_utc,
+    report_time,
+)
+from blackstart.rescue.controller.node_actions import NodeView, cordoned_by_someone_else
+from blackstart.rescue.controller.storm_guard import Refusal
+from blackstart.rescue.crd.plans import (
+    PlanRecord,
+    format_time,
+    plan_body,
+    plan_name,
+)
+from blackstart.rescue.crd.policy import (
+    MatchedRule,
+    NodeSelector,
+    select_rule,
+)
+from blackstart.rescue.wire.signal import parse_condition_message
+
+log = logging.getLogger("blackstart.rescue.controller")
+
+
+class Admission(PlanExecution):
+    """Xid reports in, admitted RescuePlans out."""
+
+    async def _intake(self, node_name: str) -> None:
+        """Handle the reports on ``node_name``'s Xid condition that are new."""
+        view = self.nodes.get(node_name)
+        if view is None or not view.xid_message:
+            return
+        now = now_utc()
+        handled = self._handled(node_name)
+        memory = self._memory.setdefault(node_name, NodeMemory())
+        reports = parse_condition_message(view.xid_message)
+        # forget ids no longer on the condition (the agent keeps the last 20): bounded memory
+        memory.seen &= {str(r["id"]) for r in reports}
+        new: list[dict[str, Any]] = []
+        for report in reports:
+            report_id = str(report["id"])
+            if report_id in handled:
+                continue
+            moment = report_time(report) or now
+            memory.seen.add(report_id)
+            if now - moment > self.config.max_report_age:
+                log.info(
+                    "ignoring Xid report %s on %s: older than the maximum report age",
+                    report_id,
+                    node_name,
+                )
+                continue
+            new.append(report)
+            self.metrics.xids.labels(str(report.get("xid"))).inc(
+                max(1, int(report.get("count") or 1))
+            )
+        if not new:
+            return
+        xids = ", ".join(str(r.get("xid")) for r in new)
+        if self.config.decision_api:
+            log.info("Xid %s on %s: decision API mode, waiting for an order", xids, node_name)
+            return
+        incident = self._decide(view, new, now)
+        if incident is None:
+            log.info("Xid %s on %s: no rule applies, or its threshold is not met", xids, node_name)
+            return
+        try:
+            await self._admit_and_create(incident)
+        except Exception:
+            # let the next node event (or a restart) try again
+            memory.seen -= set(incident.report_ids)
+            raise
+
+    def _decide(
+        self, node: NodeView, reports: list[dict[str, Any]], now: dt.datetime
+    ) -> Incident | None:
+        """The rule to act on, across the new reports; ``None`` when none says act (yet)."""
+        policies = list(self.policies.values())
+        acting: list[tuple[dict[str, Any], MatchedRule]] = []
+        for report in reports:
+            try:
+                xid = int(report.get("xid", -1))
+            except (TypeError, ValueError):
+                continue
+            rule = select_rule(policies, xid, node.labels)
+            if rule is None:
+                continue
+            occurrences = max(1, int(report.get("count") or 1))
+            threshold = rule.rule.threshold
+            if threshold is not None:
+                occurrences = min(occurrences, threshold.count)
+            moment = report_time(report) or now
+            if any(self.tracker.should_act(node.name, rule, moment) for _ in range(occurrences)):
+                acting.append((report, rule))
+        if not acting:
+            return None
+
+        def rank(pair: tuple[dict[str, Any], MatchedRule]) -> tuple[int, str, int]:
+            rule = pair[1]
+            return (-rule.rule.priority, rule.policy_name or "", rule.rule_index)
+
+        _, best = min(acting, key=rank)
+        return Incident(node=node.name, reports=[r for r, _ in acting], rule=best)
+
+    def _pool(self, selector: NodeSelector | None) -> list[NodeView]:
+        """The nodes the storm guard weighs a plan against: the rule's, else the GPU nodes."""
+        key, value = self.config.standby
+        return [
+            node
+            for node in self.nodes.values()
+            if node.labels.get(key) != value
+            and (selector.matches(node.labels) if selector is not None else node.gpus > 0)
+        ]
+
+    def _held(self, node: NodeView) -> bool:
+        """Held by the controller: a plan runs on it, or a plan's cordon is still on it."""
+        if self._active_plan(node.name) is not None:
+            return True
+        return node.unschedulable and node.cordoned_by is not None
+
+    def _admission_refusal(self, selector: NodeSelector | None) -> Refusal | None:
+        pool = self._pool(selector)
+        held = sum(1 for node in pool if self._held(node))
+        active = sum(1 for plan in self.plans.values() if plan.active)
+        return self.storm_guard.admit(active, held, len(pool))
+
+    async def _admit_and_create(self, incident: Incident) -> None:
+        absorbing: PlanRecord | None = None
+        plan: PlanRecord | None = None
+        async with self._admission:
+            active = self._active_plan(incident.node)
+            if active is not None:
+                absorbing = active if self._absorb(active, incident) else None
+            else:
+                refusal = self._admission_refusal(incident.rule.rule.node_selector)
+                if refusal is not None:
+                    self._refuse(incident, refusal)
+                    return
+                self._deferred.pop(incident.node, None)
+                plan = self._reserve_plan(incident)
+        if absorbing is not None:
+            await self.persist(absorbing)
+        if plan is not None:
+            await self._create_and_run(plan, incident)
+
+    def _absorb(self, plan: PlanRecord, incident: Incident) -> bool:
+        """Fold the incident's reports into the running ``plan``; True when it must be written."""
+        ids = [i for i in incident.report_ids if i not in plan.handled_report_ids()]
+        if not ids:
+            return False
+        plan.status.absorbed_report_ids.extend(ids)
+        log.info("Xid reports %s on %s absorbed by running plan %s", ids, incident.node, plan.name)
+        return True
+
+    def _refuse(self, incident: Incident, refusal: Refusal) -> None:
+        first_time = incident.node not in self._deferred
+        previous = self._deferred.pop(incident.node, None)
+        if previous is not None:
+            incident.reports = [*previous.reports, *incident.reports]
+            incident.refused_at = previous.refused_at
+        incident.refused_at = incident.refused_at or now_utc()
+        self._deferred[incident.node] = incident
+        if not first_time:
+            return
+        self.metrics.refusals.labels(refusal.reason).inc()
+        xids = ", ".join(str(x) for x in incident.xids)
+        message = (
+            f"storm guard: {refusal.detail}; no RescuePlan for Xid {xids} on {incident.node} "
+            "now, it is tried again when a running plan ends"
+        )
+        log.warning(message)
+        self.post_event(incident.node, "RescueRefused", message, warning=True)
+        self.journal.record(
+            {
+                "time": format_time(now_utc()),
+                "plan": None,
+                "node": incident.node,
+                "phase": "Refused",
+                "message": message,
+                "xids": incident.xids,
+                "source": "policy",
+                "dryRun": self.config.dry_run,
+            }
+        )
+
+    def _reserve_plan(self, incident: Incident) -> PlanRecord:
+        """Make the plan's record and hold its place in memory (under the admission lock)."""
+        node = self.nodes.get(incident.node)
+        was_cordoned = cordoned_by_someone_else(node) if node is not None else False
+        body = plan_body(
+            plan_name(incident.node, incident.report_ids[0]),
+            incident.node,
+            incident.xids,
+            incident.rule.actions,
+            source="policy",
+            dry_run=self.config.dry_run,
+            node_was_cordoned=was_cordoned,
+            report_ids=incident.report_ids,
+            first_seen_at=incident.first_written(),
+            rule=incident.rule,
+        )
+        plan = PlanRecord.from_object(body)
+        self._hold(plan)
+        return plan
+
+    async def _retry_deferred(self) -> None:
+        """Admit refused incidents, oldest first, while the storm guard lets them in."""
+        while self._deferred:
+            node, incident = next(iter(self._deferred.items()))
+            now = now_utc()
+            handled = self._planned(node)
+            incident.reports = [
+                r
+                for r in incident.reports
+                if str(r["id"]) not in handled
+                and now - (report_time(r) or now) <= self.config.max_report_age
+            ]
+            if node not in self.nodes or not incident.reports:
+                self._deferred.pop(node, None)
+                continue
+            absorbing: PlanRecord | None = None
+            plan: PlanRecord | None = None
+            async with self._admission:
+                active = self._active_plan(node)
+                if active is not None:
+                    self._deferred.pop(node, None)
+                    absorbing = active if self._absorb(active, incident) else None
+                elif self._admission_refusal(incident.rule.rule.node_selector) is not None:
+                    return
+                else:
+                    self._deferred.pop(node, None)
+                    plan = self._reserve_plan(incident)
+            if absorbing is not None:
+                await self.persist(absorbing)
+            if plan is None:
+                continue
+            try:
+                await self._create_and_run(plan, incident)
+            except Exception as err:
+                log.warning("could not make the plan for refused incident on %s: %s", node, err)
+                self._deferred[node] = incident
+                return
