@@ -24,6 +24,7 @@ from chaoslib.types import Configuration, Secrets
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from blackstart.names import RESCUE_POLICIES, WARM_STANDBY_POLICIES
 from blackstart.target import resolve_target
 
 __all__ = [
@@ -33,8 +34,8 @@ __all__ = [
     "delete_warm_standby_policy",
 ]
 
-GROUP = "rescue.blackstart.dev"
-VERSION = "v1"
+from blackstart.names import RESCUE_GROUP as GROUP
+from blackstart.names import RESCUE_VERSION as VERSION
 
 
 def _api_message(err: ApiException) -> str:
@@ -114,14 +115,14 @@ def apply_rescue_policy(
     """
     if not isinstance(rules, list) or not rules:
         raise ActivityFailed(f"rules must be a non-empty list of rules, not {rules!r}")
-    return _apply("rescuepolicies", "RescuePolicy", name, {"rules": rules}, configuration, secrets)
+    return _apply(RESCUE_POLICIES, "RescuePolicy", name, {"rules": rules}, configuration, secrets)
 
 
 def delete_rescue_policy(
     name: str, configuration: Configuration = None, secrets: Secrets = None
 ) -> dict[str, Any]:
     """Delete RescuePolicy ``name`` (the rollback of ``apply_rescue_policy``); safe when absent."""
-    return _delete("rescuepolicies", "RescuePolicy", name, configuration, secrets)
+    return _delete(RESCUE_POLICIES, "RescuePolicy", name, configuration, secrets)
 
 
 def apply_warm_standby_policy(
@@ -138,7 +139,7 @@ def apply_warm_standby_policy(
     if not isinstance(matches, list) or not matches:
         raise ActivityFailed(f"matches must be a non-empty list, not {matches!r}")
     return _apply(
-        "warmstandbypolicies",
+        WARM_STANDBY_POLICIES,
         "WarmStandbyPolicy",
         name,
         {"matches": matches},
@@ -151,4 +152,4 @@ def delete_warm_standby_policy(
     name: str, configuration: Configuration = None, secrets: Secrets = None
 ) -> dict[str, Any]:
     """Delete WarmStandbyPolicy ``name``; safe when absent."""
-    return _delete("warmstandbypolicies", "WarmStandbyPolicy", name, configuration, secrets)
+    return _delete(WARM_STANDBY_POLICIES, "WarmStandbyPolicy", name, configuration, secrets)

@@ -41,16 +41,22 @@ from kubernetes.client.exceptions import ApiException
 from blackstart.clusters.local.kwok_nodes import node_is_ready
 from blackstart.clusters.local.kwokctl import NODE_NOT_READY_LABEL
 from blackstart.clusters.provider import ClusterError
-from blackstart.clusters.spec import STANDBY_LABEL, load_spec
+from blackstart.clusters.spec import load_spec
 from blackstart.health import parse_iso, utc_now_iso
+from blackstart.names import (
+    RESCUE_GROUP,
+    RESCUE_PLANS,
+    RESCUE_VERSION,
+    STANDBY_LABEL,
+    TERMINAL_PHASES,
+)
 from blackstart.rescue.wire.xid import normalise_pci, parse_lines
 from blackstart.target import Target, local_provider, resolve_target
 
 __all__ = ["inject_xid", "restore_xid_nodes", "xid_storm"]
 
 LINE_FORMATS = ("kmsg", "dmesg", "syslog", "iso")
-RESCUE_GROUP = "rescue.blackstart.dev"
-TERMINAL_PHASES = frozenset({"Succeeded", "Failed", "Refused"})
+
 # labels the cluster (kubelet/KWOK) sets on every node: never removed when restoring a standby
 _MANAGED_LABELS = ("type", "kubernetes.io/os", "kubernetes.io/arch", "kubernetes.io/hostname")
 
@@ -374,7 +380,7 @@ def _plans(target: Target) -> list[dict[str, Any]] | None:
     """Every RescuePlan, or None when the rescue CRDs are not installed."""
     api = client.CustomObjectsApi(target.api())
     try:
-        listed = api.list_cluster_custom_object(RESCUE_GROUP, "v1", "rescueplans")
+        listed = api.list_cluster_custom_object(RESCUE_GROUP, RESCUE_VERSION, RESCUE_PLANS)
     except ApiException as err:
         if err.status == 404:
             return None

@@ -30,10 +30,19 @@ from typing import Any
 
 import yaml
 
-POOL_LABEL = "blackstart.dev/pool"
-ROLE_LABEL = "blackstart.dev/role"
-STANDBY_LABEL = "blackstart.dev/standby"
-GPU_RESOURCE = "nvidia.com/gpu"
+from blackstart.names import (  # the fleet labels, re-exported for spec users
+    GPU_RESOURCE as GPU_RESOURCE,
+)
+from blackstart.names import (
+    POOL_LABEL as POOL_LABEL,
+)
+from blackstart.names import (
+    ROLE_LABEL as ROLE_LABEL,
+)
+from blackstart.names import (
+    STANDBY_LABEL as STANDBY_LABEL,
+)
+
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 ROLES = ("gpu", "cpu", "standby")
 DEFAULT_SPEC = "gpu-fleet.yaml"

@@ -18,7 +18,8 @@ from chaoslib.types import Configuration, Secrets
 from kubernetes import client
 
 from blackstart.clusters.local.kwok_nodes import node_is_ready
-from blackstart.clusters.spec import GPU_RESOURCE, STANDBY_LABEL
+from blackstart.clusters.spec import GPU_RESOURCE
+from blackstart.names import STANDBY_LABEL
 from blackstart.target import resolve_target
 
 __all__ = [

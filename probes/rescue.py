@@ -20,6 +20,7 @@ from kubernetes.client.exceptions import ApiException
 
 from blackstart.actions.xid import recorded_injections
 from blackstart.health import parse_iso
+from blackstart.names import RESCUE_PLANS, RESCUE_VERSION
 from blackstart.probes.fleet import node_schedulable
 from blackstart.target import Target, resolve_target
 
@@ -34,8 +35,9 @@ __all__ = [
     "xids_handled_once",
 ]
 
-GROUP = "rescue.blackstart.dev"
-TERMINAL = frozenset({"Succeeded", "Failed", "Refused"})
+from blackstart.names import RESCUE_GROUP as GROUP
+from blackstart.names import TERMINAL_PHASES as TERMINAL
+
 REFUSAL_REASON = "RescueRefused"
 _SLACK_S = 2.0  # clocks of this process and the API server are the same machine's
 
@@ -51,7 +53,9 @@ def _seconds(name: str, value: Any, high: float = 900.0) -> float:
 def _list_plans(target: Target) -> list[dict[str, Any]]:
     api = client.CustomObjectsApi(target.api(2))
     try:
-        listed = api.list_cluster_custom_object(GROUP, "v1", "rescueplans", _request_timeout=5)
+        listed = api.list_cluster_custom_object(
+            GROUP, RESCUE_VERSION, RESCUE_PLANS, _request_timeout=5
+        )
     except ApiException as err:
         if err.status == 404:
             raise ActivityFailed(

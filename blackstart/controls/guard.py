@@ -43,9 +43,9 @@ from chaoslib.run import RunEventHandler
 from chaoslib.types import Activity, Configuration, Experiment, Journal, Run, Secrets
 from kubernetes import client
 
-from blackstart.clusters.spec import STANDBY_LABEL
 from blackstart.controls.journal import blackstart_entry
 from blackstart.health import utc_now_iso
+from blackstart.names import STANDBY_LABEL
 from blackstart.probes.apiserver import p99_query
 from blackstart.probes.prometheus import scalar
 from blackstart.target import Target, resolve_target

@@ -40,9 +40,10 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from blackstart.clusters.local.kwok_nodes import node_is_ready
-from blackstart.clusters.spec import STANDBY_LABEL
 from blackstart.controls.journal import blackstart_entry, environment
 from blackstart.health import parse_iso, to_iso, utc_now_iso
+from blackstart.names import RESCUE_GROUP, RESCUE_VERSION, STANDBY_LABEL
+from blackstart.names import RESCUE_PLANS as RESCUE_PLURAL
 from blackstart.probes.apiserver import p99_query, rate_429_query
 from blackstart.probes.dns import resolve_many
 from blackstart.probes.fleet import node_gpus, node_schedulable
@@ -62,9 +63,6 @@ __all__ = [
     "configure_control",
 ]
 
-RESCUE_GROUP = "rescue.blackstart.dev"
-RESCUE_VERSION = "v1"
-RESCUE_PLURAL = "rescueplans"
 
 # fault action -> the activities that end it (rollbacks, or restores run in the method)
 FAULT_UNDONE_BY: dict[str, tuple[str, ...]] = {

@@ -9,6 +9,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
+from blackstart.names import CONTROLLER_REPORTER as REPORTING_CONTROLLER
 from blackstart.rescue.controller.incident import (
     Incident,
     now_utc,
@@ -21,13 +22,8 @@ from blackstart.rescue.crd.plans import (
     format_time,
     plan_body,
 )
-from blackstart.rescue.crd.policy import (
-    GROUP,
-)
 
 EVENT_COMPONENT = "blackstart-rescue-controller"
-REPORTING_CONTROLLER = f"{GROUP}/controller"
-
 
 log = logging.getLogger("blackstart.rescue.controller")
 

@@ -6,6 +6,7 @@ from typing import Any
 import kopf
 from kubernetes import client, config
 
+from blackstart.names import RESCUE_POLICIES, WARM_STANDBY_POLICIES
 from blackstart.rescue.controller.operator import Controller
 from blackstart.rescue.crd.plans import PLURAL
 from blackstart.rescue.crd.policy import GROUP, VERSION
@@ -76,11 +77,11 @@ def build_registry(
     async def node_event(event: Mapping[str, Any], body: Mapping[str, Any], **_: Any) -> None:
         await controller.on_node(event.get("type"), body)
 
-    @kopf.on.event(GROUP, VERSION, "rescuepolicies", registry=registry)
+    @kopf.on.event(GROUP, VERSION, RESCUE_POLICIES, registry=registry)
     async def policy_event(event: Mapping[str, Any], body: Mapping[str, Any], **_: Any) -> None:
         await controller.on_policy(event.get("type"), body)
 
-    @kopf.on.event(GROUP, VERSION, "warmstandbypolicies", registry=registry)
+    @kopf.on.event(GROUP, VERSION, WARM_STANDBY_POLICIES, registry=registry)
     async def standby_event(event: Mapping[str, Any], body: Mapping[str, Any], **_: Any) -> None:
         await controller.on_warm_standby_policy(event.get("type"), body)
 

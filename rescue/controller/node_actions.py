@@ -28,8 +28,8 @@ __all__ = [
     "uncordon",
 ]
 
-ANNOTATION_CORDONED_BY = f"{GROUP}/cordoned-by"
-GPU_RESOURCE = "nvidia.com/gpu"
+from blackstart.names import CORDONED_BY_ANNOTATION as ANNOTATION_CORDONED_BY
+from blackstart.names import GPU_RESOURCE
 
 
 def _quantity(value: object) -> int:

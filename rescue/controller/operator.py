@@ -37,6 +37,7 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
+from blackstart.names import RESCUE_POLICIES, WARM_STANDBY_POLICIES
 from blackstart.rescue.controller.admission import Admission
 from blackstart.rescue.controller.decision_api import OrderRefused, RescueOrder
 from blackstart.rescue.controller.incident import (
@@ -113,9 +114,9 @@ class Controller(Admission):
                 self._spawn(self._intake(name))
 
     async def _load(self) -> None:
-        for obj in await self.api.list_custom("rescuepolicies"):
+        for obj in await self.api.list_custom(RESCUE_POLICIES):
             self._set_policy(obj)
-        for obj in await self.api.list_custom("warmstandbypolicies"):
+        for obj in await self.api.list_custom(WARM_STANDBY_POLICIES):
             self._set_warm_standby(obj)
         for obj in await self.api.list_nodes():
             view = NodeView.from_object(obj)

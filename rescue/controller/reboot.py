@@ -39,10 +39,10 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from blackstart.names import REBOOT_REQUESTED_ANNOTATION as ANNOTATION_REBOOT_REQUESTED
 from blackstart.rescue.controller.kube_api import KubeApi
 from blackstart.rescue.controller.node_actions import NodeView
 from blackstart.rescue.crd.plans import format_time
-from blackstart.rescue.crd.policy import GROUP
 
 __all__ = [
     "ANNOTATION_REBOOT_REQUESTED",
@@ -59,7 +59,7 @@ __all__ = [
 ]
 
 NODE_NOT_READY_LABEL = "node-not-ready.stage.kwok.x-k8s.io"
-ANNOTATION_REBOOT_REQUESTED = f"{GROUP}/reboot-requested"
+
 DRIVERS = ("local", "kind", "annotation", "webhook")
 
 

@@ -42,8 +42,10 @@ __all__ = [
     "pick_standby",
 ]
 
-DEFAULT_STANDBY_LABEL = "blackstart.dev/standby=true"
-ANNOTATION_REPLACES = f"{_GROUP}/replaces"
+from blackstart.names import REPLACES_ANNOTATION as ANNOTATION_REPLACES
+from blackstart.names import STANDBY_LABEL
+
+DEFAULT_STANDBY_LABEL = f"{STANDBY_LABEL}=true"
 IN_USE = "in-use"
 
 

@@ -37,7 +37,6 @@ from typing import Any, Literal
 
 from blackstart.rescue.crd.policy import (
     GROUP,
-    VERSION,
     MatchedRule,
     PolicyError,
     RescueAction,
@@ -69,9 +68,10 @@ __all__ = [
     "steps_for",
 ]
 
-API_VERSION = f"{GROUP}/{VERSION}"
-PLURAL = "rescueplans"
-ANNOTATION_NODE_WAS_CORDONED = f"{GROUP}/node-was-cordoned"
+from blackstart.names import NODE_WAS_CORDONED_ANNOTATION as ANNOTATION_NODE_WAS_CORDONED
+from blackstart.names import RESCUE_API_VERSION as API_VERSION
+from blackstart.names import RESCUE_PLANS as PLURAL
+
 """Set on a plan when it is created: was the node already cordoned by someone else?"""
 
 MAX_TRANSITIONS = 64  # the CRD's maxItems

@@ -69,8 +69,8 @@ __all__ = [
     "warm_standby_policy_from_object",
 ]
 
-GROUP = "rescue.blackstart.dev"
-VERSION = "v1"
+from blackstart.names import RESCUE_GROUP as GROUP
+from blackstart.names import RESCUE_VERSION as VERSION
 
 ActionName = Literal["cordon", "drain", "reboot", "enableWarmStandby", "unCordon"]
 Operator = Literal["any", "all"]

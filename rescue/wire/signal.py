@@ -31,6 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from blackstart.names import AGENT_REPORTER as REPORTING_CONTROLLER
 from blackstart.rescue.wire.catalogue import action_for, describe
 
 __all__ = [
@@ -60,7 +61,7 @@ CONDITION_TYPE = "GPUXidError"
 CONDITION_REASON = "XidError"
 EVENT_REASON = "XidError"
 EVENT_SOURCE_COMPONENT = "blackstart-rescue-agent"
-REPORTING_CONTROLLER = "rescue.blackstart.dev/agent"
+
 SIGNAL_VERSION = 1
 MAX_REPORTS = 20
 _EVENT_MESSAGE_CHARS = 1024  # the API server rejects longer Event messages
