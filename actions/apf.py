@@ -8,8 +8,6 @@ the rescue controller) keeps its latency. :func:`apply_apf_mitigation`
 creates (or replaces) both; :func:`remove_apf_mitigation` is the rollback.
 """
 
-from __future__ import annotations
-
 from typing import Any
 
 from chaoslib.exceptions import ActivityFailed
@@ -17,6 +15,7 @@ from chaoslib.types import Configuration, Secrets
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from blackstart.arguments import whole_number
 from blackstart.health import wait_until
 from blackstart.target import resolve_target
 
@@ -114,10 +113,7 @@ def _check(
         ("queue_length", queue_length, 1, 1000),
         ("precedence", precedence, 2, 9999),
     ):
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ActivityFailed(
-                f"{name} must be a whole number from {low} to {high}, not {value!r}"
-            )
+        whole_number(name, value, low, high)
 
 
 def _create_or_replace(create: Any, replace: Any, name: str, body: dict[str, Any]) -> str:

@@ -12,14 +12,13 @@ Rollbacks: :func:`start_apiserver` undoes both :func:`stop_apiserver` and
 :func:`start_etcd` does the same for etcd.
 """
 
-from __future__ import annotations
-
 from typing import Any
 
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
 from blackstart.actions import _components as components
+from blackstart.arguments import seconds as _check_seconds
 from blackstart.clusters.kind import KindError, KindProvider
 from blackstart.health import apiserver_readyz, utc_now_iso, wait_until
 from blackstart.target import Target, local_provider, resolve_target
@@ -37,13 +36,6 @@ __all__ = [
 
 APISERVER = "kube-apiserver"
 ETCD = "etcd"
-
-
-def _check_seconds(name: str, value: float, low: float, high: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise ActivityFailed(
-            f"{name} must be a number of seconds from {low:g} to {high:g}, not {value!r}"
-        )
 
 
 def _wait_ready(target: Target, timeout_s: float) -> float:

@@ -27,8 +27,6 @@ process and its Corefile (which CoreDNS re-reads every 2 s):
 Local provider only.
 """
 
-from __future__ import annotations
-
 import contextlib
 import re
 import threading
@@ -42,6 +40,8 @@ from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
 from blackstart.actions import _components as components
+from blackstart.arguments import flag, whole_number
+from blackstart.arguments import number as _seconds
 from blackstart.clusters.local.coredns import CorednsConfig, render_corefile
 from blackstart.clusters.local.provider import LocalProvider
 from blackstart.clusters.net import free_port
@@ -74,12 +74,6 @@ def _local(
     target = resolve_target(configuration, secrets)
     provider = local_provider(target, what)
     return target, provider, str(target.cluster)
-
-
-def _seconds(name: str, value: Any, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise ActivityFailed(f"{name} must be a number from {low:g} to {high:g}, not {value!r}")
-    return float(value)
 
 
 # ------------------------------------------------------------- configuration
@@ -368,8 +362,7 @@ def restart_coredns(
     Returns ``{"cluster", "pid", "restarted_at", "ready_after_s"}``
     (``ready_after_s`` null when not waited for or not ready).
     """
-    if not isinstance(wait_ready, bool):
-        raise ActivityFailed(f"wait_ready must be true or false, not {wait_ready!r}")
+    flag("wait_ready", wait_ready)
     _seconds("timeout_s", timeout_s, 1, 600)
     _, provider, cluster = _local(configuration, secrets, "restart_coredns")
     if components.component_state(provider, cluster, COREDNS) == "stopped":
@@ -402,8 +395,7 @@ def break_coredns_config(
     then fails to start: DNS is down. Returns ``{"cluster", "reload",
     "running"}``. Roll back with ``restore_coredns``.
     """
-    if not isinstance(restart, bool):
-        raise ActivityFailed(f"restart must be true or false, not {restart!r}")
+    flag("restart", restart)
     _, provider, cluster = _local(configuration, secrets, "break_coredns_config")
     cfg = provider.coredns_config(cluster)
     outcome = _write_and_wait(
@@ -464,10 +456,7 @@ def add_dns_latency(
         ("pause_ms", pause_ms, 1, 10000),
         ("period_ms", period_ms, 2, 60000),
     ):
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ActivityFailed(
-                f"{name} must be a whole number from {low} to {high}, not {value!r}"
-            )
+        whole_number(name, value, low, high)
     if pause_ms >= period_ms:
         raise ActivityFailed(f"pause_ms ({pause_ms}) must be shorter than period_ms ({period_ms})")
     _seconds("duration_s", duration_s, 1, 600)

@@ -8,8 +8,6 @@ across the fleet. Local provider only. :func:`start_kwok_controller` is the
 rollback.
 """
 
-from __future__ import annotations
-
 from typing import Any
 
 from chaoslib.exceptions import ActivityFailed

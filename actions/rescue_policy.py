@@ -14,8 +14,6 @@ fail with the API server's message naming the field. Their rollbacks,
 when the policy does not exist.
 """
 
-from __future__ import annotations
-
 import json
 from typing import Any
 

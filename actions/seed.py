@@ -8,8 +8,6 @@ namespace labelled ``blackstart.dev/seeded=true``. :func:`remove_seeded_objects`
 (the rollback) deletes them and waits until they are gone.
 """
 
-from __future__ import annotations
-
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -19,6 +17,7 @@ from chaoslib.types import Configuration, Secrets
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from blackstart.arguments import whole_number as _whole
 from blackstart.target import resolve_target
 
 __all__ = ["remove_seeded_objects", "seed_objects"]
@@ -30,12 +29,6 @@ MAX_PODS = 20000
 MAX_CONFIGMAPS = 5000
 MAX_PAYLOAD_KIB = 200  # annotations of one object may total 256 KiB
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
-
-
-def _whole(name: str, value: Any, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ActivityFailed(f"{name} must be a whole number from {low} to {high}, not {value!r}")
-    return value
 
 
 def _pod(name: str, node: str, payload: str) -> dict[str, Any]:

@@ -17,11 +17,8 @@ the client-side figures: requests, answers by kind (ok, 429, other errors),
 latency percentiles, bytes read and the CPU time the storm's threads used.
 """
 
-from __future__ import annotations
-
 import heapq
 import ipaddress
-import math
 import random
 import threading
 import time
@@ -35,7 +32,9 @@ from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 from kubernetes import client
 
+from blackstart.arguments import flag, number, whole_number
 from blackstart.health import utc_now_iso
+from blackstart.stats import percentile
 from blackstart.target import resolve_target
 
 __all__ = [
@@ -64,15 +63,6 @@ RESOURCE_PATHS = {
     "namespaces": "/api/v1/namespaces",
     "endpointslices": "/apis/discovery.k8s.io/v1/endpointslices",
 }
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """The ``q`` quantile (0..1) of ``values`` by nearest rank, None when empty."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
 
 
 @dataclass
@@ -338,11 +328,9 @@ def _check_loopback(host_url: str) -> None:
 
 
 def _number(name: str, value: Any, low: float, high: float, integer: bool = False) -> float:
-    ok_type = isinstance(value, int) if integer else isinstance(value, int | float)
-    if isinstance(value, bool) or not ok_type or not low <= value <= high:
-        kind = "a whole number" if integer else "a number"
-        raise ActivityFailed(f"{name} must be {kind} from {low:g} to {high:g}, not {value!r}")
-    return float(value)
+    if integer:
+        return float(whole_number(name, value, int(low), int(high)))
+    return number(name, value, low, high)
 
 
 def storm_settings(
@@ -375,8 +363,7 @@ def storm_settings(
         )
     if limit is not None:
         _number("limit", limit, 1, 100000, integer=True)
-    if not isinstance(synchronized, bool):
-        raise ActivityFailed(f"synchronized must be true or false, not {synchronized!r}")
+    flag("synchronized", synchronized)
     return StormSettings(
         clients=int(clients),
         rate_per_client=float(rate_per_client),

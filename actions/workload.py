@@ -7,8 +7,6 @@ PodDisruptionBudget, and waits until every replica runs.
 :func:`remove_gpu_workload` (the rollback) deletes the namespace.
 """
 
-from __future__ import annotations
-
 import time
 from typing import Any
 
@@ -17,6 +15,7 @@ from chaoslib.types import Configuration, Secrets
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from blackstart.arguments import whole_number as _whole
 from blackstart.clusters.spec import GPU_RESOURCE
 from blackstart.target import resolve_target
 
@@ -24,12 +23,6 @@ __all__ = ["deploy_gpu_workload", "remove_gpu_workload"]
 
 WORKLOAD_LABEL = "blackstart.dev/workload"
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
-
-
-def _whole(name: str, value: Any, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ActivityFailed(f"{name} must be a whole number from {low} to {high}, not {value!r}")
-    return value
 
 
 def deployment_body(

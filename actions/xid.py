@@ -19,8 +19,6 @@ Line formats (``line_format``):
   (``journalctl -o short-iso-precise``)
 """
 
-from __future__ import annotations
-
 import datetime as dt
 import json
 import math

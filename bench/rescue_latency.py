@@ -44,6 +44,7 @@ from blackstart.clusters.spec import load_spec
 from blackstart.clusters.toolchain import resolve
 from blackstart.kube import api_client
 from blackstart.paths import cache_dir
+from blackstart.stats import percentile
 
 XID_62 = "[ 1843.308145] NVRM: Xid (PCI:0000:03:00): 62, Channel 00000001\n"
 POLICY = {
@@ -105,13 +106,6 @@ def apf_dispatched(admin: client.ApiClient) -> dict[str, float]:
 
 CONTROLLER_METRIC = "blackstart_rescue_controller_api_requests_total"
 AGENT_METRIC = "blackstart_rescue_agent_api_requests_total"
-
-
-def percentile(values: list[float], share: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    rank = max(1, round(share * len(ordered) + 0.5 - 1e-9))
-    return ordered[min(rank, len(ordered)) - 1]
 
 
 def watch_cordons(core: client.CoreV1Api, wanted: set[str], seen: dict[str, float]) -> None:

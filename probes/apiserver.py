@@ -10,8 +10,6 @@
   API server's own metrics, through Prometheus.
 """
 
-from __future__ import annotations
-
 import time
 from typing import Any
 
@@ -20,6 +18,7 @@ from chaoslib.types import Configuration, Secrets
 
 from blackstart.health import apiserver_readyz
 from blackstart.probes.prometheus import scalar
+from blackstart.stats import percentile
 from blackstart.target import resolve_target
 
 __all__ = [
@@ -126,7 +125,7 @@ def apiserver_request_latency(
         "errors": errors,
         "throttled_429": throttled,
         "p50_seconds": round(ordered[len(ordered) // 2], 4),
-        "p99_seconds": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 4),
+        "p99_seconds": round(percentile(ordered, 0.99) or 0.0, 4),
         "max_seconds": round(ordered[-1], 4),
         "answers": codes,
     }

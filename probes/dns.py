@@ -7,8 +7,6 @@ failure and the latency is what a client waits for its first answer. An
 answer counts as a success when its code is NOERROR and it holds a record.
 """
 
-from __future__ import annotations
-
 import time
 from collections import Counter
 from typing import Any
@@ -21,6 +19,7 @@ import dns.rdatatype
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
+from blackstart.stats import percentile
 from blackstart.target import resolve_target
 
 __all__ = [
@@ -89,7 +88,7 @@ def resolve_many(
         "answered": outcomes["ok"],
         "success_ratio": round(outcomes["ok"] / attempts, 4),
         "p50_seconds": round(waits[len(waits) // 2], 4),
-        "p99_seconds": round(waits[min(len(waits) - 1, int(0.99 * len(waits)))], 4),
+        "p99_seconds": round(percentile(waits, 0.99) or 0.0, 4),
         "failures": {k: v for k, v in outcomes.items() if k != "ok"},
     }
 

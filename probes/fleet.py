@@ -7,8 +7,6 @@ capacity. Warm standbys (label ``blackstart.dev/standby=true``) start cordoned:
 they add capacity only once promoted.
 """
 
-from __future__ import annotations
-
 import threading
 import time
 from typing import Any, cast

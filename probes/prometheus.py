@@ -6,8 +6,6 @@ that scrapes the API server, etcd, the scheduler, the controller manager, the
 kwok controller and CoreDNS every 5 s).
 """
 
-from __future__ import annotations
-
 import math
 from typing import Any
 

@@ -7,8 +7,6 @@ same process); with no injection yet, the checks hold trivially, so the same
 probe serves the steady-state hypothesis before and after the method.
 """
 
-from __future__ import annotations
-
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +17,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from blackstart.actions.xid import recorded_injections
+from blackstart.arguments import seconds
 from blackstart.health import parse_iso
 from blackstart.names import RESCUE_PLANS, RESCUE_VERSION
 from blackstart.probes.fleet import node_schedulable
@@ -43,11 +42,7 @@ _SLACK_S = 2.0  # clocks of this process and the API server are the same machine
 
 
 def _seconds(name: str, value: Any, high: float = 900.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= high:
-        raise ActivityFailed(
-            f"{name} must be a number of seconds from 0 to {high:g}, not {value!r}"
-        )
-    return float(value)
+    return seconds(name, value, 0, high)
 
 
 def _list_plans(target: Target) -> list[dict[str, Any]]:

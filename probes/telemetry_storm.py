@@ -1,7 +1,5 @@
 """Telemetry storm probe: the client-side figures of a storm started in this run."""
 
-from __future__ import annotations
-
 from typing import Any
 
 from chaoslib.types import Configuration, Secrets

@@ -10,6 +10,7 @@ never less than the server's ``Retry-After``.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
 import time
@@ -17,6 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 __all__ = [
+    "RateLimiter",
     "TokenBucket",
     "backoff_delay",
     "backoff_schedule",
@@ -123,3 +125,37 @@ def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
 def is_retryable_status(status: int | None) -> bool:
     """429 and 5xx are worth retrying later; None stands for a connection error."""
     return status is None or status == 429 or status >= 500
+
+
+class RateLimiter:
+    """An asyncio :class:`TokenBucket` with priorities: ``qps`` a second, ``burst`` at once.
+
+    ``acquire(priority)`` waits while callers of a more urgent priority (a smaller
+    number) are waiting, so reports never delay the requests that move plans forward.
+    """
+
+    def __init__(self, qps: float, burst: int, clock: Callable[[], float] = time.monotonic):
+        if qps <= 0 or burst < 1:
+            raise ValueError(f"qps must be above 0 and burst at least 1, got {qps}, {burst}")
+        self.qps = qps
+        self.burst = burst
+        self._bucket = TokenBucket(qps, burst, clock)
+        self._waiting: dict[int, int] = {}
+
+    def _more_urgent_waiting(self, priority: int) -> bool:
+        return any(count for level, count in self._waiting.items() if level < priority)
+
+    async def acquire(self, priority: int = 0) -> None:
+        """Wait for a token; more urgent callers (smaller ``priority``) go first."""
+        self._waiting[priority] = self._waiting.get(priority, 0) + 1
+        try:
+            while True:
+                if self._more_urgent_waiting(priority):
+                    await asyncio.sleep(max(0.001, 1.0 / self.qps))
+                    continue
+                wait = self._bucket.try_take()
+                if wait == 0.0:
+                    return
+                await asyncio.sleep(max(0.001, wait))
+        finally:
+            self._waiting[priority] -= 1

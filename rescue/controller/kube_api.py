@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -34,6 +33,7 @@ from kubernetes.client.exceptions import ApiException
 from blackstart.rescue.controller.metrics import ControllerMetrics
 from blackstart.rescue.crd.plans import PLURAL
 from blackstart.rescue.crd.policy import GROUP, VERSION
+from blackstart.rescue.pacing import RateLimiter, backoff_delay, is_retryable_status
 
 __all__ = ["ACT", "RECORD", "REPORT", "KubeApi", "RateLimiter", "is_retryable"]
 
@@ -44,52 +44,10 @@ _MERGE = "application/merge-patch+json"
 _TIMEOUT = (5.0, 30.0)  # connect, read
 
 
-class RateLimiter:
-    """A token bucket: ``qps`` tokens a second, at most ``burst`` saved up.
-
-    ``acquire(priority)`` waits while callers of a more urgent priority (a smaller
-    number) are waiting, so reports never delay the requests that move plans forward.
-    """
-
-    def __init__(self, qps: float, burst: int, clock: Callable[[], float] = time.monotonic):
-        if qps <= 0 or burst < 1:
-            raise ValueError(f"qps must be above 0 and burst at least 1, got {qps}, {burst}")
-        self.qps = qps
-        self.burst = burst
-        self._clock = clock
-        self._tokens = float(burst)
-        self._stamp = clock()
-        self._waiting: dict[int, int] = {}
-        self._lock = asyncio.Lock()
-
-    def _refill(self) -> None:
-        now = self._clock()
-        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.qps)
-        self._stamp = now
-
-    def _more_urgent_waiting(self, priority: int) -> bool:
-        return any(count for level, count in self._waiting.items() if level < priority)
-
-    async def acquire(self, priority: int = ACT) -> None:
-        """Wait for a token; more urgent callers (smaller ``priority``) go first."""
-        self._waiting[priority] = self._waiting.get(priority, 0) + 1
-        try:
-            while True:
-                async with self._lock:
-                    self._refill()
-                    if self._tokens >= 1 and not self._more_urgent_waiting(priority):
-                        self._tokens -= 1
-                        return
-                    wait = max(0.001, (1 - self._tokens) / self.qps)
-                await asyncio.sleep(wait)
-        finally:
-            self._waiting[priority] -= 1
-
-
 def is_retryable(err: BaseException) -> bool:
     """True for errors worth retrying: 429, 5xx, and no response at all."""
     if isinstance(err, ApiException):
-        return err.status == 429 or (err.status or 0) >= 500 or err.status == 0
+        return err.status == 0 or is_retryable_status(err.status)
     return isinstance(err, OSError | TimeoutError) or type(err).__module__.startswith("urllib3")
 
 
@@ -132,7 +90,7 @@ class KubeApi:
         connection error) once retrying is over or for errors not worth retrying.
         """
         deadline = time.monotonic() + (self.retry_for if retry else 0.0)
-        delay = 0.2
+        attempt = 0
         while True:
             await self.limiter.acquire(priority)
             try:
@@ -141,10 +99,11 @@ class KubeApi:
                 )
             except Exception as err:
                 self.metrics.api_requests.labels(verb, _status_code(err)).inc()
+                delay = backoff_delay(attempt, base=0.2, cap=5.0)
                 if not retry or not is_retryable(err) or time.monotonic() + delay > deadline:
                     raise
-                await asyncio.sleep(random.uniform(0, delay))
-                delay = min(delay * 2, 5.0)
+                await asyncio.sleep(delay)
+                attempt += 1
                 continue
             self.metrics.api_requests.labels(verb, str(response.status)).inc()
             data = response.data
