@@ -1,18 +1,14 @@
 """The Kubernetes client factory every part of blackstart uses.
 
 A client comes from an explicit kubeconfig path and context, else from
-``$KUBECONFIG``/``~/.kube/config``; Chaos Toolkit activities pass their
-``configuration``/``secrets`` through :func:`client_from_chaos`, which reads
-the same keys as chaostoolkit-kubernetes (``KUBECONFIG``, ``kubeconfig_path``,
-``KUBERNETES_CONTEXT``).
+``$KUBECONFIG``/``~/.kube/config``. Chaos Toolkit activities find theirs
+through :mod:`blackstart.target`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from kubernetes import client, config
 
@@ -41,24 +37,3 @@ def api_client(
     if timeout is not None:
         cfg.retries = 0
     return client.ApiClient(cfg)
-
-
-def client_from_chaos(
-    configuration: Mapping[str, Any] | None = None, secrets: Mapping[str, Any] | None = None
-) -> client.ApiClient:
-    """An ApiClient from a Chaos Toolkit experiment's configuration and secrets."""
-    configuration = configuration or {}
-    secrets = secrets or {}
-    kubeconfig = (
-        secrets.get("KUBECONFIG")
-        or configuration.get("kubeconfig_path")
-        or configuration.get("KUBECONFIG")
-        or os.environ.get("KUBECONFIG")
-    )
-    context = (
-        secrets.get("KUBERNETES_CONTEXT")
-        or configuration.get("kubernetes_context")
-        or configuration.get("KUBERNETES_CONTEXT")
-        or os.environ.get("KUBERNETES_CONTEXT")
-    )
-    return api_client(kubeconfig, context)

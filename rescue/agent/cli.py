@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from blackstart.rescue.env_options import with_env_options
+
 if TYPE_CHECKING:
     from kubernetes import client
 
@@ -94,6 +96,7 @@ def _api(kubeconfig: str | None, context: str | None) -> client.ApiClient:
         raise click.ClickException(str(err)) from err
 
 
+@with_env_options
 @click.command(name="agent")
 @click.option(
     "--kubeconfig",

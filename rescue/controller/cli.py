@@ -17,6 +17,8 @@ from typing import Any
 
 import click
 
+from blackstart.rescue.env_options import with_env_options
+
 __all__ = ["controller_command", "install_command", "run_controller"]
 
 log = logging.getLogger("blackstart.rescue.controller.operator")
@@ -108,6 +110,7 @@ async def run_controller(
             await runner.cleanup()
 
 
+@with_env_options
 @click.command(name="controller")
 @click.option("--kubeconfig", default=None, help="Kubeconfig (default: in-cluster, $KUBECONFIG).")
 @click.option("--context", default=None, help="Kubeconfig context.")
