@@ -43,8 +43,16 @@ def p99_query(window: str = "1m", verbs: str = _VERBS, extra: str = "") -> str:
 
 
 def rate_429_query(window: str = "1m") -> str:
-    """The PromQL for HTTP 429 answers per second over ``window``."""
-    return f'sum(rate(apiserver_request_total{{code="429"}}[{window}]))'
+    """The PromQL for HTTP 429 answers per second over ``window``.
+
+    With no 429 yet there is no ``code="429"`` series, and a plain sum would be
+    empty (a chart with no line); it is 0 instead whenever the API server's
+    requests are being counted at all, and still empty when they are not.
+    """
+    counted = f"apiserver_request_total[{window}]"
+    return (
+        f'sum(rate(apiserver_request_total{{code="429"}}[{window}])) or (sum(rate({counted})) * 0)'
+    )
 
 
 def _window(window: str) -> str:

@@ -48,6 +48,7 @@ OUTCOME_LABELS = {
     "completed": "Steady state held",
     "deviated": "Deviated",
     "not-steady": "Not steady before",
+    "rollback-failed": "Rollback failed",
     "failed": "Failed",
     "aborted": "Aborted",
     "interrupted": "Interrupted",

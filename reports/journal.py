@@ -65,11 +65,14 @@ __all__ = [
 
 
 #: How a run ended, from best to worst. ``not-steady``: the steady state was not
-#: met before the method, so the method did not run.
+#: met before the method, so the method did not run. ``rollback-failed``: the run
+#: ended as it would have, but a rollback raised, so the cluster may still carry
+#: the fault; whatever the hypothesis said, that is not a passing run.
 OUTCOMES = (
     "completed",
     "deviated",
     "not-steady",
+    "rollback-failed",
     "failed",
     "aborted",
     "interrupted",
@@ -113,8 +116,13 @@ class ActivityResult:
         """The last line of the traceback: what went wrong, in one line."""
         if not self.exception:
             return ""
-        lines = [line for line in self.exception.strip().splitlines() if line.strip()]
-        return lines[-1].strip() if lines else ""
+        # the carets Python 3.11 draws under a failing expression are no error text
+        lines = [
+            line.strip()
+            for line in self.exception.strip().splitlines()
+            if line.strip() and line.strip(" ^~")
+        ]
+        return lines[-1] if lines else ""
 
 
 @dataclass(frozen=True)
@@ -176,6 +184,8 @@ class Journal:
         """One of :data:`OUTCOMES`."""
         if self.status in ("interrupted", "aborted", "failed"):
             return self.status
+        if self.rollbacks_ok is False:
+            return "rollback-failed"
         if self.deviated:
             return "deviated"
         if self.before is not None and self.before.met is False:
@@ -199,6 +209,10 @@ class Journal:
                 f"Steady state was not met before the method ({names or 'see the hypothesis'}); "
                 "the method did not run."
             )
+        if outcome == "rollback-failed":
+            failed = [r for r in self.rollbacks if r.status != "succeeded"]
+            what = ", ".join(f"{r.name}: {r.error_line or r.status}" for r in failed[:3])
+            return f"A rollback failed ({what}); the cluster may still carry the fault."
         if outcome == "failed":
             failed = [a.name for a in self.activities if a.failed]
             extra = f" ({', '.join(failed[:4])})" if failed else ""

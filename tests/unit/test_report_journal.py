@@ -224,3 +224,29 @@ def test_a_second_blackstart_entry_is_ignored_and_noted() -> None:
     assert len(journal.faults) == 3
     assert journal.other_extensions == ("other-tool",)
     assert any("a second 'blackstart' entry" in p for p in journal.problems)
+
+
+def test_a_failed_rollback_is_part_of_the_verdict() -> None:
+    """A real chaos run whose method held but whose rollback raised (os.listdir of no folder)."""
+    journal = load_journal(JOURNALS / "rollback-failed.json")
+    assert journal.status == "completed"
+    assert journal.outcome == "rollback-failed"
+    assert "restore-something" in journal.headline
+    assert "No such file or directory" in journal.headline
+    assert journal.rollbacks[0].error_line.startswith("chaoslib.exceptions.ActivityFailed")
+
+
+def test_the_error_line_is_never_the_carets_under_an_expression() -> None:
+    from blackstart.reports.journal import ActivityResult
+
+    act = ActivityResult(
+        name="x",
+        kind="action",
+        phase="rollback",
+        status="failed",
+        start=None,
+        end=None,
+        duration=None,
+        exception='Traceback:\n  File "a.py", line 1\n    f(x)\n    ^^^^\nValueError: bad\n    ^^^\n',
+    )
+    assert act.error_line == "ValueError: bad"
