@@ -210,8 +210,8 @@ class Journal:
                 "the method did not run."
             )
         if outcome == "rollback-failed":
-            failed = [r for r in self.rollbacks if r.status != "succeeded"]
-            what = ", ".join(f"{r.name}: {r.error_line or r.status}" for r in failed[:3])
+            broken = [r for r in self.rollbacks if r.status != "succeeded"]
+            what = ", ".join(f"{r.name}: {r.error_line or r.status}" for r in broken[:3])
             return f"A rollback failed ({what}); the cluster may still carry the fault."
         if outcome == "failed":
             failed = [a.name for a in self.activities if a.failed]

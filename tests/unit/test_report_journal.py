@@ -247,6 +247,8 @@ def test_the_error_line_is_never_the_carets_under_an_expression() -> None:
         start=None,
         end=None,
         duration=None,
-        exception='Traceback:\n  File "a.py", line 1\n    f(x)\n    ^^^^\nValueError: bad\n    ^^^\n',
+        exception=(
+            'Traceback:\n  File "a.py", line 1\n    f(x)\n    ^^^^\nValueError: bad\n    ^^^\n'
+        ),
     )
     assert act.error_line == "ValueError: bad"
