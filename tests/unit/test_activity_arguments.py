@@ -384,8 +384,9 @@ def test_catalogue_experiment_is_valid_and_always_rolls_back(path: Path) -> None
         "blackstart-guard",
         "blackstart-metrics",
     ]
-    (expected,) = [t.split(":", 1)[1] for t in experiment["tags"] if t.startswith("expected:")]
-    assert expected in ("completed", "deviated")
+    # how it should end is written once, in the suite
+    assert not [t for t in experiment.get("tags", []) if t.startswith("expected:")]
+    assert "expected_status" not in json.dumps(experiment.get("extensions", []))
     assert experiment["steady-state-hypothesis"]["probes"]
     rollbacks = {r["provider"]["func"] for r in experiment["rollbacks"]}
     for activity in experiment["method"]:
