@@ -10,6 +10,7 @@ namespace labelled ``blackstart.dev/seeded=true``. :func:`remove_seeded_objects`
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 from chaoslib.exceptions import ActivityFailed
@@ -18,6 +19,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from blackstart.arguments import whole_number as _whole
+from blackstart.health import wait_until
+from blackstart.kube import namespace_gone
 from blackstart.target import resolve_target
 
 __all__ = ["remove_seeded_objects", "seed_objects"]
@@ -189,17 +192,10 @@ def remove_seeded_objects(
                     f"deleting namespace {name} failed: {err.status} {err.reason}"
                 ) from err
     for name in removed:
-        while True:
-            try:
-                core.read_namespace(name)
-            except ApiException as err:
-                if err.status == 404:
-                    break
-                raise
-            if time.monotonic() - started > timeout_s:
-                raise ActivityFailed(
-                    f"namespace {name} still exists {timeout_s:g} s after it was deleted; "
-                    f"check `kubectl get ns {name} -o yaml` for stuck finalizers"
-                )
-            time.sleep(0.5)
+        left = max(0.0, timeout_s - (time.monotonic() - started))
+        if not wait_until(partial(namespace_gone, core, name), left, 0.5, (ApiException,))[0]:
+            raise ActivityFailed(
+                f"namespace {name} still exists {timeout_s:g} s after it was deleted; "
+                f"check `kubectl get ns {name} -o yaml` for stuck finalizers"
+            )
     return {"removed": removed, "seconds": round(time.monotonic() - started, 2)}

@@ -17,6 +17,8 @@ from kubernetes.client.exceptions import ApiException
 
 from blackstart.arguments import whole_number as _whole
 from blackstart.clusters.spec import GPU_RESOURCE
+from blackstart.health import wait_until
+from blackstart.kube import namespace_gone
 from blackstart.target import resolve_target
 
 __all__ = ["deploy_gpu_workload", "remove_gpu_workload"]
@@ -153,17 +155,11 @@ def remove_gpu_workload(
         if err.status == 404:
             return {"namespace": namespace, "deleted": False}
         raise ActivityFailed(f"deleting namespace {namespace}: {err.status} {err.reason}") from err
-    while True:
-        try:
-            core.read_namespace(namespace)
-        except ApiException as err:
-            if err.status == 404:
-                return {
-                    "namespace": namespace,
-                    "deleted": True,
-                    "seconds": round(time.monotonic() - started, 2),
-                }
-            raise
-        if time.monotonic() - started > timeout_s:
-            raise ActivityFailed(f"namespace {namespace} still exists after {timeout_s:g} s")
-        time.sleep(0.5)
+    gone = wait_until(lambda: namespace_gone(core, namespace), timeout_s, 0.5, (ApiException,))
+    if not gone[0]:
+        raise ActivityFailed(f"namespace {namespace} still exists after {timeout_s:g} s")
+    return {
+        "namespace": namespace,
+        "deleted": True,
+        "seconds": round(time.monotonic() - started, 2),
+    }

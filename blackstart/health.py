@@ -34,12 +34,16 @@ def apiserver_readyz(api: client.ApiClient, timeout: float = 2.0) -> tuple[bool,
 
 
 def wait_until(
-    check: Callable[[], T], timeout: float, interval: float = 0.25
+    check: Callable[[], T],
+    timeout: float,
+    interval: float = 0.25,
+    fatal: tuple[type[BaseException], ...] = (),
 ) -> tuple[T | None, float]:
     """Poll ``check()`` until it returns something truthy or ``timeout`` seconds pass.
 
     Returns the last value and the seconds waited. Exceptions from ``check``
-    count as "not yet".
+    count as "not yet" (the API server may be slow, or just back), except
+    those of the ``fatal`` types, which end the wait.
     """
     started = time.monotonic()
     deadline = started + timeout
@@ -47,6 +51,8 @@ def wait_until(
     while True:
         try:
             last = check()
+        except fatal:
+            raise
         except Exception:
             last = None
         if last:

@@ -37,3 +37,14 @@ def api_client(
     if timeout is not None:
         cfg.retries = 0
     return client.ApiClient(cfg)
+
+
+def namespace_gone(core: client.CoreV1Api, name: str) -> bool:
+    """True once namespace ``name`` no longer exists (404); other API errors raise."""
+    try:
+        core.read_namespace(name)
+    except client.ApiException as err:
+        if err.status == 404:
+            return True
+        raise
+    return False

@@ -18,7 +18,7 @@ from kubernetes.client.exceptions import ApiException
 
 from blackstart.actions.xid import recorded_injections
 from blackstart.arguments import seconds
-from blackstart.health import parse_iso
+from blackstart.health import parse_iso, wait_until
 from blackstart.names import RESCUE_PLANS, RESCUE_VERSION
 from blackstart.probes.fleet import node_schedulable
 from blackstart.target import Target, resolve_target
@@ -95,17 +95,8 @@ def _cordon_time(plan: dict[str, Any]) -> float | None:
 
 
 def _poll(check: Callable[[], bool], deadline: float, interval: float = 0.25) -> bool:
-    while True:
-        try:
-            if check():
-                return True
-        except ActivityFailed:
-            raise
-        except Exception:
-            pass  # the API server may be slow or just back: try again
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
+    timeout = max(0.0, deadline - time.monotonic())
+    return bool(wait_until(check, timeout, interval, fatal=(ActivityFailed,))[0])
 
 
 def _cordon_seconds(

@@ -30,6 +30,7 @@ from blackstart.clusters.spec import GPU_RESOURCE, STANDBY_LABEL
 from blackstart.clusters.state import ClusterState
 from blackstart.kube import api_client
 from blackstart.probes.dns import query_once
+from blackstart.suite import load_suite
 
 from .conftest import E2E_CLUSTER, eventually, fresh_cluster, repo_root
 
@@ -50,21 +51,10 @@ def cluster(local: LocalProvider) -> Iterator[ClusterState]:
 
 
 def expectations() -> dict[str, str]:
-    """Experiment name -> expected outcome, from the game-day suite (else the tags)."""
-    suite = EXPERIMENTS / "gameday.yaml"
-    expected: dict[str, str] = {}
-    for path in sorted(EXPERIMENTS.glob("*.json")):
-        tags = json.loads(path.read_text()).get("tags", [])
-        (outcome,) = [t.split(":", 1)[1] for t in tags if t.startswith("expected:")]
-        expected[path.stem] = outcome
-    if suite.exists():
-        document = yaml.safe_load(suite.read_text())
-        default = (document.get("defaults") or {}).get("expect", "completed")
-        for entry in document.get("experiments", []):
-            if entry["name"] in expected:
-                assert entry.get("expect", default) == expected[entry["name"]], (
-                    f"gameday.yaml and {entry['name']}.json disagree on the expected outcome"
-                )
+    """Experiment name -> expected outcome, from the game-day suite (the one place it is said)."""
+    suite = load_suite(EXPERIMENTS / "gameday.yaml")
+    expected = {entry.name: entry.expect for entry in suite.entries}
+    assert set(expected) == {p.stem for p in EXPERIMENTS.glob("*.json")}
     return expected
 
 
