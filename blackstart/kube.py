@@ -39,6 +39,27 @@ def api_client(
     return client.ApiClient(cfg)
 
 
+def process_api_client(
+    kubeconfig: str | None, context: str | None, pool_size: int, timeout: float
+) -> client.ApiClient:
+    """The client of a long-running process (the rescue controller or agent).
+
+    In a pod with no kubeconfig given, the pod's service account; else the
+    kubeconfig. No client-side retries: the processes pace and retry on their own.
+    """
+    if (
+        not kubeconfig
+        and not os.environ.get("KUBECONFIG")
+        and os.environ.get("KUBERNETES_SERVICE_HOST")
+    ):
+        cfg = client.Configuration()
+        config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+        cfg.retries = 0
+        cfg.connection_pool_maxsize = pool_size
+        return client.ApiClient(cfg)
+    return api_client(kubeconfig, context, pool_size=pool_size, timeout=timeout)
+
+
 def namespace_gone(core: client.CoreV1Api, name: str) -> bool:
     """True once namespace ``name`` no longer exists (404); other API errors raise."""
     try:

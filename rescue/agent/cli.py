@@ -76,22 +76,10 @@ def _parse_pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
 
 def _api(kubeconfig: str | None, context: str | None) -> client.ApiClient:
     """An ApiClient without client-side retries: the agent backs off on its own."""
-    from kubernetes import client, config
+    from blackstart.kube import KubeconfigError, process_api_client
 
-    from blackstart.kube import KubeconfigError, api_client
-
-    if (
-        not kubeconfig
-        and not os.environ.get("KUBECONFIG")
-        and os.environ.get("KUBERNETES_SERVICE_HOST")
-    ):
-        cfg = client.Configuration()
-        config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-        cfg.retries = 0
-        cfg.connection_pool_maxsize = 4
-        return client.ApiClient(cfg)
     try:
-        return api_client(kubeconfig, context, pool_size=4, timeout=10.0)
+        return process_api_client(kubeconfig, context, pool_size=4, timeout=10.0)
     except KubeconfigError as err:
         raise click.ClickException(str(err)) from err
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -43,22 +42,10 @@ def _duration(text: str, option: str) -> dt.timedelta:
 
 
 def _api_client(kubeconfig: str | None, context: str | None, pool_size: int = 16) -> Any:
-    from kubernetes import client, config
+    from blackstart.kube import KubeconfigError, process_api_client
 
-    from blackstart.kube import KubeconfigError, api_client
-
-    if (
-        not kubeconfig
-        and not os.environ.get("KUBECONFIG")
-        and os.environ.get("KUBERNETES_SERVICE_HOST")
-    ):
-        cfg = client.Configuration()
-        config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-        cfg.retries = 0
-        cfg.connection_pool_maxsize = pool_size
-        return client.ApiClient(cfg)
     try:
-        return api_client(kubeconfig, context, pool_size=pool_size, timeout=30.0)
+        return process_api_client(kubeconfig, context, pool_size=pool_size, timeout=30.0)
     except KubeconfigError as err:
         raise click.ClickException(str(err)) from err
 
