@@ -1,10 +1,9 @@
 """Control-plane outages: stop, hang and bring back kube-apiserver and etcd.
 
-On a blackstart local cluster these act on the real processes (SIGTERM/SIGKILL,
-SIGSTOP/SIGCONT, then kwokctl starts what is stopped). On a blackstart kind
-cluster, :func:`stop_apiserver` and :func:`start_apiserver` move the API
-server's static-pod manifest out of kubelet's folder and back (needs Docker;
-not exercised where there is none). Nodes, CoreDNS and workloads keep running
+Each acts through the cluster's provider (:mod:`blackstart.clusters.provider`):
+on a local cluster the real processes (SIGTERM/SIGKILL, SIGSTOP/SIGCONT, then
+kwokctl starts what is stopped); on a kind cluster the static pods in the
+control-plane node. Nodes, CoreDNS and workloads keep running
 through the outage, as they do on a real fleet.
 
 Rollbacks: :func:`start_apiserver` undoes both :func:`stop_apiserver` and
@@ -19,9 +18,8 @@ from chaoslib.types import Configuration, Secrets
 
 from blackstart.actions import _components as components
 from blackstart.arguments import seconds as _check_seconds
-from blackstart.clusters.kind import KindError, KindProvider
-from blackstart.health import apiserver_readyz, utc_now_iso, wait_until
-from blackstart.target import Target, local_provider, resolve_target
+from blackstart.health import apiserver_readyz, wait_until
+from blackstart.target import Target, cluster_provider, resolve_target
 
 __all__ = [
     "hang_apiserver",
@@ -63,13 +61,7 @@ def stop_apiserver(
     """
     _check_seconds("grace_s", grace_s, 0, 60)
     target = resolve_target(configuration, secrets)
-    if target.provider == "kind":
-        try:
-            KindProvider().stop_apiserver(str(target.cluster))
-        except KindError as err:
-            raise ActivityFailed(str(err)) from err
-        return {"cluster": target.cluster, "component": APISERVER, "stopped_at": utc_now_iso()}
-    provider = local_provider(target, "stop_apiserver")
+    provider = cluster_provider(target, "stop_apiserver")
     return components.stop(provider, str(target.cluster), APISERVER, grace_s)
 
 
@@ -82,7 +74,7 @@ def hang_apiserver(configuration: Configuration = None, secrets: Secrets = None)
     ``start_apiserver``.
     """
     target = resolve_target(configuration, secrets)
-    provider = local_provider(target, "hang_apiserver")
+    provider = cluster_provider(target, "hang_apiserver")
     return components.hang(provider, str(target.cluster), APISERVER)
 
 
@@ -112,19 +104,10 @@ def start_apiserver(
     """
     _check_seconds("timeout_s", timeout_s, 1, 600)
     target = resolve_target(configuration, secrets)
-    if target.provider == "kind":
-        try:
-            KindProvider().start_apiserver(str(target.cluster))
-        except KindError as err:
-            raise ActivityFailed(str(err)) from err
-        done = "manifest restored"
-    else:
-        provider = local_provider(target, "start_apiserver")
-        done = components.ensure_running(provider, str(target.cluster), APISERVER)
+    provider = cluster_provider(target, "start_apiserver")
+    done = components.ensure_running(provider, str(target.cluster), APISERVER)
     ready_after = _wait_ready(target, timeout_s)
-    restarted: list[str] = []
-    if target.provider != "kind":
-        restarted = components.restart_exited_controllers(provider, str(target.cluster))
+    restarted = components.restart_exited_controllers(provider, str(target.cluster))
     return {
         "cluster": target.cluster,
         "done": done,
@@ -143,7 +126,7 @@ def stop_etcd(
     """
     _check_seconds("grace_s", grace_s, 0, 60)
     target = resolve_target(configuration, secrets)
-    provider = local_provider(target, "stop_etcd")
+    provider = cluster_provider(target, "stop_etcd")
     return components.stop(provider, str(target.cluster), ETCD, grace_s)
 
 
@@ -153,7 +136,7 @@ def hang_etcd(configuration: Configuration = None, secrets: Secrets = None) -> d
     Local provider only. Roll back with ``resume_etcd`` or ``start_etcd``.
     """
     target = resolve_target(configuration, secrets)
-    provider = local_provider(target, "hang_etcd")
+    provider = cluster_provider(target, "hang_etcd")
     return components.hang(provider, str(target.cluster), ETCD)
 
 
@@ -174,7 +157,7 @@ def start_etcd(
     """
     _check_seconds("timeout_s", timeout_s, 1, 600)
     target = resolve_target(configuration, secrets)
-    provider = local_provider(target, "start_etcd")
+    provider = cluster_provider(target, "start_etcd")
     done = components.ensure_running(provider, str(target.cluster), ETCD)
     # the API server may have given up on etcd while it was gone: make sure it runs too
     components.ensure_running(provider, str(target.cluster), APISERVER)

@@ -17,7 +17,7 @@ from kubernetes import client
 from blackstart.actions import _components as components
 from blackstart.clusters.local.kwok_nodes import node_is_ready
 from blackstart.health import utc_now_iso, wait_until
-from blackstart.target import local_provider, resolve_target
+from blackstart.target import cluster_provider, resolve_target
 
 __all__ = ["start_kwok_controller", "stop_kwok_controller"]
 
@@ -42,7 +42,7 @@ def stop_kwok_controller(
     ):
         raise ActivityFailed(f"wait_not_ready_s must be 0-600 seconds, not {wait_not_ready_s!r}")
     target = resolve_target(configuration, secrets)
-    provider = local_provider(target, "stop_kwok_controller")
+    provider = cluster_provider(target, "stop_kwok_controller")
     result = components.stop(provider, str(target.cluster), KWOK_CONTROLLER, 5.0)
     result["not_ready_after_s"] = None
     if wait_not_ready_s > 0:
@@ -76,7 +76,7 @@ def start_kwok_controller(
     ):
         raise ActivityFailed(f"timeout_s must be 1-900 seconds, not {timeout_s!r}")
     target = resolve_target(configuration, secrets)
-    provider = local_provider(target, "start_kwok_controller")
+    provider = cluster_provider(target, "start_kwok_controller")
     done = components.ensure_running(provider, str(target.cluster), KWOK_CONTROLLER)
     core = client.CoreV1Api(target.api())
 

@@ -32,6 +32,8 @@ from chaoslib.exceptions import ActivityFailed
 from kubernetes import client
 
 from blackstart.clusters.local.provider import LocalProvider
+from blackstart.clusters.provider import ClusterError, ClusterProvider
+from blackstart.clusters.registry import provider_for
 from blackstart.clusters.state import (
     CLUSTER_ENV,
     DEFAULT_CLUSTER,
@@ -248,6 +250,19 @@ def target_summary(target: Target) -> dict[str, Any]:
         )
     )
     return summary
+
+
+def cluster_provider(target: Target, what: str) -> ClusterProvider:
+    """The provider of a cluster blackstart created (local or kind).
+
+    Raises naming ``what`` when the target is a plain kubeconfig context, whose
+    processes blackstart cannot reach.
+    """
+    state = target.require_state(what)
+    try:
+        return provider_for(state, cache_dir())
+    except ClusterError as err:
+        raise ActivityFailed(f"{what}: {err}") from err
 
 
 def local_provider(target: Target, what: str) -> LocalProvider:

@@ -62,12 +62,20 @@ class ClusterProvider(Protocol):
         """The admin kubeconfig of cluster ``name``."""
         ...
 
+    def component_state(self, name: str, component: str) -> str:
+        """``running``, ``hung`` (frozen) or ``stopped``."""
+        ...
+
+    def component_pid(self, name: str, component: str) -> int | None:
+        """The host pid of ``component``'s main process, None when it does not run."""
+        ...
+
     def stop_component(self, name: str, component: str, grace: float = 5.0) -> bool:
         """Stop one control-plane component or CoreDNS; False when it was not running."""
         ...
 
     def start_component(self, name: str, component: str) -> None:
-        """Start a stopped component again (nothing happens when it runs)."""
+        """Start a stopped component again (nothing happens when it runs); raise when it won't."""
         ...
 
     def hang_component(self, name: str, component: str) -> int:

@@ -18,6 +18,9 @@ from blackstart.clusters.processes import (
 )
 from blackstart.clusters.provider import ClusterError, ComponentStatus
 
+KWOKCTL_START_TIMEOUT_S = 60
+PORT_RETRIES = 4
+
 
 class LocalComponents(LocalDns, LocalRescue):
     def stop_component(self, name: str, component: str, grace: float = 5.0) -> bool:
@@ -50,16 +53,67 @@ class LocalComponents(LocalDns, LocalRescue):
         """Resume a component frozen by :meth:`hang_component`."""
         return signal_pid_file(self._component_pid_file(name, component), signal.SIGCONT, component)
 
+    def component_pid(self, name: str, component: str) -> int | None:
+        """The pid of ``component`` from its pid file (None when there is none)."""
+        if component in OWN_COMPONENTS:
+            return read_pid(self.pid_file(name, component))
+        try:
+            return self.kwok_cluster(name).pid(component)
+        except Exception as err:  # an unknown component name
+            raise ClusterError(str(err)) from err
+
+    def component_state(self, name: str, component: str) -> str:
+        """``running``, ``hung`` (SIGSTOP) or ``stopped``."""
+        pid = self.component_pid(name, component)
+        if not is_alive(pid):
+            return "stopped"
+        return "hung" if is_stopped(pid) else "running"
+
     def start_component(self, name: str, component: str) -> None:
-        """Start a stopped component again (no-op when it runs)."""
+        """Start a stopped component again (nothing happens when it runs).
+
+        A component whose port another process took while it was stopped is
+        tried again a few times (the other process may let go); when it still
+        does not run, the error quotes the end of its log.
+        """
         if component in RESCUE_COMPONENTS:
             self._start_rescue_component(name, component)
             return
+        for _attempt in range(PORT_RETRIES):
+            if component in OWN_COMPONENTS:
+                if not is_alive(read_pid(self.pid_file(name, component))):
+                    self.start_coredns(name)
+            else:
+                kwokctl.start_stopped_components(
+                    self.toolchain, self.kwok_cluster(name), timeout_s=KWOKCTL_START_TIMEOUT_S
+                )
+            if is_alive(self.component_pid(name, component)):
+                return
+            if "address already in use" not in self.log_tail(name, component):
+                break
+            time.sleep(5.0)
+        raise ClusterError(
+            f"{component} of cluster {name} did not start: {self.log_tail(name, component)}"
+        )
+
+    def log_tail(self, name: str, component: str) -> str:
+        """Why a component did not start, from the end of its log."""
         if component in OWN_COMPONENTS:
-            if not is_alive(read_pid(self.pid_file(name, component))):
-                self.start_coredns(name)
-            return
-        kwokctl.start_stopped_components(self.toolchain, self.kwok_cluster(name))
+            path = self.log_file(name, component)
+        else:
+            path = self.kwok_cluster(name).log_file(component)
+        try:
+            lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+        except OSError:
+            return f"no log at {path}"
+        last = lines[-1][-400:] if lines else "(empty log)"
+        hint = ""
+        if "address already in use" in last:
+            hint = (
+                "; another process took its port while it was stopped (another cluster on this "
+                "machine?): free the port or recreate the cluster"
+            )
+        return f"{last}{hint} (log {path})"
 
     def restart_component(self, name: str, component: str) -> None:
         """Stop then start one component."""

@@ -233,10 +233,20 @@ def resume_component(cluster: KwokCluster, component: str) -> int:
     return signal_pid_file(cluster.pid_file(component), signal.SIGCONT, component)
 
 
-def start_stopped_components(toolchain: Toolchain, cluster: KwokCluster) -> None:
-    """Start every component that is not running (``kwokctl start cluster`` skips running ones)."""
+def start_stopped_components(
+    toolchain: Toolchain, cluster: KwokCluster, timeout_s: float = 120.0
+) -> None:
+    """Start every component that is not running (``kwokctl start cluster`` skips running ones).
+
+    ``timeout_s`` bounds kwokctl's own wait (its default is 2 minutes).
+    """
     try:
-        run_kwokctl(toolchain, cluster.workdir, ["start", "cluster", "--name", cluster.name])
+        run_kwokctl(
+            toolchain,
+            cluster.workdir,
+            ["start", "cluster", "--name", cluster.name, "--timeout", f"{timeout_s:.0f}s"],
+            timeout=timeout_s + 30,
+        )
     except KwokctlError as err:
         raise ProcessError(
             f"could not start the stopped components of {cluster.name}: {err}"
