@@ -50,7 +50,8 @@ from blackstart.gameday_clusters import (
 )
 from blackstart.reports.html import format_duration, write_report
 from blackstart.reports.index import write_index
-from blackstart.reports.journal import Journal, JournalError, load_journal
+from blackstart.reports.journal import Journal, JournalError
+from blackstart.reports.journal_loading import load_journal
 from blackstart.reports.junit import write_junit
 from blackstart.reports.runs import ExperimentRun
 from blackstart.suite import Suite, SuiteEntry, chaos_var_arguments

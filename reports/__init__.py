@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from blackstart.reports.html import render_report, write_report
 from blackstart.reports.index import render_index, write_index
-from blackstart.reports.journal import Journal, JournalError, load_journal, parse_journal
+from blackstart.reports.journal import Journal, JournalError
+from blackstart.reports.journal_loading import load_journal, parse_journal
 from blackstart.reports.junit import junit_xml, write_junit
 from blackstart.reports.runs import ExperimentRun
 

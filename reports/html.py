@@ -26,13 +26,8 @@ from markupsafe import Markup
 
 from blackstart import __version__
 from blackstart.reports.charts import Chart, metric_charts, time_origin, timeline_chart
-from blackstart.reports.journal import (
-    ActivityResult,
-    Hypothesis,
-    Journal,
-    describe_tolerance,
-    summarize_value,
-)
+from blackstart.reports.journal import ActivityResult, Hypothesis, Journal
+from blackstart.reports.values import describe_tolerance, summarize_value
 
 __all__ = [
     "OUTCOME_LABELS",

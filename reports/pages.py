@@ -21,7 +21,8 @@ from pathlib import Path
 
 from blackstart.reports.html import write_report
 from blackstart.reports.index import write_index
-from blackstart.reports.journal import Journal, JournalError, load_journal
+from blackstart.reports.journal import Journal, JournalError
+from blackstart.reports.journal_loading import load_journal
 from blackstart.reports.junit import write_junit
 from blackstart.reports.runs import ExperimentRun
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from blackstart.reports.html import format_duration, render_report, write_report
-from blackstart.reports.journal import load_journal, parse_journal
+from blackstart.reports.journal_loading import load_journal, parse_journal
 
 JOURNALS = Path(__file__).resolve().parents[1] / "fixtures" / "journals"
 ALL = sorted(p.stem for p in JOURNALS.glob("*.json"))

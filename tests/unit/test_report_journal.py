@@ -9,13 +9,9 @@ from typing import Any
 
 import pytest
 
-from blackstart.reports.journal import (
-    JournalError,
-    describe_tolerance,
-    load_journal,
-    parse_journal,
-    summarize_value,
-)
+from blackstart.reports.journal import JournalError
+from blackstart.reports.journal_loading import load_journal, parse_journal
+from blackstart.reports.values import describe_tolerance, summarize_value
 
 JOURNALS = Path(__file__).resolve().parents[1] / "fixtures" / "journals"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from blackstart.reports.journal import load_journal
+from blackstart.reports.journal_loading import load_journal
 from blackstart.reports.junit import junit_xml, write_junit
 from blackstart.reports.runs import ExperimentRun
 
