@@ -88,12 +88,13 @@ def load_toml(text: str | None = None) -> dict[str, dict[str, object]]:
     return tomllib.loads(text)
 
 
-def load_pins(text: str | None = None, group: str | None = None) -> dict[str, Component]:
+def load_pins(text: str | None = None, group: str | None = "") -> dict[str, Component]:
     """Read the pinned versions (``toolchain.toml``, or ``text`` for tests).
 
-    ``group`` keeps only that group's components (None: every component). A
-    table with ``same_as = "<other>"`` takes the other table's version,
-    module, ldflags and staging version unless it sets them itself.
+    ``group`` keeps only that group's components ("": the toolchain blackstart
+    runs itself; None: every component). A table with ``same_as = "<other>"``
+    takes the other table's version, module, ldflags and staging version
+    unless it sets them itself.
     """
     data = load_toml(text)
     pins: dict[str, Component] = {}
