@@ -34,7 +34,6 @@ from blackstart.clusters.kind import (
     stop_apiserver_command,
     write_kind_config,
 )
-from blackstart.clusters.state import ClusterNotFound
 from blackstart.clusters.spec import (
     LARGE_SPEC,
     POOL_LABEL,
@@ -44,6 +43,7 @@ from blackstart.clusters.spec import (
     load_spec,
     parse_spec,
 )
+from blackstart.clusters.state import ClusterNotFound
 
 KIND_TYPES_GO = Path("/root/go/pkg/mod/sigs.k8s.io/kind@v0.29.0/pkg/apis/config/v1alpha4/types.go")
 
