@@ -48,8 +48,11 @@ from blackstart.clusters.toolchain import (
 Progress = Callable[[str], None]
 
 INPUTS_LABEL = "dev.blackstart.node-image.inputs"
+# A Debian shell image preloaded beside kubeadm's (the kube-proxy base, so it
+# costs no space): for probes and tests that need bash, getent and iptables.
+TOOLBOX_IMAGE = "docker.io/blackstart/toolbox:bookworm"
 # Bump when the recipe changes in a way the inputs do not show.
-RECIPE_FORMAT = "1"
+RECIPE_FORMAT = "2"
 ENTRYPOINT = '["/usr/local/bin/entrypoint", "/sbin/init"]'
 # systemd stops cleanly on SIGRTMIN+3 (docker stop / restart of a node).
 STOP_SIGNAL = "SIGRTMIN+3"
@@ -58,6 +61,7 @@ __all__ = [
     "NodeImageError",
     "NodeImageResult",
     "NodeImageSettings",
+    "TOOLBOX_IMAGE",
     "build_node_image",
     "check_image_names",
     "inputs_digest",
@@ -309,6 +313,7 @@ def _component_images(
             target = f"/usr/local/bin/{component}"
             layer = binary_layer(layers / f"{component}.tar", {target: source})
             images.append(ImageSpec(name, (layer,), entrypoint=(target,)))
+    images.append(ImageSpec(TOOLBOX_IMAGE, (proxy_base,), cmd=("/bin/bash",)))
     return images
 
 
