@@ -58,10 +58,10 @@ ENTRYPOINT = '["/usr/local/bin/entrypoint", "/sbin/init"]'
 STOP_SIGNAL = "SIGRTMIN+3"
 
 __all__ = [
+    "TOOLBOX_IMAGE",
     "NodeImageError",
     "NodeImageResult",
     "NodeImageSettings",
-    "TOOLBOX_IMAGE",
     "build_node_image",
     "check_image_names",
     "inputs_digest",
@@ -231,6 +231,11 @@ def build_node_image(
     docker = docker_binary()
     if not force and _image_label(docker, tag) == digest:
         return NodeImageResult(tag, True, time.monotonic() - started, _image_size(docker, tag))
+    if os.geteuid() != 0:
+        raise NodeImageError(
+            f"{tag} must be built (inputs {digest}) and that needs root (mmdebstrap, a private "
+            "containerd, file ownership): run `sudo blackstart toolchain node-image`"
+        )
     progress(f"[node-image] building {tag} (inputs {digest})")
     main = install(cache, progress=progress)
     node = install(cache, progress=progress, group=NODE_IMAGE_GROUP)
