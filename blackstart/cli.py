@@ -196,8 +196,13 @@ def engine_down(ctx: Context, force: bool) -> None:
 
 @toolchain.command("node-image")
 @click.option("--force", is_flag=True, help="Rebuild even when the cached image is current.")
+@click.option(
+    "--binaries-only",
+    is_flag=True,
+    help="Only build the node's Go binaries (no root needed); the image needs root.",
+)
 @pass_context
-def toolchain_node_image(ctx: Context, force: bool) -> None:
+def toolchain_node_image(ctx: Context, force: bool, binaries_only: bool) -> None:
     """Build the kind node image blackstart/kind-node:<version> offline (cached).
 
     Debian bookworm (mmdebstrap, from this machine's apt sources) with
@@ -211,7 +216,16 @@ def toolchain_node_image(ctx: Context, force: bool) -> None:
     """
     from blackstart.clusters.engine import EngineError
     from blackstart.clusters.node_image import NodeImageError, build_node_image
+    from blackstart.clusters.toolchain import NODE_IMAGE_GROUP
 
+    if binaries_only:
+        try:
+            built = install(ctx.cache, progress=_progress, group=NODE_IMAGE_GROUP)
+        except ToolchainError as err:
+            raise click.ClickException(str(err)) from err
+        for name in sorted(built.paths):
+            click.echo(f"{name:<24} {built.versions[name]:<10} {built.paths[name]}")
+        return
     try:
         result = build_node_image(ctx.cache, progress=_progress, force=force)
     except (NodeImageError, EngineError, ToolchainError) as err:
