@@ -14,6 +14,7 @@ output; :class:`blackstart.clusters.kind_provider.KindProvider` runs them.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,3 +133,64 @@ def process_state(status_text: str) -> str:
         if line.startswith("State:"):
             return line.split()[1]
     return "?"
+
+
+Runner = Callable[[Sequence[str], str], str]
+
+
+class NodeShell:
+    """Commands run in a kind node with ``docker exec``: containers, pids, signals, manifests.
+
+    ``run(argv, what)`` runs one command and returns its stdout, raising
+    :class:`ClusterError` (the provider's runner) on failure.
+    """
+
+    def __init__(self, docker: str, run: Runner) -> None:
+        self.docker = docker
+        self.run = run
+
+    def _exec(self, node: str, *argv: str) -> list[str]:
+        return node_exec(self.docker, node, *argv)
+
+    def park(self, node: str, component: str) -> bool:
+        """Park ``component``'s manifest; False when it was parked already."""
+        script = park_script(component)
+        out = self.run(self._exec(node, "sh", "-c", script), f"stopping {component}")
+        return "already" not in out
+
+    def unpark(self, node: str, component: str) -> bool:
+        """Move ``component``'s manifest back; False when it was not parked."""
+        out = self.run(
+            self._exec(node, "sh", "-c", unpark_script(component)), f"starting {component}"
+        )
+        return "restored" in out
+
+    def containers(self, node: str) -> list[Container]:
+        out = self.run(
+            self._exec(node, "crictl", "ps", "-a", "-o", "json"),
+            f"listing containers in {node}",
+        )
+        return parse_containers(out)
+
+    def pid(self, node: str, container: str) -> int:
+        out = self.run(
+            self._exec(node, "crictl", "inspect", container),
+            f"inspecting container {container} in {node}",
+        )
+        return parse_pid(out)
+
+    def stopped_by_signal(self, node: str, pid: int) -> bool:
+        out = self.run(self._exec(node, "cat", f"/proc/{pid}/status"), f"reading pid {pid}")
+        return process_state(out) == "T"
+
+    def parked(self, node: str) -> set[str]:
+        out = self.run(self._exec(node, "ls", "/etc/kubernetes"), f"listing {node}")
+        return {f.removesuffix(PARKED_SUFFIX) for f in out.split() if f.endswith(PARKED_SUFFIX)}
+
+    def signal(self, node: str, component: str, signal: str, required: bool = True) -> list[int]:
+        pids = [self.pid(node, c.id) for c in running_named(self.containers(node), component)]
+        if not pids and required:
+            raise ClusterError(f"{component} does not run in {node}: nothing to {signal}")
+        for pid in pids:
+            self.run(self._exec(node, "kill", f"-{signal}", str(pid)), f"{signal} {pid}")
+        return pids

@@ -83,6 +83,7 @@ class KindProvider:
         self.ready_timeout = ready_timeout
         self.command_timeout = command_timeout
         self.retain_on_failure = retain_on_failure
+        self.nodes = kc.NodeShell(docker_binary, self._run)
 
     # --- lifecycle ------------------------------------------------------------
     def up(
@@ -184,8 +185,8 @@ class KindProvider:
         nodes = self._node_states(name)
         statuses: list[ComponentStatus] = []
         cp_up = nodes.get(cp) == "running"
-        containers = self._cri_containers(cp) if cp_up else []
-        parked = self._parked(cp) if cp_up else set()
+        containers = self.nodes.containers(cp) if cp_up else []
+        parked = self.nodes.parked(cp) if cp_up else set()
         for component in CONTROL_PLANE_COMPONENTS:
             endpoint = (
                 state.apiserver_url
@@ -195,8 +196,8 @@ class KindProvider:
             running = kc.newest(kc.running_named(containers, component), component)
             pid, current = None, "stopped"
             if running is not None and component not in parked:
-                pid = self._pid(cp, running.id)
-                current = "hung" if self._stopped_by_signal(cp, pid) else "running"
+                pid = self.nodes.pid(cp, running.id)
+                current = "hung" if self.nodes.stopped_by_signal(cp, pid) else "running"
             healthy = current == "running" and (
                 component != "kube-apiserver" or self._readyz(state)
             )
@@ -228,28 +229,15 @@ class KindProvider:
                 return False
             state.extra["coredns_replicas"] = replicas
             state.save()
-            self._kctl(state, "-n", "kube-system", "scale", "deployment/coredns", "--replicas=0")
-            self._kctl(
-                state,
-                "-n",
-                "kube-system",
-                "wait",
-                "--for=delete",
-                "pod",
-                "-l",
-                "k8s-app=kube-dns",
-                f"--timeout={int(self.ready_timeout)}s",
-            )
+            self._system(state, "scale", "deployment/coredns", "--replicas=0")
+            timeout = f"--timeout={int(self.ready_timeout)}s"
+            self._system(state, "wait", "--for=delete", "pod", "-l", "k8s-app=kube-dns", timeout)
             return True
         cp = self._cp(state)
-        out = self._run(
-            kc.node_exec(self.docker, cp, "sh", "-c", kc.park_script(component)),
-            f"stopping {component} of {name!r}",
-        )
-        if "already" in out:
+        if not self.nodes.park(cp, component):
             return False
         self._until(
-            lambda: not kc.running_named(self._cri_containers(cp), component),
+            lambda: not kc.running_named(self.nodes.containers(cp), component),
             f"{component} of {name!r} to stop",
             timeout=90.0 + grace,
         )
@@ -261,27 +249,14 @@ class KindProvider:
         state = load_state(name, self.cache)
         if component == kc.COREDNS:
             replicas = int(str(state.extra.get("coredns_replicas", 2)))
-            self._kctl(
-                state, "-n", "kube-system", "scale", "deployment/coredns", f"--replicas={replicas}"
-            )
-            self._kctl(
-                state,
-                "-n",
-                "kube-system",
-                "rollout",
-                "status",
-                "deployment/coredns",
-                f"--timeout={int(self.ready_timeout)}s",
-            )
+            self._system(state, "scale", "deployment/coredns", f"--replicas={replicas}")
+            self._coredns_rollout(state)
             return
         cp = self._cp(state)
-        self._signal(cp, component, "CONT", required=False)
-        self._run(
-            kc.node_exec(self.docker, cp, "sh", "-c", kc.unpark_script(component)),
-            f"starting {component} of {name!r}",
-        )
+        self.nodes.signal(cp, component, "CONT", required=False)
+        self.nodes.unpark(cp, component)
         self._until(
-            lambda: bool(kc.running_named(self._cri_containers(cp), component)),
+            lambda: bool(kc.running_named(self.nodes.containers(cp), component)),
             f"{component} of {name!r} to run",
             timeout=120.0,
         )
@@ -301,16 +276,8 @@ class KindProvider:
     def restart_coredns(self, name: str) -> None:
         """Roll the CoreDNS Deployment (new pods) and wait until the roll-out is done."""
         state = load_state(name, self.cache)
-        self._kctl(state, "-n", "kube-system", "rollout", "restart", "deployment/coredns")
-        self._kctl(
-            state,
-            "-n",
-            "kube-system",
-            "rollout",
-            "status",
-            "deployment/coredns",
-            f"--timeout={int(self.ready_timeout)}s",
-        )
+        self._system(state, "rollout", "restart", "deployment/coredns")
+        self._coredns_rollout(state)
 
     # --- nodes ------------------------------------------------------------------
     def reboot_node(self, name: str, node: str) -> str:
@@ -386,20 +353,9 @@ class KindProvider:
         deadline = time.monotonic() + self.ready_timeout
         while True:
             try:
-                self._run(
-                    [
-                        self.kubectl,
-                        "--kubeconfig",
-                        state.kubeconfig,
-                        "wait",
-                        "--for=condition=Ready",
-                        kind,
-                        *selector,
-                        "--timeout=30s",
-                    ],
-                    f"waiting for {kind}s of {state.name!r} to be Ready",
-                    60.0,
-                )
+                argv = [self.kubectl, "--kubeconfig", state.kubeconfig, "wait"]
+                argv += ["--for=condition=Ready", kind, *selector, "--timeout=30s"]
+                self._run(argv, f"waiting for {kind}s of {state.name!r} to be Ready", 60.0)
                 return
             except KindError as err:
                 if time.monotonic() > deadline:
@@ -419,34 +375,16 @@ class KindProvider:
     def _clusters(self) -> list[str]:
         return self._run([self.kind, "get", "clusters"], "listing kind clusters").split()
 
+    def _docker_ps(self, name: str, template: str) -> str:
+        label = f"label={CLUSTER_LABEL}={name}"
+        argv = [self.docker, "ps", "-a", "--filter", label, "--format", template]
+        return self._run(argv, "listing node containers")
+
     def _containers(self, name: str) -> list[str]:
-        out = self._run(
-            [
-                self.docker,
-                "ps",
-                "-a",
-                "--filter",
-                f"label={CLUSTER_LABEL}={name}",
-                "--format",
-                "{{.Names}}",
-            ],
-            "listing node containers",
-        )
-        return sorted(out.split())
+        return sorted(self._docker_ps(name, "{{.Names}}").split())
 
     def _node_states(self, name: str) -> dict[str, str]:
-        out = self._run(
-            [
-                self.docker,
-                "ps",
-                "-a",
-                "--filter",
-                f"label={CLUSTER_LABEL}={name}",
-                "--format",
-                "{{.Names}} {{.State}}",
-            ],
-            "listing node containers",
-        )
+        out = self._docker_ps(name, "{{.Names}} {{.State}}")
         return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
 
     def _cp(self, state: ClusterState) -> str:
@@ -456,44 +394,6 @@ class KindProvider:
         node_map: dict[str, str] = dict(state.extra.get("node_map", {}))  # type: ignore[call-overload]
         return resolve_kind_node(node, state.name, node_map)
 
-    def _cri_containers(self, node: str) -> list[kc.Container]:
-        out = self._run(
-            kc.node_exec(self.docker, node, "crictl", "ps", "-a", "-o", "json"),
-            f"listing containers in {node}",
-        )
-        return kc.parse_containers(out)
-
-    def _pid(self, node: str, container: str) -> int:
-        out = self._run(
-            kc.node_exec(self.docker, node, "crictl", "inspect", container),
-            f"inspecting container {container} in {node}",
-        )
-        return kc.parse_pid(out)
-
-    def _stopped_by_signal(self, node: str, pid: int) -> bool:
-        out = self._run(
-            kc.node_exec(self.docker, node, "cat", f"/proc/{pid}/status"), f"reading pid {pid}"
-        )
-        return kc.process_state(out) == "T"
-
-    def _parked(self, node: str) -> set[str]:
-        out = self._run(kc.node_exec(self.docker, node, "ls", "/etc/kubernetes"), f"listing {node}")
-        return {
-            f.removesuffix(kc.PARKED_SUFFIX) for f in out.split() if f.endswith(kc.PARKED_SUFFIX)
-        }
-
-    def _signal(self, node: str, component: str, signal: str, required: bool = True) -> list[int]:
-        pids = [
-            self._pid(node, c.id) for c in kc.running_named(self._cri_containers(node), component)
-        ]
-        if not pids and required:
-            raise ClusterError(f"{component} does not run in {node}: nothing to {signal}")
-        for pid in pids:
-            self._run(
-                kc.node_exec(self.docker, node, "kill", f"-{signal}", str(pid)), f"{signal} {pid}"
-            )
-        return pids
-
     def _signal_component(self, name: str, component: str, signal: str) -> int:
         state = load_state(name, self.cache)
         nodes = (
@@ -501,53 +401,36 @@ class KindProvider:
             if component == kc.COREDNS
             else [self._cp(state)]
         )
-        pids = [pid for node in nodes for pid in self._signal(node, component, signal, False)]
+        pids = [pid for node in nodes for pid in self.nodes.signal(node, component, signal, False)]
         if not pids:
             raise ClusterError(f"{component} does not run in kind cluster {name!r}")
         return pids[0]
 
     def _readyz(self, state: ClusterState) -> bool:
         try:
-            self._run(
-                [
-                    self.kubectl,
-                    "--kubeconfig",
-                    state.kubeconfig,
-                    "get",
-                    "--raw",
-                    "/readyz",
-                    "--request-timeout=5s",
-                ],
-                "reading /readyz",
-                15.0,
-            )
+            argv = [self.kubectl, "--kubeconfig", state.kubeconfig, "get", "--raw", "/readyz"]
+            self._run([*argv, "--request-timeout=5s"], "reading /readyz", 15.0)
         except KindError:
             return False
         return True
 
+    def _coredns_rollout(self, state: ClusterState) -> None:
+        timeout = f"--timeout={int(self.ready_timeout)}s"
+        self._system(state, "rollout", "status", "deployment/coredns", timeout)
+
+    def _system(self, state: ClusterState, *args: str) -> str:
+        """kubectl in kube-system."""
+        return self._kctl(state, "-n", "kube-system", *args)
+
     def _coredns_replicas(self, state: ClusterState) -> int:
-        out = self._kctl(
-            state,
-            "-n",
-            "kube-system",
-            "get",
-            "deployment/coredns",
-            "-o",
-            "jsonpath={.spec.replicas}",
-        )
+        out = self._system(state, "get", "deployment/coredns", "-o", "jsonpath={.spec.replicas}")
         return int(out.strip() or 0)
 
     def _coredns_status(self, state: ClusterState) -> ComponentStatus:
         try:
-            out = self._kctl(
-                state,
-                "-n",
-                "kube-system",
-                "get",
-                "deployment/coredns",
-                "-o",
-                "jsonpath={.status.readyReplicas}/{.spec.replicas}",
-                "--request-timeout=5s",
+            path = "jsonpath={.status.readyReplicas}/{.spec.replicas}"
+            out = self._system(
+                state, "get", "deployment/coredns", "-o", path, "--request-timeout=5s"
             )
         except KindError as err:
             return ComponentStatus(
@@ -556,14 +439,10 @@ class KindProvider:
         ready, _, wanted = out.strip().partition("/")
         ready_n, wanted_n = int(ready or 0), int(wanted or 0)
         current = "stopped" if wanted_n == 0 else "running"
-        return ComponentStatus(
-            kc.COREDNS,
-            None,
-            "kube-system/coredns (Service kube-dns)",
-            current,
-            wanted_n > 0 and ready_n == wanted_n,
-            f"{ready_n}/{wanted_n} pods ready",
-        )
+        healthy = wanted_n > 0 and ready_n == wanted_n
+        endpoint = "kube-system/coredns (Service kube-dns)"
+        detail = f"{ready_n}/{wanted_n} pods ready"
+        return ComponentStatus(kc.COREDNS, None, endpoint, current, healthy, detail)
 
 
 def _server_of(kubeconfig: Path) -> str:
