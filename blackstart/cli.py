@@ -135,8 +135,13 @@ def engine() -> None:
 
 
 @engine.command("up")
+@click.option(
+    "--confine",
+    is_flag=True,
+    help="Also install the egress firewall on an engine blackstart did not start (CI runners).",
+)
 @pass_context
-def engine_up(ctx: Context) -> None:
+def engine_up(ctx: Context, confine: bool) -> None:
     """Use the Docker engine that answers, or start Debian's dockerd (needs root).
 
     A started dockerd keeps its data and log under the cache folder, gets
@@ -148,7 +153,7 @@ def engine_up(ctx: Context) -> None:
     from blackstart.clusters.firewall import FirewallError
 
     try:
-        status = ensure_engine(ctx.cache, progress=_progress)
+        status = ensure_engine(ctx.cache, progress=_progress, confine=confine)
     except (EngineError, FirewallError) as err:
         raise click.ClickException(str(err)) from err
     owner = "started by blackstart" if status.owned else "not started by blackstart, used as is"
@@ -172,11 +177,12 @@ def engine_status_cmd(ctx: Context) -> None:
     if status.owned:
         click.echo(f"runtime   {status.runtime}")
         click.echo(f"log       {status.log}")
-        try:
-            check_rules(engine_running=True)
-            click.echo("firewall  container egress confined to this machine")
-        except FirewallError as err:
-            click.echo(f"firewall  BROKEN: {err}")
+    try:
+        check_rules(engine_running=True)
+        click.echo("firewall  container egress confined to this machine")
+    except FirewallError as err:
+        click.echo(f"firewall  {'BROKEN' if status.owned else 'not installed'}: {err}")
+        if status.owned:
             sys.exit(1)
 
 

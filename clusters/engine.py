@@ -209,16 +209,26 @@ def engine_status(cache: Path) -> EngineStatus:
     )
 
 
-def ensure_engine(cache: Path, progress: Progress = print, timeout: float = 60.0) -> EngineStatus:
+def ensure_engine(
+    cache: Path, progress: Progress = print, timeout: float = 60.0, confine: bool = False
+) -> EngineStatus:
     """An engine that answers: the one already there, or dockerd started now (see module doc).
 
-    Raises :class:`EngineError` naming what is missing (root, dockerd,
-    iptables) or pointing at dockerd's log when it does not come up.
+    An engine blackstart starts always gets the egress firewall; one already
+    there gets it only with ``confine`` (a CI runner: its containers then
+    cannot reach the internet either). Raises :class:`EngineError` naming
+    what is missing (root, dockerd, iptables) or pointing at dockerd's log
+    when it does not come up.
     """
     version = server_version()
     if version is not None:
         status = engine_status(cache)
-        if status.owned:
+        if confine and not status.owned:
+            if os.geteuid() != 0:
+                raise EngineError("confining an engine's containers needs root: use sudo")
+            firewall.install_rules()
+            progress("[engine] egress firewall installed on the engine that was running")
+        if status.owned or confine:
             firewall.check_rules(engine_running=True)
         return status
     if os.geteuid() != 0:
