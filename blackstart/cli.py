@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from blackstart import __version__
-from blackstart.clusters.kind import KindError, KindProvider
+from blackstart.clusters.kind_provider import KindProvider
 from blackstart.clusters.local.provider import LocalProvider
 from blackstart.clusters.processes import ProcessError
 from blackstart.clusters.provider import ClusterError
@@ -21,12 +21,15 @@ from blackstart.clusters.state import (
     DEFAULT_CLUSTER,
     ClusterNotFound,
     list_states,
+    load_state,
     state_dir_for,
 )
 from blackstart.clusters.toolchain import ToolchainError, install, resolve
 from blackstart.paths import BIN_DIR_ENV, CACHE_DIR_ENV
 from blackstart.paths import cache_dir as resolve_cache_dir
 from blackstart.rescue.cli import rescue_group, xid_group
+
+KIND_DEFAULT_SPEC = "kind-gpu.yaml"
 
 
 def _progress(message: str) -> None:
@@ -125,6 +128,118 @@ def toolchain_status(ctx: Context, bin_dir: str | None) -> None:
         sys.exit(1)
 
 
+# --------------------------------------------------------------------- engine
+@main.group()
+def engine() -> None:
+    """The Docker engine kind clusters run on (started here when none answers)."""
+
+
+@engine.command("up")
+@click.option(
+    "--confine",
+    is_flag=True,
+    help="Also install the egress firewall on an engine blackstart did not start (CI runners).",
+)
+@pass_context
+def engine_up(ctx: Context, confine: bool) -> None:
+    """Use the Docker engine that answers, or start Debian's dockerd (needs root).
+
+    A started dockerd keeps its data and log under the cache folder, gets
+    the egress firewall (no packet from a container leaves this machine)
+    before it starts, and a runtime that drops capabilities the host cannot
+    grant when the capability bounding set lacks some.
+    """
+    from blackstart.clusters.engine import EngineError, ensure_engine
+    from blackstart.clusters.firewall import FirewallError
+
+    try:
+        status = ensure_engine(ctx.cache, progress=_progress, confine=confine)
+    except (EngineError, FirewallError) as err:
+        raise click.ClickException(str(err)) from err
+    owner = "started by blackstart" if status.owned else "not started by blackstart, used as is"
+    click.echo(f"docker engine {status.version} answers ({owner})")
+
+
+@engine.command("status")
+@pass_context
+def engine_status_cmd(ctx: Context) -> None:
+    """Show whether an engine answers, who started it, its runtime and firewall; exit 1 if none."""
+    from blackstart.clusters.engine import engine_status
+    from blackstart.clusters.firewall import FirewallError, check_rules
+
+    status = engine_status(ctx.cache)
+    if not status.answers:
+        click.echo("no Docker engine answers (start one with `blackstart engine up`)")
+        sys.exit(1)
+    click.echo(f"version   {status.version}")
+    owner = f"blackstart (pid {status.pid})" if status.owned else "not blackstart"
+    click.echo(f"owner     {owner}")
+    if status.owned:
+        click.echo(f"runtime   {status.runtime}")
+        click.echo(f"log       {status.log}")
+    try:
+        check_rules(engine_running=True)
+        click.echo("firewall  container egress confined to this machine")
+    except FirewallError as err:
+        click.echo(f"firewall  {'BROKEN' if status.owned else 'not installed'}: {err}")
+        if status.owned:
+            sys.exit(1)
+
+
+@engine.command("down")
+@click.option("--force", is_flag=True, help="Stop it even while containers run (they die).")
+@pass_context
+def engine_down(ctx: Context, force: bool) -> None:
+    """Stop the dockerd blackstart started; an engine it did not start is never stopped."""
+    from blackstart.clusters.engine import EngineError, stop_engine
+
+    try:
+        stopped = stop_engine(ctx.cache, progress=_progress, force=force)
+    except EngineError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo("dockerd stopped" if stopped else "no engine started by blackstart runs")
+
+
+@toolchain.command("node-image")
+@click.option("--force", is_flag=True, help="Rebuild even when the cached image is current.")
+@click.option(
+    "--binaries-only",
+    is_flag=True,
+    help="Only build the node's Go binaries (no root needed); the image needs root.",
+)
+@pass_context
+def toolchain_node_image(ctx: Context, force: bool, binaries_only: bool) -> None:
+    """Build the kind node image blackstart/kind-node:<version> offline (cached).
+
+    Debian bookworm (mmdebstrap, from this machine's apt sources) with
+    systemd, containerd, runc and the CNI plugins; kubelet, kubeadm, kubectl
+    and crictl built from their Go modules; and, preloaded in the node's
+    containerd, every image kubeadm names (kube-apiserver, etcd, CoreDNS,
+    pause, ...) assembled from locally built binaries. Nothing is pulled.
+    Starts the Docker engine when none answers. Rebuilt only when a pin in
+    clusters/toolchain.toml or a node file changes; a cold build takes about
+    15 minutes on 2 cores (most of it Go), a warm check seconds.
+    """
+    from blackstart.clusters.engine import EngineError
+    from blackstart.clusters.node_image import NodeImageError, build_node_image
+    from blackstart.clusters.toolchain import NODE_IMAGE_GROUP
+
+    if binaries_only:
+        try:
+            built = install(ctx.cache, progress=_progress, group=NODE_IMAGE_GROUP)
+        except ToolchainError as err:
+            raise click.ClickException(str(err)) from err
+        for name in sorted(built.paths):
+            click.echo(f"{name:<24} {built.versions[name]:<10} {built.paths[name]}")
+        return
+    try:
+        result = build_node_image(ctx.cache, progress=_progress, force=force)
+    except (NodeImageError, EngineError, ToolchainError) as err:
+        raise click.ClickException(str(err)) from err
+    how = "cached, inputs unchanged" if result.cached else f"built in {result.seconds:.0f} s"
+    click.echo(f"{result.tag} ({how}, {result.size_bytes / 2**20:.0f} MiB)")
+
+
 # -------------------------------------------------------------------- cluster
 @main.group()
 def cluster() -> None:
@@ -146,7 +261,8 @@ def _local(ctx: Context, bin_dir: str | None = None) -> LocalProvider:
     "--spec",
     "spec_path",
     default=None,
-    help="Cluster spec file (default: the packaged clusters/gpu-fleet.yaml).",
+    help="Cluster spec file (default: the packaged clusters/gpu-fleet.yaml, or "
+    "clusters/kind-gpu.yaml with --provider kind).",
 )
 @CLUSTER_NAME
 @click.option(
@@ -188,12 +304,14 @@ def cluster_up(
     bin_dir: str | None,
 ) -> None:
     """Bring up a GPU fleet from a spec and wait until every node is Ready."""
+    if provider == "kind" and spec_path is None:
+        spec_path = KIND_DEFAULT_SPEC
     try:
         spec = load_spec(spec_path)
     except SpecError as err:
         raise click.ClickException(str(err)) from err
     if provider == "kind":
-        _kind_up(ctx, spec, name, bin_dir)
+        _kind_up(ctx, spec, name, timeout)
         return
     local = _local(ctx, bin_dir)
     try:
@@ -208,18 +326,34 @@ def cluster_up(
     _print_status(local, name)
 
 
-def _kind_up(ctx: Context, spec: ClusterSpec, name: str, bin_dir: str | None) -> None:
-    # Needs a Docker engine: not exercised on machines without one (see README).
-    tc, _ = resolve(ctx.cache, bin_dir)
-    provider = KindProvider(
-        kind_binary=str(tc.paths.get("kind", "kind")),
-        kubectl_binary=str(tc.paths.get("kubectl", "kubectl")),
-    )
+def _kind_up(ctx: Context, spec: ClusterSpec, name: str, timeout: float) -> None:
+    from blackstart.clusters.engine import EngineError
+    from blackstart.clusters.kind_provider import KindProvider
+
+    provider = KindProvider(ctx.cache, progress=_progress, ready_timeout=timeout)
     try:
-        plan = provider.up(spec, name, state_dir_for(name, ctx.cache))
-    except KindError as err:
+        provider.up(spec, name)
+    except (ClusterError, EngineError) as err:
         raise click.ClickException(str(err)) from err
-    click.echo(f"kind cluster {name} is up; kubeconfig {plan.kubeconfig_path}")
+    _print_kind_status(provider, name)
+
+
+def _print_kind_status(provider: KindProvider, name: str) -> bool:
+    state = load_state(name, provider.cache)
+    statuses = provider.status(name)
+    click.echo(
+        f"cluster     {state.name} (provider kind, {state.nodes} nodes, spec {state.spec_path})"
+    )
+    click.echo(f"kubeconfig  {state.kubeconfig} (context {state.context})")
+    click.echo(f"apiserver   {state.apiserver_url}")
+    click.echo(f"node image  {state.extra.get('node_image', '')}")
+    click.echo(f"kernel logs {state.kernel_log_dir}")
+    click.echo("")
+    click.echo(f"{'COMPONENT':<32} {'PID':>8}  {'STATE':<8} {'HEALTH':<7} ENDPOINT")
+    for s in statuses:
+        health = "ok" if s.healthy else "FAIL"
+        click.echo(f"{s.name:<32} {s.pid or '-':>8}  {s.state:<8} {health:<7} {s.endpoint}")
+    return all(s.healthy for s in statuses)
 
 
 def _print_status(local: LocalProvider, name: str) -> bool:
@@ -251,6 +385,21 @@ def cluster_status(ctx: Context, name: str, as_json: bool) -> None:
 
     Exits 1 when any component is unhealthy.
     """
+    if _provider_of(ctx, name) == "kind":
+        kind = KindProvider(ctx.cache, progress=_progress)
+        try:
+            if as_json:
+                from dataclasses import asdict
+
+                data = asdict(load_state(name, ctx.cache))
+                data["components"] = [asdict(s) for s in kind.status(name)]
+                click.echo(json.dumps(data, indent=2))
+                return
+            if not _print_kind_status(kind, name):
+                sys.exit(1)
+        except ClusterError as err:
+            raise click.ClickException(str(err)) from err
+        return
     local = LocalProvider(ctx.cache, resolve(ctx.cache)[0], progress=_progress)
     try:
         if as_json:
@@ -273,13 +422,12 @@ def cluster_status(ctx: Context, name: str, as_json: bool) -> None:
 @pass_context
 def cluster_down(ctx: Context, name: str) -> None:
     """Stop every process of the cluster and delete its state; leaves nothing running."""
-    kind_map = state_dir_for(name, ctx.cache) / "kind-nodes.json"
-    if kind_map.exists():
+    if _provider_of(ctx, name) == "kind":
         try:
-            KindProvider().down(name)
-        except KindError as err:
+            removed = KindProvider(ctx.cache, progress=_progress).down(name)
+        except ClusterError as err:
             raise click.ClickException(str(err)) from err
-        click.echo(f"kind cluster {name} deleted")
+        click.echo(f"kind cluster {name} deleted; removed: {', '.join(removed) or 'nothing left'}")
         return
     local = LocalProvider(ctx.cache, resolve(ctx.cache)[0], progress=_progress)
     try:
@@ -287,6 +435,15 @@ def cluster_down(ctx: Context, name: str) -> None:
     except ClusterError as err:
         raise click.ClickException(str(err)) from err
     click.echo(f"cluster {name} deleted; stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+def _provider_of(ctx: Context, name: str) -> str:
+    """The provider that made cluster ``name`` (its saved state; kind if only kind files remain)."""
+    try:
+        return load_state(name, ctx.cache).provider
+    except ClusterNotFound:
+        kind_map = state_dir_for(name, ctx.cache) / "kind-nodes.json"
+        return "kind" if kind_map.exists() else "local"
 
 
 @cluster.command("list")

@@ -45,6 +45,7 @@ from typing import Any
 
 import yaml
 
+from blackstart.clusters.provider import ClusterError
 from blackstart.clusters.spec import STANDBY_LABEL, ClusterSpec, NodeSpec
 
 __all__ = [
@@ -56,8 +57,6 @@ __all__ = [
     "KindError",
     "KindNode",
     "KindPlan",
-    "KindProvider",
-    "KindStatus",
     "NodeFixup",
     "kind_config",
     "kind_config_schema",
@@ -137,7 +136,7 @@ _INSTALL_HINTS = {
 }
 
 
-class KindError(RuntimeError):
+class KindError(ClusterError):
     """A kind cluster could not be planned, created, changed or removed.
 
     The message names the command that failed (or the field that was wrong)
@@ -317,7 +316,8 @@ class KindPlan:
             "kind": "Cluster",
             "apiVersion": KIND_API_VERSION,
             "name": self.cluster,
-            "networking": {"serviceSubnet": self.service_cidr},
+            # The API server is published on loopback only.
+            "networking": {"serviceSubnet": self.service_cidr, "apiServerAddress": "127.0.0.1"},
             "nodes": nodes,
         }
 
@@ -585,211 +585,11 @@ def _run(args: Sequence[str], *, what: str, timeout: float) -> str:
 # --- the provider -----------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class KindStatus:
-    """What kind reports about one cluster."""
+def __getattr__(name: str) -> Any:
+    # KindProvider lives in kind_provider.py (which imports this module);
+    # older imports of blackstart.clusters.kind.KindProvider still work.
+    if name == "KindProvider":
+        from blackstart.clusters.kind_provider import KindProvider
 
-    name: str
-    exists: bool
-    nodes: tuple[str, ...] = ()
-    kubeconfig: Path | None = None
-
-
-@dataclass(frozen=True)
-class _Known:
-    """What the provider remembers of a cluster it brought up or attached."""
-
-    node_map: dict[str, str]
-    kubeconfig: Path
-    kind: str
-
-
-class KindProvider:
-    """Create, inspect, break and remove kind clusters built from cluster specs.
-
-    Every method runs ``kind``, ``kubectl`` or ``docker`` and needs a working
-    Docker engine; none of them can run where there is none (use the local
-    provider there). Failures raise :class:`KindError` naming the command
-    and its stderr. The binaries given here are used unless :meth:`up` is
-    given others, which are then remembered for that cluster.
-    """
-
-    def __init__(
-        self,
-        *,
-        kind_binary: str = "kind",
-        kubectl_binary: str = "kubectl",
-        docker_binary: str = "docker",
-        node_image: str | None = None,
-        wait: str = DEFAULT_WAIT,
-        create_timeout: float = 3600.0,
-        command_timeout: float = 120.0,
-        retain_on_failure: bool = False,
-    ) -> None:
-        self.kind_binary = kind_binary
-        self.kubectl_binary = kubectl_binary
-        self.docker_binary = docker_binary
-        self.node_image = node_image
-        self.wait = wait
-        self.create_timeout = create_timeout
-        self.command_timeout = command_timeout
-        self.retain_on_failure = retain_on_failure
-        self._known: dict[str, _Known] = {}
-
-    def up(
-        self,
-        spec: ClusterSpec,
-        name: str,
-        state_dir: str | os.PathLike[str],
-        kind_binary: str | None = None,
-        kubectl_binary: str | None = None,
-    ) -> KindPlan:
-        """Create kind cluster ``name`` from ``spec``; return its plan.
-
-        Writes the config, node map and kernel-log files into ``state_dir``,
-        runs ``kind create cluster --wait``, waits for every node to be
-        Ready, then labels, taints and cordons workers as
-        :func:`post_create_fixups` says. The kubeconfig is
-        ``<state_dir>/kubeconfig``. When a step after creation fails the
-        cluster is deleted (unless ``retain_on_failure``) and the error is
-        raised. Needs Docker; cannot run without a Docker engine.
-        """
-        kind = kind_binary or self.kind_binary
-        kubectl = kubectl_binary or self.kubectl_binary
-        plan = plan_kind_cluster(spec, name, state_dir, node_image=self.node_image)
-        write_kind_config(plan)
-        _run(
-            kind_create_command(plan, kind, self.wait),
-            what=f"creating kind cluster {name!r}",
-            timeout=self.create_timeout,
-        )
-        self._known[name] = _Known(plan.node_map(), plan.kubeconfig_path, kind)
-        try:
-            _run(
-                wait_nodes_ready_command(plan, kubectl, self.wait),
-                what=f"waiting for the nodes of kind cluster {name!r} to be Ready",
-                timeout=self.create_timeout,
-            )
-            for command in post_create_commands(plan, kubectl):
-                _run(
-                    command,
-                    what=f"setting up the nodes of kind cluster {name!r}",
-                    timeout=self.command_timeout,
-                )
-        except KindError:
-            if not self.retain_on_failure:
-                self.down(name)
-            raise
-        return plan
-
-    def attach(self, name: str, state_dir: str | os.PathLike[str]) -> None:
-        """Remember cluster ``name``, made by an earlier :meth:`up` with files in ``state_dir``.
-
-        After this, :meth:`reboot_node` accepts spec node names for it.
-        """
-        state = Path(state_dir).expanduser().resolve()
-        self._known[name] = _Known(read_node_map(state), state / KUBECONFIG_FILE, self.kind_binary)
-
-    def down(self, name: str) -> None:
-        """Delete kind cluster ``name`` and its node containers (``kind delete cluster``).
-
-        Deleting a cluster that does not exist succeeds. Needs Docker.
-        """
-        known = self._known.get(name)
-        command = [known.kind if known else self.kind_binary, "delete", "cluster", "--name", name]
-        if known:
-            command += ["--kubeconfig", str(known.kubeconfig)]
-        _run(command, what=f"deleting kind cluster {name!r}", timeout=self.command_timeout * 5)
-        self._known.pop(name, None)
-
-    def status(self, name: str) -> KindStatus:
-        """Whether kind cluster ``name`` exists, and its node containers. Needs Docker."""
-        known = self._known.get(name)
-        kind = known.kind if known else self.kind_binary
-        clusters = _run(
-            [kind, "get", "clusters"], what="listing kind clusters", timeout=self.command_timeout
-        ).split()
-        if name not in clusters:
-            return KindStatus(name=name, exists=False)
-        nodes = _run(
-            [kind, "get", "nodes", "--name", name],
-            what=f"listing the nodes of kind cluster {name!r}",
-            timeout=self.command_timeout,
-        ).split()
-        return KindStatus(
-            name=name,
-            exists=True,
-            nodes=tuple(nodes),
-            kubeconfig=known.kubeconfig if known else None,
-        )
-
-    def reboot_node(self, node: str, name: str | None = None) -> str:
-        """Restart a kind node's container (``docker restart``); return the kind node name.
-
-        ``node`` is a kind node name (``<cluster>-worker3``) or a spec node
-        name (``gpu-2``) of a cluster this provider brought up or attached;
-        ``name`` picks the cluster when several are known. The node goes
-        NotReady and comes back with its kubelet; its kernel-log file stays.
-        Needs Docker.
-        """
-        container = self._resolve_node(node, name)
-        _run(
-            [self.docker_binary, "restart", container],
-            what=f"rebooting kind node {container!r}",
-            timeout=self.command_timeout,
-        )
-        return container
-
-    def stop_apiserver(self, name: str) -> None:
-        """Stop the API server of kind cluster ``name`` by parking its static-pod manifest.
-
-        The manifest moves from :data:`APISERVER_MANIFEST` to
-        :data:`APISERVER_PARKED` inside the control-plane container; kubelet
-        stops the pod within its file-check period (about 20 s). Nodes and
-        workloads keep running. Undo with :meth:`start_apiserver`. Needs Docker.
-        """
-        _run(
-            stop_apiserver_command(name, self.docker_binary),
-            what=f"stopping the API server of kind cluster {name!r}",
-            timeout=self.command_timeout,
-        )
-
-    def start_apiserver(self, name: str) -> None:
-        """Start the API server of kind cluster ``name`` again (undoes :meth:`stop_apiserver`).
-
-        Safe to call when it was never stopped. Needs Docker.
-        """
-        _run(
-            start_apiserver_command(name, self.docker_binary),
-            what=f"starting the API server of kind cluster {name!r}",
-            timeout=self.command_timeout,
-        )
-
-    def _resolve_node(self, node: str, name: str | None) -> str:
-        if name is not None:
-            known = self._known.get(name)
-            if known is None:
-                if node.startswith(f"{name}-"):
-                    return node
-                raise KindError(
-                    f"kind cluster {name!r} is unknown to this provider: call up() or "
-                    f"attach({name!r}, state_dir) first, or pass the kind node name"
-                )
-            return resolve_kind_node(node, name, known.node_map)
-        matches = set()
-        for cluster, known in self._known.items():
-            try:
-                matches.add(resolve_kind_node(node, cluster, known.node_map))
-            except KindError:
-                continue
-        if len(matches) == 1:
-            return matches.pop()
-        if matches:
-            raise KindError(
-                f"node {node!r} is in several kind clusters ({', '.join(sorted(self._known))}); "
-                "pass the cluster name"
-            )
-        raise KindError(
-            f"node {node!r} is not a node of any kind cluster this provider knows "
-            f"({', '.join(sorted(self._known)) or 'none'}); call up() or attach() first"
-        )
+        return KindProvider
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from blackstart.paths import BIN_DIR_ENV, toolchain_dir
 
@@ -53,6 +54,9 @@ class Component:
     mirror_path: str = ""
     apt_package: str = ""
     system_path: str = ""
+    #: "" for the binaries blackstart runs itself; "node-image" for what only
+    #: the kind node image holds (kept apart: an etcd of another version).
+    group: str = ""
 
     @property
     def cache_folder(self) -> str:
@@ -72,13 +76,39 @@ def go_arch() -> str:
     return {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(machine, machine)
 
 
-def load_pins(text: str | None = None) -> dict[str, Component]:
-    """Read the pinned versions (``toolchain.toml``, or ``text`` for tests)."""
+#: Tables of toolchain.toml that hold settings, not binaries.
+SETTINGS_TABLES = ("node-image",)
+NODE_IMAGE_GROUP = "node-image"
+
+
+def load_toml(text: str | None = None) -> dict[str, dict[str, object]]:
+    """``toolchain.toml`` (or ``text`` for tests) as a mapping of its tables."""
     if text is None:
         text = resources.files("blackstart.clusters").joinpath("toolchain.toml").read_text()
-    data = tomllib.loads(text)
+    return tomllib.loads(text)
+
+
+def load_pins(text: str | None = None, group: str | None = "") -> dict[str, Component]:
+    """Read the pinned versions (``toolchain.toml``, or ``text`` for tests).
+
+    ``group`` keeps only that group's components ("": the toolchain blackstart
+    runs itself; None: every component). A table with ``same_as = "<other>"``
+    takes the other table's version, module, ldflags and staging version
+    unless it sets them itself.
+    """
+    data = load_toml(text)
     pins: dict[str, Component] = {}
-    for name, entry in data.items():
+    for name, raw in data.items():
+        if name in SETTINGS_TABLES:
+            continue
+        entry: dict[str, Any] = dict(raw)
+        if "same_as" in entry:
+            base = data.get(str(entry["same_as"]))
+            if base is None:
+                raise ToolchainError(f"toolchain.toml: [{name}] same_as names no table")
+            for key in ("version", "module", "ldflags", "staging_version"):
+                if key in base:
+                    entry.setdefault(key, base[key])
         if "version" not in entry and "apt_package" not in entry:
             raise ToolchainError(
                 f"toolchain.toml: [{name}] has neither 'version' nor 'apt_package'"
@@ -94,7 +124,10 @@ def load_pins(text: str | None = None) -> dict[str, Component]:
             mirror_path=str(entry.get("mirror_path", "")),
             apt_package=str(entry.get("apt_package", "")),
             system_path=str(entry.get("path", "")),
+            group=str(entry.get("group", "")),
         )
+    if group is not None:
+        pins = {key: comp for key, comp in pins.items() if comp.group == group}
     return pins
 
 
@@ -140,13 +173,14 @@ def resolve(
     cache: Path,
     bin_dir: str | os.PathLike[str] | None = None,
     pins: dict[str, Component] | None = None,
+    group: str = "",
 ) -> tuple[Toolchain, list[tuple[Component, str]]]:
-    """Find every pinned binary without building anything.
+    """Find every pinned binary of ``group`` without building anything.
 
     Returns the toolchain of what was found and the (component, binary) pairs
     still missing.
     """
-    pins = pins if pins is not None else load_pins()
+    pins = pins if pins is not None else load_pins(group=group)
     user_bins = _bin_dir(bin_dir)
     root = toolchain_dir(cache)
     paths: dict[str, Path] = {}
@@ -157,7 +191,10 @@ def resolve(
         names = list(comp.binaries) or ([comp.name] if comp.apt_package else [])
         for name in names:
             candidates: list[tuple[Path, str]] = []
-            if user_bins is not None:
+            # A node-image binary may share its name with one of another
+            # version (etcd): only its own cache folder counts.
+            shared = not comp.group
+            if user_bins is not None and shared:
                 candidates.append((user_bins / name, "bin-dir"))
             if comp.apt_package:
                 if comp.system_path:
@@ -169,7 +206,7 @@ def resolve(
                 candidates.append((root / comp.cache_folder / name, "cache"))
             # what an earlier `install --bin-dir` linked into <cache>/toolchain/bin
             link = root / "bin" / name
-            if link.is_symlink():
+            if link.is_symlink() and shared:
                 candidates.append((link.resolve(), "linked"))
             hit = next(((p, s) for p, s in candidates if _executable(p)), None)
             if hit is None:
@@ -199,9 +236,13 @@ def install(
     go: str | None = None,
     progress: Progress = print,
     pins: dict[str, Component] | None = None,
+    group: str = "",
 ) -> Toolchain:
-    """Make every pinned binary available; build what is missing. Idempotent."""
-    pins = pins if pins is not None else load_pins()
+    """Make every pinned binary of ``group`` available; build what is missing. Idempotent.
+
+    Only the default group is linked into ``<cache>/toolchain/bin`` (PATH).
+    """
+    pins = pins if pins is not None else load_pins(group=group)
     toolchain, missing = resolve(cache, bin_dir, pins)
     apt_missing = [(c, n) for c, n in missing if c.apt_package]
     if apt_missing:
@@ -239,7 +280,8 @@ def install(
         toolchain, missing = resolve(cache, bin_dir, pins)
         if missing:
             raise ToolchainError("still missing after install: " + ", ".join(n for _, n in missing))
-    link_path_dir(toolchain)
+    if not group:
+        link_path_dir(toolchain)
     return toolchain
 
 

@@ -43,6 +43,7 @@ from blackstart.clusters.spec import (
     load_spec,
     parse_spec,
 )
+from blackstart.clusters.state import ClusterNotFound
 
 KIND_TYPES_GO = Path("/root/go/pkg/mod/sigs.k8s.io/kind@v0.29.0/pkg/apis/config/v1alpha4/types.go")
 
@@ -105,7 +106,10 @@ def test_default_spec_gives_one_control_plane_and_a_worker_per_spec_node(
 
 
 def test_the_spec_service_cidr_becomes_the_kind_service_subnet(fleet_plan: KindPlan) -> None:
-    assert fleet_plan.config()["networking"] == {"serviceSubnet": load_spec().service_cidr}
+    assert fleet_plan.config()["networking"] == {
+        "serviceSubnet": load_spec().service_cidr,
+        "apiServerAddress": "127.0.0.1",
+    }
 
 
 def test_every_worker_carries_its_spec_labels_but_not_the_hostname(
@@ -435,11 +439,11 @@ def test_apiserver_stop_and_start_move_the_manifest_in_the_control_plane() -> No
 
 
 def test_a_missing_kind_binary_is_named_with_how_to_install_it(tmp_path: Path) -> None:
-    provider = KindProvider(kind_binary=str(tmp_path / "no-such" / "kind"))
+    provider = KindProvider(tmp_path, kind_binary=str(tmp_path / "no-such" / "kind"))
     with pytest.raises(KindError, match=r"no-such/kind' not found; install it with"):
-        provider.status("fleet")
+        provider._clusters()
 
 
-def test_rebooting_a_node_of_an_unknown_cluster_says_what_to_do(tmp_path: Path) -> None:
-    with pytest.raises(KindError, match=r"call up\(\) or attach\(\) first"):
-        KindProvider().reboot_node("gpu-0")
+def test_a_node_of_an_unknown_cluster_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(ClusterNotFound, match=r"no blackstart cluster named 'nope'"):
+        KindProvider(tmp_path).kernel_log("nope", "gpu-0")

@@ -1,0 +1,453 @@
+"""The kind provider: a cluster spec as a real multi-node kind cluster, behind ClusterProvider.
+
+``up`` starts the Docker engine when none answers, builds (or finds) the
+offline node image, runs ``kind create cluster`` with the config of
+:mod:`blackstart.clusters.kind`, waits until every node is Ready and every
+kube-system pod Running, labels and cordons as the spec says, advertises
+``nvidia.com/gpu`` on GPU workers (a node-status patch: pods that ask for
+GPUs schedule there and run real containers) and saves the cluster's state
+so ``cluster status``, ``cluster down`` and the chaos actions find it.
+
+Components are acted on inside the nodes (:mod:`blackstart.clusters.kind_components`);
+CoreDNS is the cluster's real Deployment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import yaml
+
+from blackstart.clusters import kind_components as kc
+from blackstart.clusters.engine import ensure_engine
+from blackstart.clusters.kind import (
+    KMSG_HOST_FOLDER,
+    KindError,
+    _run,
+    kind_create_command,
+    plan_kind_cluster,
+    post_create_commands,
+    resolve_kind_node,
+    write_kind_config,
+)
+from blackstart.clusters.provider import CONTROL_PLANE_COMPONENTS, ClusterError, ComponentStatus
+from blackstart.clusters.spec import GPU_RESOURCE, ClusterSpec
+from blackstart.clusters.state import ClusterState, load_state, state_dir_for
+from blackstart.clusters.toolchain import resolve
+from blackstart.paths import cache_dir
+
+Progress = Callable[[str], None]
+CLUSTER_LABEL = "io.x-k8s.kind.cluster"
+KIND_NETWORK = "kind"
+_ENDPOINTS = {
+    "etcd": "https://{cp}:2379 (in the kind network)",
+    "kube-controller-manager": "https://127.0.0.1:10257 (in {cp})",
+    "kube-scheduler": "https://127.0.0.1:10259 (in {cp})",
+}
+
+
+def _quiet(message: str) -> None:
+    return None
+
+
+class KindProvider:
+    """kind clusters built from cluster specs; needs a Docker engine (started when none answers)."""
+
+    name = "kind"
+
+    def __init__(
+        self,
+        cache: Path | None = None,
+        *,
+        kind_binary: str | None = None,
+        kubectl_binary: str | None = None,
+        docker_binary: str = "docker",
+        node_image: str | None = None,
+        progress: Progress = _quiet,
+        ready_timeout: float = 600.0,
+        command_timeout: float = 120.0,
+        retain_on_failure: bool = False,
+    ) -> None:
+        self.cache = cache or cache_dir()
+        toolchain, _ = resolve(self.cache)
+        self.kind = kind_binary or str(toolchain.paths.get("kind", "kind"))
+        self.kubectl = kubectl_binary or str(toolchain.paths.get("kubectl", "kubectl"))
+        self.docker = docker_binary
+        self.node_image = node_image
+        self.progress = progress
+        self.ready_timeout = ready_timeout
+        self.command_timeout = command_timeout
+        self.retain_on_failure = retain_on_failure
+        self.nodes = kc.NodeShell(docker_binary, self._run)
+
+    # --- lifecycle ------------------------------------------------------------
+    def up(
+        self, spec: ClusterSpec, name: str, state_dir: str | os.PathLike[str] | None = None
+    ) -> ClusterState:
+        """Create kind cluster ``name`` from ``spec`` (see the module doc); return its state.
+
+        Raises :class:`ClusterError` naming the step that failed; the
+        cluster is then deleted unless ``retain_on_failure``.
+        """
+        started = time.monotonic()
+        ensure_engine(self.cache, self.progress)
+        if name in self._clusters():
+            raise ClusterError(
+                f"kind cluster {name!r} exists already: `blackstart cluster down --name {name}`"
+            )
+        image = self.node_image or self._node_image()
+        folder = Path(state_dir) if state_dir is not None else state_dir_for(name, self.cache)
+        plan = plan_kind_cluster(spec, name, folder, node_image=image)
+        write_kind_config(plan)
+        self.progress(f"[{name}] kind create cluster: 1 control plane, {len(plan.workers)} workers")
+        state = ClusterState(
+            name=name,
+            provider=self.name,
+            state_dir=str(plan.state_dir),
+            spec_path=spec.source,
+            kubeconfig=str(plan.kubeconfig_path),
+            context=f"kind-{name}",
+            kernel_log_dir=str(plan.state_dir / KMSG_HOST_FOLDER),
+            nodes=len(plan.workers) + 1,
+            created_at=time.time(),
+            extra={
+                "node_map": plan.node_map(),
+                "node_image": image,
+                "control_plane": plan.control_plane,
+                "gpus": {w.kind_name: w.spec.gpus for w in plan.workers if w.spec.gpus},
+            },
+        )
+        try:
+            self._kubectl_free_run(kind_create_command(plan, self.kind, "0s"), "creating", name)
+            state.apiserver_url = _server_of(plan.kubeconfig_path)
+            state.save()
+            self.progress(f"[{name}] nodes created in {time.monotonic() - started:.0f} s")
+            self._wait_ready(state, "node", "--all")
+            for command in post_create_commands(plan, self.kubectl):
+                self._run(command, f"setting up the nodes of {name!r}")
+            self.advertise_gpus(name)
+            self._wait_ready(state, "pod", "--all", "-n", "kube-system")
+        except ClusterError:
+            if not self.retain_on_failure:
+                self.down(name)
+            raise
+        self.progress(f"[{name}] kind cluster up in {time.monotonic() - started:.0f} s")
+        return state
+
+    def down(self, name: str) -> list[str]:
+        """Delete the cluster's containers, its volumes, the kind network when unused, its state."""
+        removed: list[str] = []
+        folder = state_dir_for(name, self.cache)
+        containers = self._containers(name)
+        if containers or name in self._clusters():
+            command = [self.kind, "delete", "cluster", "--name", name]
+            kubeconfig = folder / "kubeconfig"
+            command += ["--kubeconfig", str(kubeconfig)]
+            self._run(command, f"deleting kind cluster {name!r}", self.command_timeout * 5)
+            removed += containers
+        leftovers = self._containers(name)
+        if leftovers:
+            self._run([self.docker, "rm", "-f", "-v", *leftovers], "removing leftover nodes")
+        network = self._run(
+            [self.docker, "network", "ls", "--filter", f"name=^{KIND_NETWORK}$", "-q"],
+            "listing networks",
+        ).strip()
+        if network:
+            users = self._run(
+                [
+                    self.docker,
+                    "network",
+                    "inspect",
+                    KIND_NETWORK,
+                    "--format",
+                    "{{len .Containers}}",
+                ],
+                "inspecting the kind network",
+            ).strip()
+            if users == "0":
+                self._run([self.docker, "network", "rm", KIND_NETWORK], "removing the kind network")
+                removed.append(f"network {KIND_NETWORK}")
+        if folder.exists():
+            import shutil
+
+            shutil.rmtree(folder)
+        return removed
+
+    def status(self, name: str) -> list[ComponentStatus]:
+        """Each control-plane component, CoreDNS and every node container, with health."""
+        state = load_state(name, self.cache)
+        cp = str(state.extra.get("control_plane", f"{name}-control-plane"))
+        nodes = self._node_states(name)
+        statuses: list[ComponentStatus] = []
+        cp_up = nodes.get(cp) == "running"
+        containers = self.nodes.containers(cp) if cp_up else []
+        parked = self.nodes.parked(cp) if cp_up else set()
+        for component in CONTROL_PLANE_COMPONENTS:
+            endpoint = (
+                state.apiserver_url
+                if component == "kube-apiserver"
+                else _ENDPOINTS[component].format(cp=cp)
+            )
+            running = kc.newest(kc.running_named(containers, component), component)
+            pid, current = None, "stopped"
+            if running is not None and component not in parked:
+                pid = self.nodes.pid(cp, running.id)
+                current = "hung" if self.nodes.stopped_by_signal(cp, pid) else "running"
+            healthy = current == "running" and (
+                component != "kube-apiserver" or self._readyz(state)
+            )
+            detail = "manifest parked" if component in parked else ""
+            statuses.append(ComponentStatus(component, pid, endpoint, current, healthy, detail))
+        statuses.append(self._coredns_status(state))
+        for node, container_state in sorted(nodes.items()):
+            up = container_state == "running"
+            statuses.append(
+                ComponentStatus(f"node/{node}", None, "docker container", container_state, up)
+            )
+        return statuses
+
+    def kubeconfig(self, name: str) -> Path:
+        return Path(load_state(name, self.cache).kubeconfig)
+
+    # --- components -------------------------------------------------------------
+    def stop_component(self, name: str, component: str, grace: float = 5.0) -> bool:
+        """Stop ``component``: park its static-pod manifest, or scale CoreDNS to 0.
+
+        Returns False when it was already stopped. Waits until its container
+        is gone (kubelet checks its manifest folder every 20 s).
+        """
+        kc.check_component(component)
+        state = load_state(name, self.cache)
+        if component == kc.COREDNS:
+            replicas = self._coredns_replicas(state)
+            if replicas == 0:
+                return False
+            state.extra["coredns_replicas"] = replicas
+            state.save()
+            self._system(state, "scale", "deployment/coredns", "--replicas=0")
+            timeout = f"--timeout={int(self.ready_timeout)}s"
+            self._system(state, "wait", "--for=delete", "pod", "-l", "k8s-app=kube-dns", timeout)
+            return True
+        cp = self._cp(state)
+        if not self.nodes.park(cp, component):
+            return False
+        self._until(
+            lambda: not kc.running_named(self.nodes.containers(cp), component),
+            f"{component} of {name!r} to stop",
+            timeout=90.0 + grace,
+        )
+        return True
+
+    def start_component(self, name: str, component: str) -> None:
+        """Start ``component`` again (also resumes a frozen one); waits until it runs."""
+        kc.check_component(component)
+        state = load_state(name, self.cache)
+        if component == kc.COREDNS:
+            replicas = int(str(state.extra.get("coredns_replicas", 2)))
+            self._system(state, "scale", "deployment/coredns", f"--replicas={replicas}")
+            self._coredns_rollout(state)
+            return
+        cp = self._cp(state)
+        self.nodes.signal(cp, component, "CONT", required=False)
+        self.nodes.unpark(cp, component)
+        self._until(
+            lambda: bool(kc.running_named(self.nodes.containers(cp), component)),
+            f"{component} of {name!r} to run",
+            timeout=120.0,
+        )
+        if component == "kube-apiserver":
+            self._until(lambda: self._readyz(state), f"the API server of {name!r} to be ready")
+
+    def hang_component(self, name: str, component: str) -> int:
+        """Freeze ``component`` with SIGSTOP (kubelet's liveness probe may restart it)."""
+        kc.check_component(component)
+        return self._signal_component(name, component, "STOP")
+
+    def resume_component(self, name: str, component: str) -> int:
+        """SIGCONT what :meth:`hang_component` froze; returns its pid."""
+        kc.check_component(component)
+        return self._signal_component(name, component, "CONT")
+
+    def restart_coredns(self, name: str) -> None:
+        """Roll the CoreDNS Deployment (new pods) and wait until the roll-out is done."""
+        state = load_state(name, self.cache)
+        self._system(state, "rollout", "restart", "deployment/coredns")
+        self._coredns_rollout(state)
+
+    # --- nodes ------------------------------------------------------------------
+    def reboot_node(self, name: str, node: str) -> str:
+        """Restart ``node``'s container: NotReady, then back with a new boot id (returned)."""
+        state = load_state(name, self.cache)
+        kind_node = self._kind_node(state, node)
+        path = "jsonpath={.status.nodeInfo.bootID}"
+        before = self._kctl(state, "get", "node", kind_node, "-o", path).strip()
+        self.progress(f"[{name}] rebooting {kind_node}")
+        self._run([self.docker, "restart", "--time", "20", kind_node], f"rebooting {kind_node}")
+
+        def new_boot() -> bool:
+            try:
+                now = self._kctl(state, "get", "node", kind_node, "-o", path).strip()
+            except ClusterError:
+                return False
+            return bool(now) and now != before
+
+        self._until(new_boot, f"{kind_node} to report a new boot id", self.ready_timeout)
+        self._wait_ready(state, "node", kind_node)
+        self.advertise_gpus(name)
+        return self._kctl(state, "get", "node", kind_node, "-o", path).strip()
+
+    def kernel_log(self, name: str, node: str) -> Path:
+        """The host file mounted as ``node``'s kernel log (append Xid lines to it)."""
+        state = load_state(name, self.cache)
+        node_map: dict[str, str] = dict(state.extra.get("node_map", {}))  # type: ignore[call-overload]
+        spec_name = node if node in node_map else {v: k for k, v in node_map.items()}.get(node)
+        if spec_name is None:
+            resolve_kind_node(node, name, node_map)  # raises, naming the valid nodes
+            raise KindError(f"{node!r} is the control plane, which has no kernel-log file")
+        return Path(state.kernel_log_dir) / f"{spec_name}.log"
+
+    def advertise_gpus(self, name: str) -> None:
+        """Patch ``nvidia.com/gpu`` into each GPU worker's status capacity (kubelet keeps it)."""
+        state = load_state(name, self.cache)
+        gpus: dict[str, int] = dict(state.extra.get("gpus", {}))  # type: ignore[call-overload]
+        for node, count in sorted(gpus.items()):
+            patch = json.dumps({"status": {"capacity": {GPU_RESOURCE: str(count)}}})
+            self._kctl(
+                state, "patch", "node", node, "--subresource=status", "--type=merge", "-p", patch
+            )
+
+    # --- compatibility with the actions of the first kind provider ---------------
+    def stop_apiserver(self, name: str) -> None:
+        self.stop_component(name, "kube-apiserver")
+
+    def start_apiserver(self, name: str) -> None:
+        self.start_component(name, "kube-apiserver")
+
+    # --- helpers ----------------------------------------------------------------
+    def _node_image(self) -> str:
+        from blackstart.clusters.node_image import NodeImageError, build_node_image
+
+        try:
+            result = build_node_image(self.cache, self.progress)
+        except NodeImageError as err:
+            raise ClusterError(f"the kind node image could not be built: {err}") from err
+        return result.tag
+
+    def _run(self, argv: Sequence[str], what: str, timeout: float | None = None) -> str:
+        return _run(argv, what=what, timeout=timeout or self.command_timeout)
+
+    def _kubectl_free_run(self, argv: Sequence[str], verb: str, name: str) -> None:
+        self._run(argv, f"{verb} kind cluster {name!r}", self.ready_timeout)
+
+    def _kctl(self, state: ClusterState, *args: str) -> str:
+        argv = [self.kubectl, "--kubeconfig", state.kubeconfig, *args]
+        return self._run(argv, f"`kubectl {shlex.join(args)}` on {state.name!r}")
+
+    def _wait_ready(self, state: ClusterState, kind: str, *selector: str) -> None:
+        self.progress(f"[{state.name}] waiting for {kind}s {' '.join(selector)} to be Ready")
+        deadline = time.monotonic() + self.ready_timeout
+        while True:
+            try:
+                argv = [self.kubectl, "--kubeconfig", state.kubeconfig, "wait"]
+                argv += ["--for=condition=Ready", kind, *selector, "--timeout=30s"]
+                self._run(argv, f"waiting for {kind}s of {state.name!r} to be Ready", 60.0)
+                return
+            except KindError as err:
+                if time.monotonic() > deadline:
+                    raise ClusterError(
+                        f"{kind}s of kind cluster {state.name!r} not Ready after "
+                        f"{self.ready_timeout:.0f} s: {err}"
+                    ) from err
+                time.sleep(2)
+
+    def _until(self, check: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            if time.monotonic() > deadline:
+                raise ClusterError(f"timed out after {timeout:.0f} s waiting for {what}")
+            time.sleep(1.0)
+
+    def _clusters(self) -> list[str]:
+        return self._run([self.kind, "get", "clusters"], "listing kind clusters").split()
+
+    def _docker_ps(self, name: str, template: str) -> str:
+        label = f"label={CLUSTER_LABEL}={name}"
+        argv = [self.docker, "ps", "-a", "--filter", label, "--format", template]
+        return self._run(argv, "listing node containers")
+
+    def _containers(self, name: str) -> list[str]:
+        return sorted(self._docker_ps(name, "{{.Names}}").split())
+
+    def _node_states(self, name: str) -> dict[str, str]:
+        out = self._docker_ps(name, "{{.Names}} {{.State}}")
+        return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+
+    def _cp(self, state: ClusterState) -> str:
+        return str(state.extra.get("control_plane", f"{state.name}-control-plane"))
+
+    def _kind_node(self, state: ClusterState, node: str) -> str:
+        node_map: dict[str, str] = dict(state.extra.get("node_map", {}))  # type: ignore[call-overload]
+        return resolve_kind_node(node, state.name, node_map)
+
+    def _signal_component(self, name: str, component: str, signal: str) -> int:
+        state = load_state(name, self.cache)
+        nodes = (
+            [n for n, s in self._node_states(name).items() if s == "running"]
+            if component == kc.COREDNS
+            else [self._cp(state)]
+        )
+        pids = [pid for node in nodes for pid in self.nodes.signal(node, component, signal, False)]
+        if not pids:
+            raise ClusterError(f"{component} does not run in kind cluster {name!r}")
+        return pids[0]
+
+    def _readyz(self, state: ClusterState) -> bool:
+        try:
+            argv = [self.kubectl, "--kubeconfig", state.kubeconfig, "get", "--raw", "/readyz"]
+            self._run([*argv, "--request-timeout=5s"], "reading /readyz", 15.0)
+        except KindError:
+            return False
+        return True
+
+    def _coredns_rollout(self, state: ClusterState) -> None:
+        timeout = f"--timeout={int(self.ready_timeout)}s"
+        self._system(state, "rollout", "status", "deployment/coredns", timeout)
+
+    def _system(self, state: ClusterState, *args: str) -> str:
+        """kubectl in kube-system."""
+        return self._kctl(state, "-n", "kube-system", *args)
+
+    def _coredns_replicas(self, state: ClusterState) -> int:
+        out = self._system(state, "get", "deployment/coredns", "-o", "jsonpath={.spec.replicas}")
+        return int(out.strip() or 0)
+
+    def _coredns_status(self, state: ClusterState) -> ComponentStatus:
+        try:
+            path = "jsonpath={.status.readyReplicas}/{.spec.replicas}"
+            out = self._system(
+                state, "get", "deployment/coredns", "-o", path, "--request-timeout=5s"
+            )
+        except KindError as err:
+            return ComponentStatus(
+                kc.COREDNS, None, "kube-system/coredns", "running", False, str(err)[:200]
+            )
+        ready, _, wanted = out.strip().partition("/")
+        ready_n, wanted_n = int(ready or 0), int(wanted or 0)
+        current = "stopped" if wanted_n == 0 else "running"
+        healthy = wanted_n > 0 and ready_n == wanted_n
+        endpoint = "kube-system/coredns (Service kube-dns)"
+        detail = f"{ready_n}/{wanted_n} pods ready"
+        return ComponentStatus(kc.COREDNS, None, endpoint, current, healthy, detail)
+
+
+def _server_of(kubeconfig: Path) -> str:
+    try:
+        document = yaml.safe_load(kubeconfig.read_text())
+        return str(document["clusters"][0]["cluster"]["server"])
+    except (OSError, KeyError, IndexError, TypeError, yaml.YAMLError) as err:
+        raise ClusterError(f"kind wrote no usable kubeconfig at {kubeconfig}: {err}") from err

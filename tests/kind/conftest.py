@@ -1,0 +1,91 @@
+"""One real kind cluster per test session, from the packaged kind-gpu.yaml spec.
+
+The Docker engine is started when none answers and the node image is built
+when it is missing (`.ci/bootstrap` does both ahead of time). When either
+cannot be had the session fails with the reason; it is never skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+from kubernetes import client
+
+from blackstart.clusters.engine import EngineError, ensure_engine
+from blackstart.clusters.kind_provider import KindProvider
+from blackstart.clusters.node_image import NodeImageError, build_node_image
+from blackstart.clusters.provider import ClusterError
+from blackstart.clusters.spec import load_spec
+from blackstart.clusters.state import ClusterState
+from blackstart.kube import api_client
+from blackstart.paths import cache_dir
+
+KIND_CLUSTER = os.environ.get("BLACKSTART_KIND_TEST_CLUSTER", "bs-kind-test")
+T = TypeVar("T")
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+@pytest.fixture(scope="session")
+def kind() -> KindProvider:
+    cache = cache_dir()
+    try:
+        ensure_engine(cache, _say)
+        image = build_node_image(cache, _say)
+    except (EngineError, NodeImageError, ClusterError) as err:
+        pytest.fail(f"kind tests need a Docker engine and the node image: {err}", pytrace=False)
+    _say(f"node image {image.tag} ({'cached' if image.cached else 'built'})")
+    return KindProvider(cache, node_image=image.tag, progress=_say)
+
+
+@pytest.fixture(scope="session")
+def kind_cluster(kind: KindProvider) -> Iterator[ClusterState]:
+    """The kind-gpu fleet: 1 control plane, 2 GPU workers, 1 CPU worker, 1 standby."""
+    kind.down(KIND_CLUSTER)  # whatever an interrupted run left
+    started = time.monotonic()
+    state = kind.up(load_spec("kind-gpu.yaml"), KIND_CLUSTER)
+    _say(f"kind cluster {KIND_CLUSTER} up in {time.monotonic() - started:.0f} s")
+    yield state
+    kind.down(KIND_CLUSTER)
+
+
+@pytest.fixture(scope="session")
+def core(kind_cluster: ClusterState) -> client.CoreV1Api:
+    return client.CoreV1Api(api_client(kind_cluster.kubeconfig))
+
+
+@pytest.fixture(scope="session")
+def apps(kind_cluster: ClusterState) -> client.AppsV1Api:
+    return client.AppsV1Api(api_client(kind_cluster.kubeconfig))
+
+
+@pytest.fixture
+def namespace(core: client.CoreV1Api, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A namespace of its own for one test, deleted afterwards."""
+    name = "t-" + request.node.name.lower().replace("_", "-")[:50].strip("-")
+    core.create_namespace({"metadata": {"name": name}})
+    yield name
+    core.delete_namespace(name)
+
+
+def eventually(check: Callable[[], T], timeout: float, what: str, interval: float = 1.0) -> T:
+    """Poll ``check()`` until it returns something truthy; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[2]
