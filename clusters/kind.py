@@ -580,16 +580,3 @@ def _run(args: Sequence[str], *, what: str, timeout: float) -> str:
         output = (done.stderr or done.stdout).strip() or "(no output)"
         raise KindError(f"{what}: `{shlex.join(argv)}` exited with {done.returncode}: {output}")
     return done.stdout
-
-
-# --- the provider -----------------------------------------------------------
-
-
-def __getattr__(name: str) -> Any:
-    # KindProvider lives in kind_provider.py (which imports this module);
-    # older imports of blackstart.clusters.kind.KindProvider still work.
-    if name == "KindProvider":
-        from blackstart.clusters.kind_provider import KindProvider
-
-        return KindProvider
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -215,6 +215,33 @@ class KindProvider:
         return Path(load_state(name, self.cache).kubeconfig)
 
     # --- components -------------------------------------------------------------
+    def component_pid(self, name: str, component: str) -> int | None:
+        """The pid (in the node) of ``component``'s running container, None when none runs."""
+        kc.check_component(component)
+        state = load_state(name, self.cache)
+        nodes = (
+            [n for n, s in self._node_states(name).items() if s == "running"]
+            if component == kc.COREDNS
+            else [self._cp(state)]
+        )
+        for node in nodes:
+            for container in kc.running_named(self.nodes.containers(node), component):
+                return self.nodes.pid(node, container.id)
+        return None
+
+    def component_state(self, name: str, component: str) -> str:
+        """``running``, ``hung`` (its process stopped by SIGSTOP) or ``stopped``."""
+        kc.check_component(component)
+        state = load_state(name, self.cache)
+        if component == kc.COREDNS:
+            return "running" if self._coredns_replicas(state) > 0 else "stopped"
+        cp = self._cp(state)
+        running = kc.running_named(self.nodes.containers(cp), component)
+        if not running:
+            return "stopped"
+        pid = self.nodes.pid(cp, running[0].id)
+        return "hung" if self.nodes.stopped_by_signal(cp, pid) else "running"
+
     def stop_component(self, name: str, component: str, grace: float = 5.0) -> bool:
         """Stop ``component``: park its static-pod manifest, or scale CoreDNS to 0.
 

@@ -14,6 +14,10 @@ def provider_for(
     """The provider that created cluster ``state`` (``state.provider``)."""
     if state.provider == "local":
         return LocalProvider(cache, resolve(cache)[0], progress=progress)
+    if state.provider == "kind":
+        from blackstart.clusters.kind_provider import KindProvider
+
+        return KindProvider(cache, progress=progress)
     raise ClusterError(
         f"cluster {state.name!r} was made by the {state.provider!r} provider, which this "
         "blackstart cannot drive; recreate it with `blackstart cluster up`"

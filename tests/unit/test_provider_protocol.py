@@ -2,15 +2,20 @@
 
 import inspect
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from blackstart.clusters.kind_provider import KindProvider
 from blackstart.clusters.local.provider import LocalProvider
 from blackstart.clusters.provider import ClusterProvider
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_the_local_provider_is_a_cluster_provider(tmp_path: Path) -> None:
-    provider = LocalProvider(tmp_path)
+@pytest.mark.parametrize("make", [LocalProvider, KindProvider], ids=["local", "kind"])
+def test_each_provider_is_a_cluster_provider(tmp_path: Path, make: Any) -> None:
+    provider = make(tmp_path)
     assert isinstance(provider, ClusterProvider)
     for name, member in inspect.getmembers(ClusterProvider, inspect.isfunction):
         if name.startswith("_"):
