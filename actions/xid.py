@@ -117,8 +117,28 @@ def _forget(cluster: str, nodes: set[str]) -> None:
         _injections[:] = [i for i in _injections if not (i.cluster == cluster and i.node in nodes)]
 
 
-def xid_body(xid: int, pci: str, message: str, pid: int) -> str:
-    """The ``NVRM: Xid`` message body the driver prints."""
+def xid_body(
+    xid: int,
+    pci: str,
+    message: str,
+    pid: int,
+    gpu_instance: str = "",
+    compute_instance: str = "",
+    bare: bool = False,
+) -> str:
+    """The ``NVRM: Xid`` message body the driver prints.
+
+    ``gpu_instance`` (and ``compute_instance``) give the MIG form
+    ``(PCI:0000:c1:00 GPU-I:07 GPU-CI:00)``; ``bare`` the record with nothing
+    after the code.
+    """
+    where = f"PCI:{pci}"
+    if gpu_instance:
+        where += f" GPU-I:{gpu_instance}"
+        if compute_instance:
+            where += f" GPU-CI:{compute_instance}"
+    if bare:
+        return f"NVRM: Xid ({where}): {xid}"
     text = message or MESSAGES.get(xid, f"Xid {xid} reported by blackstart fault injection")
     if xid == 79:
         process = "pid='<unknown>', name=<unknown>, "
@@ -126,7 +146,7 @@ def xid_body(xid: int, pci: str, message: str, pid: int) -> str:
         process = ""
     else:
         process = f"pid={pid}, name=python3, "
-    return f"NVRM: Xid (PCI:{pci}): {xid}, {process}{text}"
+    return f"NVRM: Xid ({where}): {xid}, {process}{text}"
 
 
 def _last_kmsg(path: Path) -> tuple[int, int]:
@@ -178,6 +198,23 @@ def _append(path: Path, lines: list[str]) -> None:
         os.close(fd)
 
 
+_INSTANCE = re.compile(r"[0-9]{1,4}")
+
+
+def _check_instances(gpu_instance: Any, compute_instance: Any) -> None:
+    for name, value in (("gpu_instance", gpu_instance), ("compute_instance", compute_instance)):
+        if not isinstance(value, str) or (value and not _INSTANCE.fullmatch(value)):
+            raise ActivityFailed(
+                f'{name} must be a MIG instance number as the driver prints it (e.g. "07"), '
+                f"or empty, not {value!r}"
+            )
+    if compute_instance and not gpu_instance:
+        raise ActivityFailed(
+            f"compute_instance {compute_instance!r} needs gpu_instance: a MIG compute instance "
+            "lives in a GPU instance"
+        )
+
+
 def _check_arguments(xid: Any, pci: Any, count: Any, line_format: Any) -> str:
     if isinstance(xid, bool) or not isinstance(xid, int) or not 1 <= xid <= 999:
         raise ActivityFailed(f"xid must be an Xid code from 1 to 999, not {xid!r}")
@@ -216,6 +253,9 @@ def _write_xids(
     line_format: str,
     message: str,
     gpu_uuid: str,
+    gpu_instance: str = "",
+    compute_instance: str = "",
+    bare: bool = False,
 ) -> Injection:
     provider = local_provider(target, "inject_xid")
     state = target.require_state("inject_xid")
@@ -230,10 +270,14 @@ def _write_xids(
     bodies = []
     if gpu_uuid:
         bodies.append(f"NVRM: GPU at PCI:{pci}: {gpu_uuid}")
-    bodies += [xid_body(xid, pci, message, pid) for _ in range(count)]
+    bodies += [
+        xid_body(xid, pci, message, pid, gpu_instance, compute_instance, bare) for _ in range(count)
+    ]
     lines = format_lines(bodies, line_format, node, path, state.created_at or time.time())
     parsed = list(parse_lines(lines))
-    if len(parsed) != count or any(e.xid != xid or e.pci != pci for e in parsed):
+    if len(parsed) != count or any(
+        e.xid != xid or e.pci != pci or (e.gpu_instance or "") != gpu_instance for e in parsed
+    ):
         raise ActivityFailed(
             f"the {line_format} lines built for Xid {xid} do not parse back as {count} Xid "
             f"{xid} at {pci} (got {[(e.xid, e.pci) for e in parsed]}); this is a bug in blackstart"
@@ -296,6 +340,9 @@ def inject_xid(
     gpu_uuid: str = "",
     node_with_pods: str = "",
     namespace: str = "",
+    gpu_instance: str = "",
+    compute_instance: str = "",
+    bare: bool = False,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict[str, Any]:
@@ -308,6 +355,9 @@ def inject_xid(
     - ``message``: the driver's text after the code (a realistic default per Xid).
     - ``gpu_uuid``: also write the ``NVRM: GPU at PCI:...: GPU-...`` line first, so
       the agent can name the GPU.
+    - ``gpu_instance`` / ``compute_instance``: a MIG instance (``"07"``, ``"00"``):
+      the driver's form ``NVRM: Xid (PCI:0000:c1:00 GPU-I:07 GPU-CI:00): 43, ...``.
+    - ``bare``: the record with nothing after the code, ``NVRM: Xid (PCI:...): 45``.
 
     The lines are checked to parse back (with the rescue agent's parser) as
     written, then appended in one write. Works while the API server is down
@@ -317,12 +367,27 @@ def inject_xid(
     Roll back with ``restore_xid_nodes``.
     """
     address = _check_arguments(xid, pci, count, line_format)
+    _check_instances(gpu_instance, compute_instance)
+    if not isinstance(bare, bool):
+        raise ActivityFailed(f"bare must be true or false, not {bare!r}")
     if not node and not node_with_pods:
         raise ActivityFailed("give node (a GPU node name) or node_with_pods (a pod selector)")
     target = resolve_target(configuration, secrets)
     if not node:
         node = _node_with_pods(target, node_with_pods, namespace)
-    injection = _write_xids(target, node, xid, address, count, line_format, message, gpu_uuid)
+    injection = _write_xids(
+        target,
+        node,
+        xid,
+        address,
+        count,
+        line_format,
+        message,
+        gpu_uuid,
+        gpu_instance=gpu_instance,
+        compute_instance=compute_instance,
+        bare=bare,
+    )
     return asdict(injection)
 
 
