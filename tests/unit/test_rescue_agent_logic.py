@@ -88,6 +88,10 @@ def test_a_report_has_the_fields_of_the_contract() -> None:
         "firstSeen",
         "lastSeen",
         "writtenAt",
+        "bootId",
+        "loggedAt",
+        "gpuInstance",
+        "computeInstance",
     }
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", report.to_json()["writtenAt"])
 
@@ -248,13 +252,14 @@ def test_a_bucket_needs_a_positive_rate() -> None:
 
 # ----------------------------------------------------------------- reading side of the agent
 def agent(tmp_path: Path, log: Path, from_end: bool = False) -> XidAgent:
+    """An agent reading ``log`` (from its start when no cursor is saved, unless ``from_end``)."""
     # The reading side makes no API request when the boot id is given: the client
     # points nowhere and is never used.
     api = client.ApiClient(client.Configuration(host="http://127.0.0.1:9"))
     return XidAgent(
         [NodeLog(node="gpu-7", path=str(log), boot_id="b1")],
         api,
-        AgentOptions(state_dir=tmp_path / "state", from_end=from_end),
+        AgentOptions(state_dir=tmp_path / "state", from_start=not from_end),
     )
 
 
@@ -284,7 +289,10 @@ def test_xid_lines_are_spooled_once_and_a_restarted_agent_goes_on_after_them(
     try:
         new = second.read_logs_once()
         assert [(s.xid, s.message) for s in new] == [(79, "GPU has fallen off the bus.")]
-        assert [s.id for s in second.store.pending("gpu-7")] == [f"b1:{len(gpu_at)}", new[0].id]
+        assert [p.report_id for p in second.store.pending("gpu-7")] == [
+            f"b1:{len(gpu_at)}",
+            new[0].id,
+        ]
         assert second.metrics.xids_seen.labels(xid="79")._value.get() == 1
     finally:
         second.stop()
