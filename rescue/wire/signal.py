@@ -53,17 +53,17 @@ __all__ = [
     "XidSighting",
     "burst_due",
     "coalesce",
-    "fold_reports",
-    "key_of_report",
-    "report_key",
     "condition_message",
     "condition_patch",
     "event_body",
     "event_message",
     "event_name",
-    "merge_reports",
     "event_series_patch",
+    "fold_reports",
+    "key_of_report",
+    "merge_reports",
     "parse_condition_message",
+    "report_key",
     "reports_from_node",
     "rfc3339",
 ]
@@ -243,8 +243,8 @@ def fold_reports(
 ) -> list[dict[str, Any]]:
     """The condition's reports after ``new`` ones: identical Xids collapse into one report.
 
-    A new report whose key matches a report already there, last seen at most
-    ``collapse_window`` seconds before the new one's first line, adds its count
+    A new report whose key matches a report already there, last logged (else
+    last seen) at most ``collapse_window`` seconds before the new one, adds its count
     to that report and moves it last (its id, what the controller acts once on,
     stays). Any other new report is added last. The last ``keep`` are kept.
     """
@@ -258,12 +258,17 @@ def fold_reports(
                 report.boot_id, report.xid, report.pci, report.gpu_instance, report.compute_instance
             ):
                 continue
-            if last is None or report.first_seen - last > collapse_window:
+            # by the kernel's time when both tell: a replayed old line never hides a new one
+            old_logged = _epoch(old.get("loggedAt"))
+            if old_logged is not None and report.logged_at is not None:
+                if report.logged_at - old_logged > collapse_window:
+                    break
+            elif last is None or report.first_seen - last > collapse_window:
                 break
-            logged = _later(_epoch(old.get("loggedAt")), report.logged_at)
+            logged = _later(old_logged, report.logged_at)
             old.update(
                 count=max(1, int(old.get("count") or 1)) + report.count,
-                lastSeen=rfc3339(max(last, report.last_seen)),
+                lastSeen=rfc3339(max(last or report.last_seen, report.last_seen)),
                 loggedAt=None if logged is None else rfc3339(logged),
                 uuid=old.get("uuid") or report.uuid,
                 bootId=report.boot_id,
