@@ -297,14 +297,41 @@ def _write_xids(
     )
     with _injections_lock:
         _injections.append(injection)
-    _journal_file(target).open("a").write(json.dumps(asdict(injection)) + "\n")
+    with _injections_lock, _journal_file(target).open("a") as journal:
+        journal.write(json.dumps(asdict(injection)) + "\n")
     return injection
 
 
 def _journal_file(target: Target) -> Path:
+    """Where a cluster's injections are recorded, with its state: any process can roll back."""
     folder = Path(target.require_state("inject_xid").state_dir) / "chaos"
     folder.mkdir(exist_ok=True)
     return folder / "xid-injections.jsonl"
+
+
+def _journal_injections(target: Target) -> list[dict[str, Any]]:
+    """The injections recorded on disk for ``target``'s cluster and not restored yet."""
+    path = _journal_file(target)
+    if not path.exists():
+        return []
+    found = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by a crash: the others still count
+        if isinstance(record, dict) and isinstance(record.get("node"), str):
+            found.append(record)
+    return found
+
+
+def _forget_on_disk(target: Target, nodes: set[str]) -> None:
+    path = _journal_file(target)
+    with _injections_lock:
+        kept = [i for i in _journal_injections(target) if i["node"] not in nodes]
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text("".join(json.dumps(i) + "\n" for i in kept))
+        os.replace(temporary, path)
 
 
 def _node_with_pods(target: Target, selector: str, namespace: str) -> str:
@@ -539,33 +566,40 @@ def restore_xid_nodes(
 
     Waits (up to ``timeout_s``) until the rescue controller has no running
     plan for them for ``quiet_s`` seconds, so it does not race the
-    controller; then uncordons each injected node that was not cordoned
-    before its injection, ends a node-not-ready (reboot) stage left behind,
-    and returns every warm standby a plan swapped in to standby (cordoned,
-    standby label, its spec labels back). ``nodes``: restore these instead of
-    the ones this process injected into. Safe when nothing was injected.
-    Returns ``{"nodes", "uncordoned", "standbys_restored", "plans",
-    "settled"}``; raises when plans were still running at the timeout (the
-    nodes are restored anyway).
+    controller; then uncordons each injected node known to have been
+    schedulable before its injection, ends a node-not-ready (reboot) stage left
+    behind, and returns every warm standby a plan swapped in to standby
+    (cordoned, standby label, its spec labels back). The injections are read
+    from the cluster's state on disk, so a rollback run by another process
+    (a new ``chaos run``) finds them. A node cordoned before, or whose state
+    before is unknown (the API server was down at the injection, or it was
+    never injected into), stays cordoned and is listed in ``left_cordoned``.
+    ``nodes``: restore these instead of every injected one. Safe when
+    nothing was injected. Returns ``{"nodes", "uncordoned", "left_cordoned",
+    "standbys_restored", "plans", "settled"}``; raises when plans were still
+    running at the timeout (the nodes are restored anyway).
     """
     if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or timeout_s < 0:
         raise ActivityFailed(f"timeout_s must be seconds, not {timeout_s!r}")
     target = resolve_target(configuration, secrets)
-    injected = recorded_injections(target.cluster)
+    # the record on disk, with the cluster's state: a rollback in a new process finds it
+    injected = _journal_injections(target) if target.state is not None else []
+    if not injected:
+        injected = recorded_injections(target.cluster)
+    cordoned_before: dict[str, bool | None] = {}
+    for i in injected:  # the first injection into a node tells how it was before
+        cordoned_before.setdefault(i["node"], i.get("was_cordoned"))
     if nodes:
         chosen = set(nodes)
         since = time.time() - 3600
-        cordoned_before: dict[str, bool | None] = {n: False for n in chosen}
     else:
-        chosen = {i["node"] for i in injected}
+        chosen = set(cordoned_before)
         since = min((parse_iso(i["written_at"]).timestamp() for i in injected), default=time.time())
-        cordoned_before = {}
-        for i in injected:  # the first injection into a node tells how it was before
-            cordoned_before.setdefault(i["node"], i["was_cordoned"])
     if not chosen:
         return {
             "nodes": [],
             "uncordoned": [],
+            "left_cordoned": [],
             "standbys_restored": [],
             "plans": {},
             "settled": True,
@@ -573,6 +607,7 @@ def restore_xid_nodes(
     plans, settled = _wait_plans_settled(target, chosen, since, float(timeout_s), float(quiet_s))
     core = client.CoreV1Api(target.api())
     uncordoned = []
+    left_cordoned = []
     for name in sorted(chosen):
         try:
             node: Any = core.read_node(name)
@@ -583,15 +618,20 @@ def restore_xid_nodes(
         labels = node.metadata.labels or {}
         if NODE_NOT_READY_LABEL in labels:
             core.patch_node(name, {"metadata": {"labels": {NODE_NOT_READY_LABEL: None}}})
-        if node.spec and node.spec.unschedulable and not cordoned_before.get(name):
-            core.patch_node(
-                name,
-                {
-                    "metadata": {"annotations": _rescue_annotations_removed(node)},
-                    "spec": {"unschedulable": False},
-                },
-            )
-            uncordoned.append(name)
+        if not (node.spec and node.spec.unschedulable):
+            continue
+        if cordoned_before.get(name) is not False:
+            # cordoned before the injection, or nobody knows: a person's cordon stays
+            left_cordoned.append(name)
+            continue
+        core.patch_node(
+            name,
+            {
+                "metadata": {"annotations": _rescue_annotations_removed(node)},
+                "spec": {"unschedulable": False},
+            },
+        )
+        uncordoned.append(name)
     spec_labels = _spec_labels(target)
     standbys = sorted(
         {
@@ -602,8 +642,9 @@ def restore_xid_nodes(
     )
     for standby in standbys:
         _restore_standby(core, standby, spec_labels.get(standby) if spec_labels else None)
-    if not nodes:
-        _forget(str(target.cluster), chosen)
+    _forget(str(target.cluster), chosen)
+    if target.state is not None:
+        _forget_on_disk(target, chosen)
     phases: dict[str, int] = {}
     for plan in plans:
         phase = str((plan.get("status") or {}).get("phase") or "none")
@@ -611,6 +652,7 @@ def restore_xid_nodes(
     result = {
         "nodes": sorted(chosen),
         "uncordoned": uncordoned,
+        "left_cordoned": left_cordoned,
         "standbys_restored": standbys,
         "plans": phases,
         "settled": settled,

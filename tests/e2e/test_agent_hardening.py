@@ -243,7 +243,7 @@ CORDON_ON_62 = {"priority": 10, "errorCode": ["62"], "actions": [{"name": "cordo
 def test_a_replayed_week_old_xid_is_not_acted_on_and_a_fresh_one_is(
     core: client.CoreV1Api, custom: client.CustomObjectsApi, processes: Processes, tmp_path: Path
 ) -> None:
-    node = "gpu-50"
+    node = "gpu-44"
     log = tmp_path / f"{node}.log"
     week_ago = time.time() - 7 * 86400
     log.write_text(xid_line(79, week_ago, node) + "\n")
@@ -274,7 +274,7 @@ def test_a_report_from_a_boot_that_a_finished_reboot_ended_is_not_acted_on(
     processes: Processes,
     cluster: ClusterState,
 ) -> None:
-    node = "gpu-51"
+    node = "gpu-45"
     policy(
         custom,
         "reboot-62",
@@ -327,7 +327,7 @@ def test_a_report_from_a_boot_that_a_finished_reboot_ended_is_not_acted_on(
 def test_a_steady_xid_stream_costs_at_most_one_write_per_node_per_interval(
     core: client.CoreV1Api, processes: Processes, tmp_path: Path
 ) -> None:
-    nodes = ["gpu-52", "gpu-53", "gpu-54"]
+    nodes = ["gpu-46", "gpu-47", "gpu-12"]
     logs = {node: tmp_path / f"{node}.log" for node in nodes}
     for path in logs.values():
         path.write_text("")
@@ -379,7 +379,7 @@ def test_a_steady_xid_stream_costs_at_most_one_write_per_node_per_interval(
 def test_a_failing_event_never_holds_back_the_condition(
     core: client.CoreV1Api, processes: Processes, tmp_path: Path
 ) -> None:
-    node = "gpu-55"
+    node = "gpu-13"
     log = tmp_path / f"{node}.log"
     log.write_text("")
     # the agent may not post Events in kube-system: every Event is refused (403)
@@ -409,7 +409,7 @@ def test_a_failing_event_never_holds_back_the_condition(
 def test_a_hundred_thousand_identical_xid_lines_are_one_report_and_one_plan(
     core: client.CoreV1Api, custom: client.CustomObjectsApi, processes: Processes, tmp_path: Path
 ) -> None:
-    node = "gpu-56"
+    node = "gpu-14"
     log = tmp_path / f"{node}.log"
     log.write_text("")
     policy(custom, "cordon-62", CORDON_ON_62)
