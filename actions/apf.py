@@ -6,7 +6,7 @@ sends its requests to a PriorityLevelConfiguration with a tiny share of the
 API server's concurrency, so the rest of the cluster (controllers, CoreDNS,
 the rescue controller) keeps its latency. :func:`apply_apf_mitigation`
 creates both, or replaces objects of that name already there (keeping what
-they were on the replacement, :mod:`blackstart.actions.originals`);
+they were on the replacement, :mod:`blackstart.actions._originals`);
 :func:`remove_apf_mitigation` is the rollback: it puts replaced objects back and
 deletes created ones.
 """
@@ -20,7 +20,7 @@ from chaoslib.types import Configuration, Secrets
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from blackstart.actions.originals import original_body, replacing
+from blackstart.actions._originals import original_body, replacing
 from blackstart.health import wait_until
 from blackstart.target import resolve_target
 

@@ -11,7 +11,7 @@ and :func:`apply_warm_standby_policy` a ``WarmStandbyPolicy``. The API server
 validates both against the CRD schemas: a malformed policy makes the action
 fail with the API server's message naming the field. A policy of that name
 already there (an admin's) is replaced, and kept on the replacement
-(:mod:`blackstart.actions.originals`). Their rollbacks,
+(:mod:`blackstart.actions._originals`). Their rollbacks,
 :func:`delete_rescue_policy` and :func:`delete_warm_standby_policy`, put such an
 original back and delete a policy the action created; they are safe when the
 policy does not exist.
@@ -27,7 +27,7 @@ from chaoslib.types import Configuration, Secrets
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from blackstart.actions.originals import original_body, replacing
+from blackstart.actions._originals import original_body, replacing
 from blackstart.names import RESCUE_POLICIES, WARM_STANDBY_POLICIES
 from blackstart.target import resolve_target
 
