@@ -583,9 +583,11 @@ def restore_xid_nodes(
         raise ActivityFailed(f"timeout_s must be seconds, not {timeout_s!r}")
     target = resolve_target(configuration, secrets)
     # the record on disk, with the cluster's state: a rollback in a new process finds it
-    injected = _journal_injections(target) if target.state is not None else []
-    if not injected:
-        injected = recorded_injections(target.cluster)
+    injected = (
+        _journal_injections(target)
+        if target.state is not None
+        else recorded_injections(target.cluster)
+    )
     cordoned_before: dict[str, bool | None] = {}
     for i in injected:  # the first injection into a node tells how it was before
         cordoned_before.setdefault(i["node"], i.get("was_cordoned"))

@@ -111,7 +111,7 @@ class Processes:
             )
         process = Process(popen, log, port)
         self.started.append(process)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # a busy machine starts Python slowly
         while time.monotonic() < deadline:
             if popen.poll() is not None:
                 pytest.fail(f"the {kind} exited with {popen.returncode}:\n{process.text()}")
@@ -121,7 +121,7 @@ class Processes:
             except (urllib.error.URLError, ConnectionError, ValueError):
                 pass
             time.sleep(0.1)
-        pytest.fail(f"the {kind} was not ready within 30 s:\n{process.text()}")
+        pytest.fail(f"the {kind} was not ready within 90 s:\n{process.text()}")
 
     def agent(self, *args: str) -> Process:
         argv = ["--kubeconfig", self.cluster.identity_kubeconfig(AGENT_USER)]
