@@ -126,7 +126,7 @@ class NodeWatch:
         while not self._stop.is_set():
             try:
                 if version is None:
-                    listed = self._core.list_node(_request_timeout=10)
+                    listed: Any = self._core.list_node(_request_timeout=10)
                     self.lists += 1
                     with self._lock:
                         self._cordoned = {n.metadata.name: self._counts(n) for n in listed.items}
