@@ -139,7 +139,7 @@ def main() -> None:
     if missing:
         raise SystemExit("run `blackstart toolchain install` first")
     local = LocalProvider(cache, toolchain, progress=lambda m: print(m, flush=True))
-    name = args.cluster or f"bench-stream-{args.nodes}"
+    name = args.cluster or f"hagent-bench-stream-{args.nodes}"
     folder = Path(tempfile.mkdtemp(prefix="bench-stream-"))
     created = args.cluster is None
     if created:

@@ -369,7 +369,13 @@ def controller_command(
 @click.command(name="install")
 @click.option("--kubeconfig", default=None, help="Kubeconfig of a cluster admin.")
 @click.option("--context", default=None, help="Kubeconfig context.")
-def install_command(kubeconfig: str | None, context: str | None) -> None:
+@click.option(
+    "--local-reboot-driver",
+    is_flag=True,
+    help="Also let the controller patch nodes/status: only its local reboot driver "
+    "(KWOK nodes) needs that; never on real nodes.",
+)
+def install_command(kubeconfig: str | None, context: str | None, local_reboot_driver: bool) -> None:
     """Apply the rescue CRDs and the controller's and agent's RBAC to a cluster.
 
     Server-side apply of rescue/deploy/crds.yaml, controller-rbac.yaml and
@@ -381,7 +387,9 @@ def install_command(kubeconfig: str | None, context: str | None) -> None:
 
     try:
         applied = install(
-            _api_client(kubeconfig, context), progress=lambda m: click.echo(m, err=True)
+            _api_client(kubeconfig, context),
+            progress=lambda m: click.echo(m, err=True),
+            local_reboot=local_reboot_driver,
         )
     except Exception as err:
         raise click.ClickException(f"install failed: {err}") from err
