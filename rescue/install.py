@@ -128,7 +128,7 @@ def _server_version(api: client.ApiClient) -> tuple[int, int] | None:
 
 def _serves(api: client.ApiClient, api_version: str, kind: str) -> bool:
     dyn = dynamic.DynamicClient(api)  # type: ignore[no-untyped-call]
-    return bool(dyn.resources.search(api_version=api_version, kind=kind))  # type: ignore[no-untyped-call]
+    return bool(dyn.resources.search(api_version=api_version, kind=kind))
 
 
 def install(
