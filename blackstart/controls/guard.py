@@ -51,6 +51,9 @@ from chaoslib.run import RunEventHandler
 from chaoslib.types import Activity, Configuration, Experiment, Journal, Run, Secrets
 from kubernetes import client
 
+from blackstart.controls.guard_config import ALLOWED_ENV as ALLOWED_ENV
+from blackstart.controls.guard_config import ALLOWED_KEY as ALLOWED_KEY
+from blackstart.controls.guard_config import allow_list, check_limits, target_allowed
 from blackstart.controls.guard_watch import Blindness, NodeWatch
 from blackstart.controls.journal import blackstart_entry
 from blackstart.controls.metrics import FAULT_UNDONE_BY
@@ -74,34 +77,6 @@ __all__ = [
     "configure_control",
     "target_allowed",
 ]
-
-ALLOWED_ENV = "BLACKSTART_ALLOWED_CONTEXTS"
-ALLOWED_KEY = "blackstart_allowed_contexts"
-
-
-def allow_list(configuration: Configuration, argument: list[str] | None) -> list[str]:
-    """The allow-list: the argument, the configuration key and the environment variable."""
-    found = list(argument or [])
-    configured = (configuration or {}).get(ALLOWED_KEY)
-    if isinstance(configured, str):
-        found += configured.split(",")
-    elif isinstance(configured, list):
-        found += [str(c) for c in configured]
-    found += os.environ.get(ALLOWED_ENV, "").split(",")
-    return [c.strip() for c in found if c and c.strip()]
-
-
-def target_allowed(target: Target, allowed: list[str]) -> tuple[bool, str]:
-    """(allowed, why): blackstart-created clusters and allow-listed contexts only."""
-    if target.provider in ("local", "kind") and target.cluster:
-        return True, f"{target.provider} cluster {target.cluster!r} was created by blackstart"
-    if target.context and target.context in allowed:
-        return True, f"context {target.context!r} is allow-listed"
-    return False, (
-        f"refusing to inject faults into {target.describe()}: it is not a cluster blackstart "
-        f"created and its context is not allow-listed; if you mean it, add the context to "
-        f"${ALLOWED_ENV} (comma-separated) or the guard's allowed_contexts"
-    )
 
 
 class _Guard:
@@ -257,48 +232,6 @@ def configure_control(
         event_registry.register(_ActivityTracker())
 
 
-def _check_limits(
-    max_apiserver_p99_s: Any,
-    max_cordoned_nodes: Any,
-    p99_window: Any,
-    interval_s: Any,
-    max_blind_s: Any = None,
-) -> None:
-    if max_blind_s is not None and (
-        isinstance(max_blind_s, bool)
-        or not isinstance(max_blind_s, int | float)
-        or max_blind_s <= 0
-    ):
-        raise InterruptExecution(
-            f"guard: max_blind_s must be seconds above 0 or null, not {max_blind_s!r}"
-        )
-    if max_apiserver_p99_s is not None and (
-        isinstance(max_apiserver_p99_s, bool)
-        or not isinstance(max_apiserver_p99_s, int | float)
-        or max_apiserver_p99_s <= 0
-    ):
-        raise InterruptExecution(
-            "guard: max_apiserver_p99_s must be seconds above 0 or null, "
-            f"not {max_apiserver_p99_s!r}"
-        )
-    if max_cordoned_nodes is not None and (
-        isinstance(max_cordoned_nodes, bool)
-        or not isinstance(max_cordoned_nodes, int)
-        or max_cordoned_nodes < 0
-    ):
-        raise InterruptExecution(
-            f"guard: max_cordoned_nodes must be a whole number or null, not {max_cordoned_nodes!r}"
-        )
-    if (
-        not isinstance(p99_window, str)
-        or not p99_window[:-1].isdigit()
-        or p99_window[-1] not in "sm"
-    ):
-        raise InterruptExecution(f"guard: p99_window must look like 30s or 1m, not {p99_window!r}")
-    if isinstance(interval_s, bool) or not isinstance(interval_s, int | float) or interval_s < 0.2:
-        raise InterruptExecution(f"guard: interval_s must be at least 0.2 s, not {interval_s!r}")
-
-
 def before_experiment_control(
     context: Experiment,
     configuration: Configuration = None,
@@ -312,7 +245,7 @@ def before_experiment_control(
     **_: Any,
 ) -> None:
     """Refuse a target that is not allowed; start watching the hard limits."""
-    _check_limits(max_apiserver_p99_s, max_cordoned_nodes, p99_window, interval_s, max_blind_s)
+    check_limits(max_apiserver_p99_s, max_cordoned_nodes, p99_window, interval_s, max_blind_s)
     try:
         target = resolve_target(configuration, secrets)
     except Exception as err:
