@@ -30,12 +30,14 @@ from blackstart.rescue.pacing import backoff_delay
 from blackstart.rescue.wire.signal import (
     XidSighting,
     condition_patch,
-    event_body,
-    event_name,
-    event_series_patch,
     fold_reports,
     key_of_report,
     reports_from_node,
+)
+from blackstart.rescue.wire.xid_event import (
+    event_body,
+    event_name,
+    event_series_patch,
 )
 
 __all__ = ["SenderOptions", "XidSender"]

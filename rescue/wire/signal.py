@@ -19,11 +19,7 @@ The agent reports Xid lines with two kinds of API writes:
    reads them back). ``loggedAt`` is the kernel's own time of the latest line
    (boot time plus the kernel timestamp), so a replayed old line is seen as old;
    ``firstSeen``/``lastSeen``/``writtenAt`` are when the agent read lines;
-2. a Warning Event on the Node, reason ``XidError``, message
-   ``GPU Xid error: pci 0000:03:00, xid 62, log: Channel 00000001`` (plus
-   `` (+N more in this burst)``, then the catalogue's meaning and recommended
-   action in brackets); a repeat of the same Xid adds to its ``count`` and
-   ``lastTimestamp`` (:func:`event_series_patch`) instead of a new object.
+2. a Warning Event on the Node, reason ``XidError`` (:mod:`blackstart.rescue.wire.xid_event`).
 
 Events are best-effort and lossy (one-hour expiry); the condition is what the
 controller acts on.
@@ -32,22 +28,15 @@ controller acts on.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from blackstart.names import AGENT_REPORTER as REPORTING_CONTROLLER
-from blackstart.rescue.wire.catalogue import action_for, describe
-
 __all__ = [
     "CONDITION_REASON",
     "CONDITION_TYPE",
-    "EVENT_REASON",
-    "EVENT_SOURCE_COMPONENT",
     "MAX_REPORTS",
-    "REPORTING_CONTROLLER",
     "SIGNAL_VERSION",
     "XidReport",
     "XidSighting",
@@ -55,10 +44,6 @@ __all__ = [
     "coalesce",
     "condition_message",
     "condition_patch",
-    "event_body",
-    "event_message",
-    "event_name",
-    "event_series_patch",
     "fold_reports",
     "key_of_report",
     "merge_reports",
@@ -70,13 +55,9 @@ __all__ = [
 
 CONDITION_TYPE = "GPUXidError"
 CONDITION_REASON = "XidError"
-EVENT_REASON = "XidError"
-EVENT_SOURCE_COMPONENT = "blackstart-rescue-agent"
 
 SIGNAL_VERSION = 1
 MAX_REPORTS = 20
-_EVENT_MESSAGE_CHARS = 1024  # the API server rejects longer Event messages
-_LOG_TEXT_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -348,84 +329,6 @@ def condition_patch(reports: Sequence[Mapping[str, Any]], now: float) -> dict[st
                 }
             ]
         }
-    }
-
-
-def event_message(sightings: Sequence[XidSighting], total: int | None = None) -> str:
-    """``GPU Xid error: pci P, xid X, log: TEXT`` for the first Xid of a burst.
-
-    Then `` (+N more in this burst)`` when there were more (``total`` lines in
-    all, default: as many as ``sightings``), and the catalogue's meaning and
-    recommended action of the first Xid in brackets.
-    """
-    if not sightings:
-        raise ValueError("an Xid event needs at least one Xid")
-    first = sightings[0]
-    count = len(sightings) if total is None else max(1, total)
-    text = first.message[:_LOG_TEXT_CHARS]
-    where = f"pci {first.pci}"
-    if first.gpu_instance:
-        where += f" GPU-I {first.gpu_instance}"
-        if first.compute_instance:
-            where += f" GPU-CI {first.compute_instance}"
-    message = f"GPU Xid error: {where}, xid {first.xid}, log: {text}"
-    if count > 1:
-        message += f" (+{count - 1} more in this burst)"
-    info = describe(first.xid)
-    message += f" [{info.meaning}; recommended action: {action_for(first.xid, first.message)}]"
-    return message[:_EVENT_MESSAGE_CHARS]
-
-
-def event_name(node: str, first_id: str) -> str:
-    """The Event's name: derived from the burst's first Xid, so a re-sent burst is a 409."""
-    digest = hashlib.sha256(f"{node}/{first_id}".encode()).hexdigest()[:16]
-    return f"{node[:200]}.xid.{digest}"
-
-
-def event_body(
-    node: str,
-    node_uid: str | None,
-    sightings: Sequence[XidSighting],
-    now: float,
-    namespace: str = "default",
-    host: str | None = None,
-    total: int | None = None,
-) -> dict[str, Any]:
-    """The Warning Event (core/v1) on the Node for one burst of ``sightings`` (``total`` lines)."""
-    stamp = dt.datetime.fromtimestamp(now, dt.UTC)
-    micro = stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    second = stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
-    involved: dict[str, Any] = {"apiVersion": "v1", "kind": "Node", "name": node}
-    if node_uid:
-        involved["uid"] = node_uid
-    return {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"name": event_name(node, sightings[0].id), "namespace": namespace},
-        "involvedObject": involved,
-        "type": "Warning",
-        "reason": EVENT_REASON,
-        "message": event_message(sightings, total),
-        "source": {"component": EVENT_SOURCE_COMPONENT, "host": host or node},
-        "reportingComponent": REPORTING_CONTROLLER,
-        "reportingInstance": f"{EVENT_SOURCE_COMPONENT}-{node}"[:128],
-        "action": "ReportXid",
-        "count": len(sightings) if total is None else max(1, total),
-        "firstTimestamp": second,
-        "lastTimestamp": second,
-        "eventTime": micro,
-    }
-
-
-def event_series_patch(count: int, now: float) -> dict[str, Any]:
-    """The merge patch that adds to an Event's series: its new ``count`` and last time.
-
-    As Kubernetes aggregates repeated events: one object, counted, instead of
-    one object per occurrence.
-    """
-    return {
-        "count": max(1, count),
-        "lastTimestamp": dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
 
 

@@ -32,14 +32,16 @@ from blackstart.rescue.wire.signal import (
     coalesce,
     condition_message,
     condition_patch,
-    event_body,
-    event_message,
-    event_name,
     fold_reports,
     merge_reports,
     parse_condition_message,
     reports_from_node,
     rfc3339,
+)
+from blackstart.rescue.wire.xid_event import (
+    event_body,
+    event_message,
+    event_name,
 )
 
 T0 = 1_795_000_000.0
