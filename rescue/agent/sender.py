@@ -163,7 +163,14 @@ class XidSender:
         state = self.state(node)
         pending = self.store.pending(node, self.options.max_batch) if burst_finished else []
         if pending and state.reports is None:
-            self.fetch_node(node)
+            try:
+                self.fetch_node(node)
+            except NotFound:
+                lines = sum(p.count for p in pending)
+                log.error("node %s does not exist; dropping its %d spooled Xid(s)", node, lines)
+                self.store.acknowledge(node, pending)
+                self.metrics.spool_depth.set(self.store.depth())
+                return
         if pending and (
             state.debt is None
             or state.event_written >= state.condition_written
