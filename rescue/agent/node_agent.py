@@ -300,12 +300,21 @@ class XidAgent:
         self.metrics.lines_read.inc(len(records))
         parser = self._parsers[entry.node]
         boot_time = self._boot_times.get(entry.node)
+        events = [(record, parser.feed(record.text)) for record in records]
+        if any(e is not None and not r.boot_id for r, e in events):
+            boot = self.sender.known_boot_id(entry.node)
+            if boot is None:
+                # the sender GETs the node; read these lines again once it knows the boot
+                # (never a GET here: with many simulated nodes it would stall every read)
+                self.sender.want_boot_id(entry.node)
+                self._wake.set()
+                reader.rewind(self._persisted.get(entry.node))
+                return None
         sightings: list[XidSighting] = []
-        for record in records:
-            event = parser.feed(record.text)
+        for record, event in events:
             if event is None:
                 continue
-            boot = record.boot_id or self._learn_boot_id(entry.node)
+            boot = record.boot_id or self.sender.known_boot_id(entry.node) or UNKNOWN_BOOT_ID
             sightings.append(
                 XidSighting(
                     id=record_id(boot, record.position),
@@ -326,9 +335,6 @@ class XidAgent:
 
     def _known_boot_id(self, node: str) -> str:
         return self.sender.state(node).boot_id or ""
-
-    def _learn_boot_id(self, node: str) -> str:
-        return self.sender.learn_boot_id(node) or UNKNOWN_BOOT_ID
 
     def _reader_loop(self) -> None:
         while not self._stop.wait(self.options.poll_interval):

@@ -23,8 +23,9 @@ from typing import Any
 
 from kubernetes import client
 
+from blackstart.rescue.agent.kmsg import UNKNOWN_BOOT_ID
 from blackstart.rescue.agent.metrics import AgentMetrics
-from blackstart.rescue.agent.paced_api import AlreadyExists, ApiRetry, NotFound, PacedApi, Stopped
+from blackstart.rescue.agent.paced_api import AlreadyExists, ApiRetry, NotFound, PacedApi
 from blackstart.rescue.agent.spool import AgentStore, PendingReport
 from blackstart.rescue.pacing import backoff_delay
 from blackstart.rescue.wire.signal import (
@@ -118,6 +119,8 @@ class XidSender:
         self._lock = threading.Lock()  # the reader may GET a node while the sender writes it
         self._attempt = 0
         self.backoff_until = 0.0
+        self._boots_wanted: dict[str, None] = {}
+        self._boots_missed: set[str] = set()
 
     def state(self, node: str) -> _NodeState:
         return self._states.setdefault(node, _NodeState())
@@ -132,6 +135,8 @@ class XidSender:
         now = self._clock()
         if now < self.backoff_until:
             return self.backoff_until - now
+        if self._boots_wanted:
+            return self._learn_one_boot_id()
         window = self.options.burst_window
         due: list[tuple[float, str]] = []
         finished: dict[str, float] = {}
@@ -349,14 +354,34 @@ class XidSender:
         if boot and not state.fixed_boot:
             state.boot_id = str(boot)
 
-    def learn_boot_id(self, node: str) -> str | None:
-        """The node's boot id, with one GET when unknown and the API server is not backed off."""
-        state = self.state(node)
-        if state.boot_id:
-            return state.boot_id
-        if self._clock() >= self.backoff_until:
-            try:
-                self.fetch_node(node)
-            except (ApiRetry, NotFound, Stopped) as err:
-                log.warning("node %s: boot id unknown (%s)", node, err or type(err).__name__)
-        return state.boot_id
+    def known_boot_id(self, node: str) -> str | None:
+        """The node's boot id; ``"unknown"`` once the API server could not tell; else None."""
+        boot = self.state(node).boot_id
+        if boot:
+            return boot
+        return UNKNOWN_BOOT_ID if node in self._boots_missed else None
+
+    def want_boot_id(self, node: str) -> None:
+        """Ask for the node's boot id: the sender GETs the node next (one per node)."""
+        if node not in self._boots_missed:
+            self._boots_wanted.setdefault(node, None)
+
+    def _learn_one_boot_id(self) -> float:
+        node = next(iter(self._boots_wanted))
+        try:
+            self.fetch_node(node)
+        except (ApiRetry, NotFound) as err:
+            log.warning(
+                "node %s: boot id unknown (%s); its Xid ids use %r",
+                node,
+                err or type(err).__name__,
+                UNKNOWN_BOOT_ID,
+            )
+            self._boots_missed.add(node)
+            self._boots_wanted.pop(node, None)
+            return self._back_off(err) if isinstance(err, ApiRetry) else 0.0
+        self._boots_wanted.pop(node, None)
+        if not self.state(node).boot_id:
+            log.warning("node %s reports no boot id; its Xid ids use %r", node, UNKNOWN_BOOT_ID)
+            self._boots_missed.add(node)
+        return 0.0
