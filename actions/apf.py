@@ -5,7 +5,10 @@ DaemonSet removed first: a FlowSchema that matches the storm's identity and
 sends its requests to a PriorityLevelConfiguration with a tiny share of the
 API server's concurrency, so the rest of the cluster (controllers, CoreDNS,
 the rescue controller) keeps its latency. :func:`apply_apf_mitigation`
-creates (or replaces) both; :func:`remove_apf_mitigation` is the rollback.
+creates both, or replaces objects of that name already there (keeping what
+they were on the replacement, :mod:`blackstart.actions._originals`);
+:func:`remove_apf_mitigation` is the rollback: it puts replaced objects back and
+deletes created ones.
 """
 
 from typing import Any
@@ -15,6 +18,7 @@ from chaoslib.types import Configuration, Secrets
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from blackstart.actions._originals import original_body, replacing
 from blackstart.arguments import whole_number
 from blackstart.health import wait_until
 from blackstart.target import resolve_target
@@ -153,9 +157,10 @@ def apply_apf_mitigation(
     - ``precedence``: matchingPrecedence of the FlowSchema (lower wins; the
       built-in schemas for workloads start at 9000).
 
-    Creates or replaces the PriorityLevelConfiguration and the FlowSchema,
-    both named ``name``, and waits until the API server has taken the schema
-    up (its ``Dangling`` condition is False). Returns ``{"name", "flow_schema",
+    Creates (or replaces, keeping the originals for the rollback) the
+    PriorityLevelConfiguration and the FlowSchema, both named ``name``, and
+    waits until the API server has taken the schema up (its ``Dangling``
+    condition is False). Returns ``{"name", "flow_schema",
     "priority_level"}``. Roll back with ``remove_apf_mitigation``.
     """
     _check(subject_kind, subject, concurrency_shares, queues, queue_length, precedence)
@@ -164,13 +169,15 @@ def apply_apf_mitigation(
     plc = priority_level(name, concurrency_shares, queues, queue_length, reject)
     fs = flow_schema(name, subject_kind, subject, precedence)
 
+    as_dict = api.api_client.sanitize_for_serialization
+
     def replace_level(n: str, body: dict[str, Any]) -> Any:
-        current = api.read_priority_level_configuration(n)
-        return api.replace_priority_level_configuration(n, _with_version(current, body))  # type: ignore[arg-type]
+        current = as_dict(api.read_priority_level_configuration(n))
+        return api.replace_priority_level_configuration(n, replacing(current, body))  # type: ignore[arg-type]
 
     def replace_schema(n: str, body: dict[str, Any]) -> Any:
-        current = api.read_flow_schema(n)
-        return api.replace_flow_schema(n, _with_version(current, body))  # type: ignore[arg-type]
+        current = as_dict(api.read_flow_schema(n))
+        return api.replace_flow_schema(n, replacing(current, body))  # type: ignore[arg-type]
 
     plc_done = _create_or_replace(api.create_priority_level_configuration, replace_level, name, plc)
     fs_done = _create_or_replace(api.create_flow_schema, replace_schema, name, fs)
@@ -191,32 +198,52 @@ def apply_apf_mitigation(
     return {"name": name, "flow_schema": fs_done, "priority_level": plc_done, "subject": subject}
 
 
-def _with_version(current: Any, body: dict[str, Any]) -> dict[str, Any]:
-    updated = dict(body)
-    updated["metadata"] = {**body["metadata"], "resourceVersion": current.metadata.resource_version}
-    return updated
-
-
 def remove_apf_mitigation(
     name: str = DEFAULT_NAME, configuration: Configuration = None, secrets: Secrets = None
 ) -> dict[str, Any]:
-    """Delete the FlowSchema and PriorityLevelConfiguration named ``name`` (the rollback).
+    """Roll back ``apply_apf_mitigation``: the FlowSchema and PriorityLevelConfiguration ``name``.
 
-    Safe when they do not exist. Returns ``{"name", "deleted": [...]}``.
+    Each one the mitigation replaced is put back as it was; each one it created
+    is deleted. Safe when they do not exist, and from another process than the
+    one that applied it. Returns ``{"name", "deleted": [...], "restored": [...]}``
+    (kinds).
     """
     target = resolve_target(configuration, secrets)
     api = client.FlowcontrolApiserverV1Api(target.api())
-    deleted = []
-    for kind, delete in (
-        ("FlowSchema", api.delete_flow_schema),
-        ("PriorityLevelConfiguration", api.delete_priority_level_configuration),
-    ):
+    as_dict = api.api_client.sanitize_for_serialization
+    deleted: list[str] = []
+    restored: list[str] = []
+    kinds: tuple[tuple[str, Any, Any, Any], ...] = (
+        ("FlowSchema", api.read_flow_schema, api.replace_flow_schema, api.delete_flow_schema),
+        (
+            "PriorityLevelConfiguration",
+            api.read_priority_level_configuration,
+            api.replace_priority_level_configuration,
+            api.delete_priority_level_configuration,
+        ),
+    )
+    for kind, read, replace, delete in kinds:
         try:
-            delete(name)
+            current = as_dict(read(name))
+            try:
+                original = original_body(current)
+            except ValueError as err:
+                raise ActivityFailed(str(err)) from err
+            if original is not None:
+                replace(name, original)
+                restored.append(kind)
+                continue
+            version = current["metadata"]["resourceVersion"]
+            delete(
+                name,
+                body=client.V1DeleteOptions(
+                    preconditions=client.V1Preconditions(resource_version=version)
+                ),
+            )
             deleted.append(kind)
         except ApiException as err:
             if err.status != 404:
                 raise ActivityFailed(
-                    f"deleting {kind} {name} failed: {err.status} {err.reason}"
+                    f"rolling back {kind} {name} failed: {err.status} {err.reason}"
                 ) from err
-    return {"name": name, "deleted": deleted}
+    return {"name": name, "deleted": deleted, "restored": restored}

@@ -9,9 +9,12 @@
 
 and :func:`apply_warm_standby_policy` a ``WarmStandbyPolicy``. The API server
 validates both against the CRD schemas: a malformed policy makes the action
-fail with the API server's message naming the field. Their rollbacks,
-:func:`delete_rescue_policy` and :func:`delete_warm_standby_policy`, are safe
-when the policy does not exist.
+fail with the API server's message naming the field. A policy of that name
+already there (an admin's) is replaced, and kept on the replacement
+(:mod:`blackstart.actions._originals`). Their rollbacks,
+:func:`delete_rescue_policy` and :func:`delete_warm_standby_policy`, put such an
+original back and delete a policy the action created; they are safe when the
+policy does not exist.
 """
 
 import json
@@ -22,6 +25,7 @@ from chaoslib.types import Configuration, Secrets
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from blackstart.actions._originals import original_body, replacing
 from blackstart.names import RESCUE_POLICIES, WARM_STANDBY_POLICIES
 from blackstart.target import resolve_target
 
@@ -72,9 +76,10 @@ def _apply(
         if err.status != 409:
             raise ActivityFailed(f"{kind} {name} rejected: {_api_message(err)}") from err
         current: Any = api.get_cluster_custom_object(GROUP, VERSION, plural, name)
-        body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
         try:
-            api.replace_cluster_custom_object(GROUP, VERSION, plural, name, body)
+            api.replace_cluster_custom_object(
+                GROUP, VERSION, plural, name, replacing(current, body)
+            )
         except ApiException as err2:
             raise ActivityFailed(f"{kind} {name} rejected: {_api_message(err2)}") from err2
         done = "replaced"
@@ -84,14 +89,33 @@ def _apply(
 def _delete(
     plural: str, kind: str, name: str, configuration: Configuration, secrets: Secrets
 ) -> dict[str, Any]:
+    """Put back the object ``name`` replaced, or delete it when the action created it."""
     api = client.CustomObjectsApi(resolve_target(configuration, secrets).api())
+    gone = {"name": name, "kind": kind, "deleted": False, "restored": False}
     try:
-        api.delete_cluster_custom_object(GROUP, VERSION, plural, name)
+        current: Any = api.get_cluster_custom_object(GROUP, VERSION, plural, name)
+        try:
+            original = original_body(current)
+        except ValueError as err:
+            raise ActivityFailed(str(err)) from err
+        if original is not None:
+            api.replace_cluster_custom_object(GROUP, VERSION, plural, name, original)
+            return {**gone, "restored": True}
+        version = current["metadata"]["resourceVersion"]
+        api.delete_cluster_custom_object(
+            GROUP,
+            VERSION,
+            plural,
+            name,
+            body=client.V1DeleteOptions(
+                preconditions=client.V1Preconditions(resource_version=version)
+            ),
+        )
     except ApiException as err:
         if err.status == 404:
-            return {"name": name, "kind": kind, "deleted": False}
-        raise ActivityFailed(f"deleting {kind} {name} failed: {_api_message(err)}") from err
-    return {"name": name, "kind": kind, "deleted": True}
+            return gone
+        raise ActivityFailed(f"rolling back {kind} {name} failed: {_api_message(err)}") from err
+    return {**gone, "deleted": True}
 
 
 def apply_rescue_policy(
@@ -107,9 +131,10 @@ def apply_rescue_policy(
     ``nodeSelector`` (``operator`` any|all, ``labels``), ``actions`` (``cordon``,
     ``drain``/``reboot`` with ``attribute.waittime``, ``reboot`` with
     ``attribute.unCordon``, ``enableWarmStandby``, ``unCordon``), optional
-    ``threshold``. Returns ``{"name", "kind", "done"}``; raises with the API
-    server's message when the policy is malformed. Roll back with
-    ``delete_rescue_policy``.
+    ``threshold``. Returns ``{"name", "kind", "done"}`` (``created``, or
+    ``replaced`` when a policy of that name was there: the rollback puts it
+    back); raises with the API server's message when the policy is malformed.
+    Roll back with ``delete_rescue_policy``.
     """
     if not isinstance(rules, list) or not rules:
         raise ActivityFailed(f"rules must be a non-empty list of rules, not {rules!r}")
@@ -119,7 +144,11 @@ def apply_rescue_policy(
 def delete_rescue_policy(
     name: str, configuration: Configuration = None, secrets: Secrets = None
 ) -> dict[str, Any]:
-    """Delete RescuePolicy ``name`` (the rollback of ``apply_rescue_policy``); safe when absent."""
+    """Roll back ``apply_rescue_policy``: put back the RescuePolicy it replaced, else delete it.
+
+    Returns ``{"name", "kind", "deleted", "restored"}``; safe when the policy
+    does not exist, and from another process than the one that applied it.
+    """
     return _delete(RESCUE_POLICIES, "RescuePolicy", name, configuration, secrets)
 
 
@@ -149,5 +178,8 @@ def apply_warm_standby_policy(
 def delete_warm_standby_policy(
     name: str, configuration: Configuration = None, secrets: Secrets = None
 ) -> dict[str, Any]:
-    """Delete WarmStandbyPolicy ``name``; safe when absent."""
+    """Roll back ``apply_warm_standby_policy``: put back the policy it replaced, else delete it.
+
+    Returns ``{"name", "kind", "deleted", "restored"}``; safe when absent.
+    """
     return _delete(WARM_STANDBY_POLICIES, "WarmStandbyPolicy", name, configuration, secrets)

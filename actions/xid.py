@@ -20,14 +20,12 @@ Line formats (``line_format``):
 """
 
 import datetime as dt
-import json
 import math
 import os
 import random
 import re
-import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, cast
 
@@ -36,27 +34,18 @@ from chaoslib.types import Configuration, Secrets
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from blackstart.actions._xid_record import Injection, record
+from blackstart.actions._xid_record import recorded_injections as recorded_injections
+from blackstart.actions._xid_rollback import restore_xid_nodes
 from blackstart.clusters.local.kwok_nodes import node_is_ready
-from blackstart.clusters.local.kwokctl import NODE_NOT_READY_LABEL
 from blackstart.clusters.provider import ClusterError
-from blackstart.clusters.spec import load_spec
-from blackstart.health import parse_iso, utc_now_iso
-from blackstart.names import (
-    RESCUE_GROUP,
-    RESCUE_PLANS,
-    RESCUE_VERSION,
-    STANDBY_LABEL,
-    TERMINAL_PHASES,
-)
+from blackstart.health import utc_now_iso
 from blackstart.rescue.wire.xid import normalise_pci, parse_lines
 from blackstart.target import Target, local_provider, resolve_target
 
 __all__ = ["inject_xid", "restore_xid_nodes", "xid_storm"]
 
 LINE_FORMATS = ("kmsg", "dmesg", "syslog", "iso")
-
-# labels the cluster (kubelet/KWOK) sets on every node: never removed when restoring a standby
-_MANAGED_LABELS = ("type", "kubernetes.io/os", "kubernetes.io/arch", "kubernetes.io/hostname")
 
 # What the driver prints after the code, by Xid (a generic text for others).
 MESSAGES: dict[int, str] = {
@@ -85,38 +74,28 @@ _NO_PROCESS = frozenset({48, 63, 64, 74, 79, 92, 94, 95, 119, 154})
 _KMSG_RECORD = re.compile(rb"^\d+,(\d+),(\d+),[^;]*;", re.MULTILINE)
 
 
-@dataclass(frozen=True)
-class Injection:
-    """What :func:`inject_xid` wrote, kept for the probes and the rollback."""
+def xid_body(
+    xid: int,
+    pci: str,
+    message: str,
+    pid: int,
+    gpu_instance: str = "",
+    compute_instance: str = "",
+    bare: bool = False,
+) -> str:
+    """The ``NVRM: Xid`` message body the driver prints.
 
-    cluster: str
-    node: str
-    xid: int
-    pci: str
-    count: int
-    line_format: str
-    written_at: str
-    was_cordoned: bool | None
-    log: str
-
-
-_injections: list[Injection] = []
-_injections_lock = threading.Lock()
-
-
-def recorded_injections(cluster: str | None = None) -> list[dict[str, Any]]:
-    """The injections this process made (oldest first), optionally of one cluster only."""
-    with _injections_lock:
-        return [asdict(i) for i in _injections if cluster is None or i.cluster == cluster]
-
-
-def _forget(cluster: str, nodes: set[str]) -> None:
-    with _injections_lock:
-        _injections[:] = [i for i in _injections if not (i.cluster == cluster and i.node in nodes)]
-
-
-def xid_body(xid: int, pci: str, message: str, pid: int) -> str:
-    """The ``NVRM: Xid`` message body the driver prints."""
+    ``gpu_instance`` (and ``compute_instance``) give the MIG form
+    ``(PCI:0000:c1:00 GPU-I:07 GPU-CI:00)``; ``bare`` the record with nothing
+    after the code.
+    """
+    where = f"PCI:{pci}"
+    if gpu_instance:
+        where += f" GPU-I:{gpu_instance}"
+        if compute_instance:
+            where += f" GPU-CI:{compute_instance}"
+    if bare:
+        return f"NVRM: Xid ({where}): {xid}"
     text = message or MESSAGES.get(xid, f"Xid {xid} reported by blackstart fault injection")
     if xid == 79:
         process = "pid='<unknown>', name=<unknown>, "
@@ -124,7 +103,7 @@ def xid_body(xid: int, pci: str, message: str, pid: int) -> str:
         process = ""
     else:
         process = f"pid={pid}, name=python3, "
-    return f"NVRM: Xid (PCI:{pci}): {xid}, {process}{text}"
+    return f"NVRM: Xid ({where}): {xid}, {process}{text}"
 
 
 def _last_kmsg(path: Path) -> tuple[int, int]:
@@ -176,6 +155,23 @@ def _append(path: Path, lines: list[str]) -> None:
         os.close(fd)
 
 
+_INSTANCE = re.compile(r"[0-9]{1,4}")
+
+
+def _check_instances(gpu_instance: Any, compute_instance: Any) -> None:
+    for name, value in (("gpu_instance", gpu_instance), ("compute_instance", compute_instance)):
+        if not isinstance(value, str) or (value and not _INSTANCE.fullmatch(value)):
+            raise ActivityFailed(
+                f'{name} must be a MIG instance number as the driver prints it (e.g. "07"), '
+                f"or empty, not {value!r}"
+            )
+    if compute_instance and not gpu_instance:
+        raise ActivityFailed(
+            f"compute_instance {compute_instance!r} needs gpu_instance: a MIG compute instance "
+            "lives in a GPU instance"
+        )
+
+
 def _check_arguments(xid: Any, pci: Any, count: Any, line_format: Any) -> str:
     if isinstance(xid, bool) or not isinstance(xid, int) or not 1 <= xid <= 999:
         raise ActivityFailed(f"xid must be an Xid code from 1 to 999, not {xid!r}")
@@ -214,6 +210,9 @@ def _write_xids(
     line_format: str,
     message: str,
     gpu_uuid: str,
+    gpu_instance: str = "",
+    compute_instance: str = "",
+    bare: bool = False,
 ) -> Injection:
     provider = local_provider(target, "inject_xid")
     state = target.require_state("inject_xid")
@@ -228,10 +227,14 @@ def _write_xids(
     bodies = []
     if gpu_uuid:
         bodies.append(f"NVRM: GPU at PCI:{pci}: {gpu_uuid}")
-    bodies += [xid_body(xid, pci, message, pid) for _ in range(count)]
+    bodies += [
+        xid_body(xid, pci, message, pid, gpu_instance, compute_instance, bare) for _ in range(count)
+    ]
     lines = format_lines(bodies, line_format, node, path, state.created_at or time.time())
     parsed = list(parse_lines(lines))
-    if len(parsed) != count or any(e.xid != xid or e.pci != pci for e in parsed):
+    if len(parsed) != count or any(
+        e.xid != xid or e.pci != pci or (e.gpu_instance or "") != gpu_instance for e in parsed
+    ):
         raise ActivityFailed(
             f"the {line_format} lines built for Xid {xid} do not parse back as {count} Xid "
             f"{xid} at {pci} (got {[(e.xid, e.pci) for e in parsed]}); this is a bug in blackstart"
@@ -249,16 +252,8 @@ def _write_xids(
         was_cordoned=was_cordoned,
         log=str(path),
     )
-    with _injections_lock:
-        _injections.append(injection)
-    _journal_file(target).open("a").write(json.dumps(asdict(injection)) + "\n")
+    record(target, injection)
     return injection
-
-
-def _journal_file(target: Target) -> Path:
-    folder = Path(target.require_state("inject_xid").state_dir) / "chaos"
-    folder.mkdir(exist_ok=True)
-    return folder / "xid-injections.jsonl"
 
 
 def _node_with_pods(target: Target, selector: str, namespace: str) -> str:
@@ -294,6 +289,9 @@ def inject_xid(
     gpu_uuid: str = "",
     node_with_pods: str = "",
     namespace: str = "",
+    gpu_instance: str = "",
+    compute_instance: str = "",
+    bare: bool = False,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict[str, Any]:
@@ -306,6 +304,9 @@ def inject_xid(
     - ``message``: the driver's text after the code (a realistic default per Xid).
     - ``gpu_uuid``: also write the ``NVRM: GPU at PCI:...: GPU-...`` line first, so
       the agent can name the GPU.
+    - ``gpu_instance`` / ``compute_instance``: a MIG instance (``"07"``, ``"00"``):
+      the driver's form ``NVRM: Xid (PCI:0000:c1:00 GPU-I:07 GPU-CI:00): 43, ...``.
+    - ``bare``: the record with nothing after the code, ``NVRM: Xid (PCI:...): 45``.
 
     The lines are checked to parse back (with the rescue agent's parser) as
     written, then appended in one write. Works while the API server is down
@@ -315,12 +316,27 @@ def inject_xid(
     Roll back with ``restore_xid_nodes``.
     """
     address = _check_arguments(xid, pci, count, line_format)
+    _check_instances(gpu_instance, compute_instance)
+    if not isinstance(bare, bool):
+        raise ActivityFailed(f"bare must be true or false, not {bare!r}")
     if not node and not node_with_pods:
         raise ActivityFailed("give node (a GPU node name) or node_with_pods (a pod selector)")
     target = resolve_target(configuration, secrets)
     if not node:
         node = _node_with_pods(target, node_with_pods, namespace)
-    injection = _write_xids(target, node, xid, address, count, line_format, message, gpu_uuid)
+    injection = _write_xids(
+        target,
+        node,
+        xid,
+        address,
+        count,
+        line_format,
+        message,
+        gpu_uuid,
+        gpu_instance=gpu_instance,
+        compute_instance=compute_instance,
+        bare=bare,
+    )
     return asdict(injection)
 
 
@@ -371,186 +387,3 @@ def xid_storm(
         "candidates": len(candidates),
         "written_at": written[0],
     }
-
-
-# ------------------------------------------------------------------ rollback
-def _plans(target: Target) -> list[dict[str, Any]] | None:
-    """Every RescuePlan, or None when the rescue CRDs are not installed."""
-    api = client.CustomObjectsApi(target.api())
-    try:
-        listed = api.list_cluster_custom_object(RESCUE_GROUP, RESCUE_VERSION, RESCUE_PLANS)
-    except ApiException as err:
-        if err.status == 404:
-            return None
-        raise
-    return list(listed.get("items", [])) if isinstance(listed, dict) else []
-
-
-def _plans_since(
-    plans: list[dict[str, Any]], nodes: set[str], since: float
-) -> list[dict[str, Any]]:
-    found = []
-    for plan in plans:
-        created = (plan.get("metadata") or {}).get("creationTimestamp")
-        node = (plan.get("spec") or {}).get("nodeName")
-        if node in nodes and created and parse_iso(str(created)).timestamp() >= since - 2:
-            found.append(plan)
-    return found
-
-
-def _wait_plans_settled(
-    target: Target, nodes: set[str], since: float, timeout_s: float, quiet_s: float
-) -> tuple[list[dict[str, Any]], bool]:
-    """Wait until no plan for ``nodes`` is active for ``quiet_s`` s; (plans, settled)."""
-    deadline = time.monotonic() + timeout_s
-    quiet_since: float | None = None
-    plans: list[dict[str, Any]] = []
-    while True:
-        listed = _plans(target)
-        if listed is None:
-            return [], True  # no rescue controller in this cluster: nothing to wait for
-        plans = _plans_since(listed, nodes, since)
-        active = [p for p in plans if (p.get("status") or {}).get("phase") not in TERMINAL_PHASES]
-        now = time.monotonic()
-        if active:
-            quiet_since = None
-        elif quiet_since is None:
-            quiet_since = now
-        elif now - quiet_since >= quiet_s:
-            return plans, True
-        if now >= deadline:
-            return plans, False
-        time.sleep(0.5)
-
-
-def _spec_labels(target: Target) -> dict[str, dict[str, str]]:
-    state = target.state
-    if state is None or not state.spec_path:
-        return {}
-    try:
-        spec = load_spec(state.spec_path)
-    except Exception:
-        return {}
-    return {n.name: dict(n.labels) for n in spec.nodes()}
-
-
-def _rescue_annotations_removed(node: Any) -> dict[str, None]:
-    """A patch removing the controller's bookkeeping annotations (its plans are done)."""
-    return {
-        key: None for key in (node.metadata.annotations or {}) if key.startswith(f"{RESCUE_GROUP}/")
-    }
-
-
-def _restore_standby(core: client.CoreV1Api, name: str, spec_labels: dict[str, str] | None) -> None:
-    node: Any = core.read_node(name)
-    labels = dict(node.metadata.labels or {})
-    patch_labels: dict[str, str | None] = {STANDBY_LABEL: "true"}
-    if spec_labels is not None:
-        for key in labels:
-            if key not in spec_labels and key not in _MANAGED_LABELS and key != STANDBY_LABEL:
-                patch_labels[key] = None  # a label copied from the failed node
-        for key, value in spec_labels.items():
-            if labels.get(key) != value:
-                patch_labels[key] = value
-    core.patch_node(
-        name,
-        {
-            "metadata": {"labels": patch_labels, "annotations": _rescue_annotations_removed(node)},
-            "spec": {"unschedulable": True},
-        },
-    )
-
-
-def restore_xid_nodes(
-    timeout_s: float = 120.0,
-    quiet_s: float = 5.0,
-    nodes: list[str] | None = None,
-    configuration: Configuration = None,
-    secrets: Secrets = None,
-) -> dict[str, Any]:
-    """Put the nodes Xids were injected into back in service (the rollback of Xid injections).
-
-    Waits (up to ``timeout_s``) until the rescue controller has no running
-    plan for them for ``quiet_s`` seconds, so it does not race the
-    controller; then uncordons each injected node that was not cordoned
-    before its injection, ends a node-not-ready (reboot) stage left behind,
-    and returns every warm standby a plan swapped in to standby (cordoned,
-    standby label, its spec labels back). ``nodes``: restore these instead of
-    the ones this process injected into. Safe when nothing was injected.
-    Returns ``{"nodes", "uncordoned", "standbys_restored", "plans",
-    "settled"}``; raises when plans were still running at the timeout (the
-    nodes are restored anyway).
-    """
-    if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or timeout_s < 0:
-        raise ActivityFailed(f"timeout_s must be seconds, not {timeout_s!r}")
-    target = resolve_target(configuration, secrets)
-    injected = recorded_injections(target.cluster)
-    if nodes:
-        chosen = set(nodes)
-        since = time.time() - 3600
-        cordoned_before: dict[str, bool | None] = {n: False for n in chosen}
-    else:
-        chosen = {i["node"] for i in injected}
-        since = min((parse_iso(i["written_at"]).timestamp() for i in injected), default=time.time())
-        cordoned_before = {}
-        for i in injected:  # the first injection into a node tells how it was before
-            cordoned_before.setdefault(i["node"], i["was_cordoned"])
-    if not chosen:
-        return {
-            "nodes": [],
-            "uncordoned": [],
-            "standbys_restored": [],
-            "plans": {},
-            "settled": True,
-        }
-    plans, settled = _wait_plans_settled(target, chosen, since, float(timeout_s), float(quiet_s))
-    core = client.CoreV1Api(target.api())
-    uncordoned = []
-    for name in sorted(chosen):
-        try:
-            node: Any = core.read_node(name)
-        except ApiException as err:
-            if err.status == 404:
-                continue
-            raise
-        labels = node.metadata.labels or {}
-        if NODE_NOT_READY_LABEL in labels:
-            core.patch_node(name, {"metadata": {"labels": {NODE_NOT_READY_LABEL: None}}})
-        if node.spec and node.spec.unschedulable and not cordoned_before.get(name):
-            core.patch_node(
-                name,
-                {
-                    "metadata": {"annotations": _rescue_annotations_removed(node)},
-                    "spec": {"unschedulable": False},
-                },
-            )
-            uncordoned.append(name)
-    spec_labels = _spec_labels(target)
-    standbys = sorted(
-        {
-            str((p.get("status") or {}).get("standbyNode"))
-            for p in plans
-            if (p.get("status") or {}).get("standbyNode")
-        }
-    )
-    for standby in standbys:
-        _restore_standby(core, standby, spec_labels.get(standby) if spec_labels else None)
-    if not nodes:
-        _forget(str(target.cluster), chosen)
-    phases: dict[str, int] = {}
-    for plan in plans:
-        phase = str((plan.get("status") or {}).get("phase") or "none")
-        phases[phase] = phases.get(phase, 0) + 1
-    result = {
-        "nodes": sorted(chosen),
-        "uncordoned": uncordoned,
-        "standbys_restored": standbys,
-        "plans": phases,
-        "settled": settled,
-    }
-    if not settled:
-        raise ActivityFailed(
-            f"rescue plans on {sorted(chosen)} still ran {timeout_s:g} s into the restore "
-            f"(phases {phases}); nodes were restored anyway: {json.dumps(result)}"
-        )
-    return result

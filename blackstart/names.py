@@ -24,6 +24,10 @@ AGENT_REPORTER = f"{RESCUE_GROUP}/agent"
 #: the reportingController of the controller's Events
 CONTROLLER_REPORTER = f"{RESCUE_GROUP}/controller"
 
+# --- annotations the chaos actions write ----------------------------------------------
+#: on an object a chaos action replaced: what it was (JSON), so its rollback restores it
+ORIGINAL_ANNOTATION = "blackstart.dev/original"
+
 # --- node labels of a blackstart fleet -------------------------------------------------
 POOL_LABEL = "blackstart.dev/pool"
 ROLE_LABEL = "blackstart.dev/role"

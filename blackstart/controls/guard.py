@@ -11,7 +11,14 @@ incident itself. This control:
   ``interrupted``, rollbacks still played) when, from the start of the method
   until the rollbacks, a hard limit is crossed: the API server's p99 request
   latency (Prometheus, over ``p99_window``) above ``max_apiserver_p99_s``, or
-  more than ``max_cordoned_nodes`` non-standby nodes cordoned;
+  more than ``max_cordoned_nodes`` non-standby nodes cordoned (counted from a
+  node watch, not a LIST per check);
+- fails closed: when the API server or Prometheus has not answered for
+  ``max_blind_s`` seconds, the guard cannot see the limits, and it interrupts
+  the run, unless an action of this experiment took the API server away
+  (``stop_apiserver``, ``hang_etcd``, a telemetry storm...) and has not been
+  undone yet: an outage the experiment caused is expected, one it did not
+  cause is not (:mod:`blackstart.controls.guard_watch`);
 - fails the run (status ``failed``) as soon as an action of the method fails:
   a failed injection is a failed experiment, whatever the steady state says;
   and when the steady state did not hold before the method (chaoslib would
@@ -22,6 +29,7 @@ Arguments::
     {"allowed_contexts": [],          # extra contexts that may be targeted
      "max_apiserver_p99_s": 10.0,     # null: no latency limit
      "max_cordoned_nodes": null,      # null: no limit on cordoned nodes
+     "max_blind_s": 30.0,             # null: a silent API server never trips (fail open)
      "p99_window": "30s",
      "interval_s": 2.0}
 
@@ -43,9 +51,13 @@ from chaoslib.run import RunEventHandler
 from chaoslib.types import Activity, Configuration, Experiment, Journal, Run, Secrets
 from kubernetes import client
 
+from blackstart.controls.guard_config import ALLOWED_ENV as ALLOWED_ENV
+from blackstart.controls.guard_config import ALLOWED_KEY as ALLOWED_KEY
+from blackstart.controls.guard_config import allow_list, check_limits, target_allowed
+from blackstart.controls.guard_watch import Blindness, NodeWatch
 from blackstart.controls.journal import blackstart_entry
+from blackstart.controls.metrics import FAULT_UNDONE_BY
 from blackstart.health import utc_now_iso
-from blackstart.names import STANDBY_LABEL
 from blackstart.probes.apiserver import p99_query
 from blackstart.probes.prometheus import scalar
 from blackstart.target import Target, resolve_target
@@ -65,34 +77,6 @@ __all__ = [
     "configure_control",
     "target_allowed",
 ]
-
-ALLOWED_ENV = "BLACKSTART_ALLOWED_CONTEXTS"
-ALLOWED_KEY = "blackstart_allowed_contexts"
-
-
-def allow_list(configuration: Configuration, argument: list[str] | None) -> list[str]:
-    """The allow-list: the argument, the configuration key and the environment variable."""
-    found = list(argument or [])
-    configured = (configuration or {}).get(ALLOWED_KEY)
-    if isinstance(configured, str):
-        found += configured.split(",")
-    elif isinstance(configured, list):
-        found += [str(c) for c in configured]
-    found += os.environ.get(ALLOWED_ENV, "").split(",")
-    return [c.strip() for c in found if c and c.strip()]
-
-
-def target_allowed(target: Target, allowed: list[str]) -> tuple[bool, str]:
-    """(allowed, why): blackstart-created clusters and allow-listed contexts only."""
-    if target.provider in ("local", "kind") and target.cluster:
-        return True, f"{target.provider} cluster {target.cluster!r} was created by blackstart"
-    if target.context and target.context in allowed:
-        return True, f"context {target.context!r} is allow-listed"
-    return False, (
-        f"refusing to inject faults into {target.describe()}: it is not a cluster blackstart "
-        f"created and its context is not allow-listed; if you mean it, add the context to "
-        f"${ALLOWED_ENV} (comma-separated) or the guard's allowed_contexts"
-    )
 
 
 class _Guard:
@@ -117,18 +101,35 @@ class _Guard:
         self.raised = False
         self.guard_signal = False
         self.previous_handler: Any = None
+        self.blindness: Blindness | None = None
+        self.nodes: NodeWatch | None = None
 
     # ---------------------------------------------------------------- limits
     def check_once(self) -> str | None:
         """Evaluate the limits once; the reason of a crossing, else None."""
         assert self.target is not None
         self.checks += 1
+        blind = self.blindness
+        try:
+            client.VersionApi(self.target.api(1)).get_code(_request_timeout=3)
+        except Exception:
+            if blind is not None:
+                blind.silent("the API server")
+        else:
+            if blind is not None:
+                blind.answered("the API server")
         limit_p99 = self.limits.get("max_apiserver_p99_s")
         if limit_p99 is not None and self.target.prometheus_url:
+            source = f"Prometheus ({self.target.prometheus_url})"
             try:
                 p99 = scalar(self.target.prometheus_url, p99_query(self.limits["p99_window"]), None)
             except Exception:
-                p99 = None  # Prometheus unreachable this time: the next check tries again
+                p99 = None
+                if blind is not None:
+                    blind.silent(source)
+            else:
+                if blind is not None:
+                    blind.answered(source)
             if p99 is not None:
                 self.max_p99_seen = max(self.max_p99_seen or 0.0, p99)
                 if p99 > limit_p99:
@@ -137,27 +138,15 @@ class _Guard:
                         f"of {limit_p99:g} s"
                     )
         limit_cordoned = self.limits.get("max_cordoned_nodes")
-        if limit_cordoned is not None:
-            try:
-                core = client.CoreV1Api(self.target.api(1))
-                nodes: list[Any] | None = core.list_node(_request_timeout=3).items
-            except Exception:
-                nodes = None  # the API server is down: nothing to count now
-            if nodes is not None:
-                cordoned = sum(
-                    1
-                    for n in nodes
-                    if n.spec
-                    and n.spec.unschedulable
-                    and (n.metadata.labels or {}).get(STANDBY_LABEL) != "true"
+        cordoned = self.nodes.cordoned() if self.nodes is not None else None
+        if limit_cordoned is not None and cordoned is not None:
+            self.max_cordoned_seen = max(self.max_cordoned_seen or 0, cordoned)
+            if cordoned > limit_cordoned:
+                return (
+                    f"{cordoned} nodes are cordoned, more than the guard's hard limit of "
+                    f"{limit_cordoned}"
                 )
-                self.max_cordoned_seen = max(self.max_cordoned_seen or 0, cordoned)
-                if cordoned > limit_cordoned:
-                    return (
-                        f"{cordoned} nodes are cordoned, more than the guard's hard limit of "
-                        f"{limit_cordoned}"
-                    )
-        return None
+        return blind.verdict() if blind is not None else None
 
     def trip(self, reason: str) -> None:
         with self.lock:
@@ -243,36 +232,6 @@ def configure_control(
         event_registry.register(_ActivityTracker())
 
 
-def _check_limits(
-    max_apiserver_p99_s: Any, max_cordoned_nodes: Any, p99_window: Any, interval_s: Any
-) -> None:
-    if max_apiserver_p99_s is not None and (
-        isinstance(max_apiserver_p99_s, bool)
-        or not isinstance(max_apiserver_p99_s, int | float)
-        or max_apiserver_p99_s <= 0
-    ):
-        raise InterruptExecution(
-            "guard: max_apiserver_p99_s must be seconds above 0 or null, "
-            f"not {max_apiserver_p99_s!r}"
-        )
-    if max_cordoned_nodes is not None and (
-        isinstance(max_cordoned_nodes, bool)
-        or not isinstance(max_cordoned_nodes, int)
-        or max_cordoned_nodes < 0
-    ):
-        raise InterruptExecution(
-            f"guard: max_cordoned_nodes must be a whole number or null, not {max_cordoned_nodes!r}"
-        )
-    if (
-        not isinstance(p99_window, str)
-        or not p99_window[:-1].isdigit()
-        or p99_window[-1] not in "sm"
-    ):
-        raise InterruptExecution(f"guard: p99_window must look like 30s or 1m, not {p99_window!r}")
-    if isinstance(interval_s, bool) or not isinstance(interval_s, int | float) or interval_s < 0.2:
-        raise InterruptExecution(f"guard: interval_s must be at least 0.2 s, not {interval_s!r}")
-
-
 def before_experiment_control(
     context: Experiment,
     configuration: Configuration = None,
@@ -282,10 +241,11 @@ def before_experiment_control(
     max_cordoned_nodes: int | None = None,
     p99_window: str = "30s",
     interval_s: float = 2.0,
+    max_blind_s: float | None = 30.0,
     **_: Any,
 ) -> None:
     """Refuse a target that is not allowed; start watching the hard limits."""
-    _check_limits(max_apiserver_p99_s, max_cordoned_nodes, p99_window, interval_s)
+    check_limits(max_apiserver_p99_s, max_cordoned_nodes, p99_window, interval_s, max_blind_s)
     try:
         target = resolve_target(configuration, secrets)
     except Exception as err:
@@ -300,7 +260,13 @@ def before_experiment_control(
         "max_apiserver_p99_s": max_apiserver_p99_s,
         "max_cordoned_nodes": max_cordoned_nodes,
         "p99_window": p99_window,
+        "max_blind_s": max_blind_s,
     }
+    if max_blind_s is not None:
+        _guard.blindness = Blindness(float(max_blind_s), FAULT_UNDONE_BY)
+    if max_cordoned_nodes is not None:
+        _guard.nodes = NodeWatch(target.api(), _guard.stop)
+        _guard.nodes.start()
     if threading.current_thread() is threading.main_thread():
         _guard.previous_handler = signal.getsignal(signal.SIGTERM)
         signal.signal(signal.SIGTERM, _on_sigterm)
@@ -334,10 +300,20 @@ def before_activity_control(context: Activity, **_: Any) -> None:
     if _guard.target is None and context.get("type") == "action" and _guard.phase == "method":
         raise InterruptExecution("guard: the guard did not check the target; not injecting")
     _guard.interrupt_if_tripped()
+    if _guard.blindness is not None and _guard.phase == "method":
+        _guard.blindness.opening(_func(context))
+
+
+def _func(activity: Activity) -> str | None:
+    provider = activity.get("provider") if isinstance(activity, dict) else None
+    func = provider.get("func") if isinstance(provider, dict) else None
+    return str(func) if func else None
 
 
 def after_activity_control(context: Activity, state: Run = None, **_: Any) -> None:
     """A failed action of the method fails the run; a tripped guard interrupts it."""
+    if _guard.blindness is not None:
+        _guard.blindness.closing(_func(context))
     if (
         _guard.phase == "method"
         and context.get("type") == "action"
@@ -380,6 +356,7 @@ def after_experiment_control(context: Experiment, state: Journal = None, **_: An
         "checks": _guard.checks,
         "max_apiserver_p99_seen_s": _guard.max_p99_seen,
         "max_cordoned_seen": _guard.max_cordoned_seen,
+        "node_lists": _guard.nodes.lists if _guard.nodes is not None else 0,
     }
 
 

@@ -47,8 +47,9 @@ def cluster_node_logs(cluster: str, cache: Path | None = None) -> tuple[list[Nod
     state = load_state(cluster, cache)
     if not state.kernel_log_dir:
         raise click.ClickException(f"cluster {cluster} has no kernel log folder in its state")
+    # the simulated nodes' kernel stamps count from the cluster's creation (see inject_xid)
     logs = [
-        NodeLog(node=path.stem, path=str(path))
+        NodeLog(node=path.stem, path=str(path), boot_time=state.created_at or None)
         for path in sorted(Path(state.kernel_log_dir).glob("*.log"))
     ]
     if not logs:
@@ -72,6 +73,19 @@ def _parse_pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
             raise click.BadParameter(f"node {name} is given twice", param_hint=option)
         pairs[name] = rest
     return pairs
+
+
+def _boot_times(pairs: dict[str, str]) -> dict[str, float]:
+    times = {}
+    for node, value in pairs.items():
+        try:
+            times[node] = float(value)
+        except ValueError:
+            raise click.BadParameter(
+                f"{node}={value}: the boot time is seconds since the epoch, e.g. 1795000000",
+                param_hint="--boot-time",
+            ) from None
+    return times
 
 
 def _api(kubeconfig: str | None, context: str | None) -> client.ApiClient:
@@ -170,9 +184,27 @@ def _api(kubeconfig: str | None, context: str | None) -> client.ApiClient:
     help="Address the metrics server listens on.",
 )
 @click.option(
-    "--from-end",
-    is_flag=True,
-    help="On a first start (no saved cursor) skip what the logs already hold.",
+    "--from-end/--from-start",
+    default=True,
+    show_default=True,
+    help="With no saved read position (a first start, a wiped or corrupt state), skip what "
+    "the logs already hold (--from-end), or report it all as new (--from-start).",
+)
+@click.option(
+    "--min-write-interval",
+    type=click.FloatRange(min=0.0),
+    default=10.0,
+    show_default=True,
+    help="Seconds between two API writes for one node (the first after a quiet spell goes at "
+    "once): a steady Xid stream costs one write per node per interval.",
+)
+@click.option(
+    "--boot-time",
+    "boot_times",
+    multiple=True,
+    metavar="NAME=EPOCH",
+    help="When a --node booted (seconds since the epoch): what seconds-since-boot stamps in "
+    "its log count from. Repeatable.",
 )
 @click.option(
     "--event-namespace", default="default", show_default=True, help="Namespace of the Events."
@@ -195,6 +227,8 @@ def agent_command(
     metrics_port: int | None,
     metrics_address: str,
     from_end: bool,
+    min_write_interval: float,
+    boot_times: tuple[str, ...],
     event_namespace: str,
     verbose: bool,
 ) -> None:
@@ -245,10 +279,15 @@ def agent_command(
     else:
         boots = _parse_pairs(boot_ids, "--boot-id")
         pairs = _parse_pairs(nodes, "--node")
-        unknown = sorted(set(boots) - set(pairs))
-        if unknown:
-            raise click.BadParameter(f"no --node for {', '.join(unknown)}", param_hint="--boot-id")
-        logs = [NodeLog(node=n, path=p, boot_id=boots.get(n)) for n, p in pairs.items()]
+        times = _boot_times(_parse_pairs(boot_times, "--boot-time"))
+        for option, given in (("--boot-id", boots), ("--boot-time", times)):
+            unknown = sorted(set(given) - set(pairs))
+            if unknown:
+                raise click.BadParameter(f"no --node for {', '.join(unknown)}", param_hint=option)
+        logs = [
+            NodeLog(node=n, path=p, boot_id=boots.get(n), boot_time=times.get(n))
+            for n, p in pairs.items()
+        ]
 
     options = AgentOptions(
         state_dir=Path(state_dir) if state_dir else default_state,
@@ -257,7 +296,8 @@ def agent_command(
         poll_interval=poll_interval,
         backoff_cap=backoff_cap,
         event_namespace=event_namespace,
-        from_end=from_end,
+        from_start=not from_end,
+        min_write_interval=min_write_interval,
     )
     metrics = AgentMetrics()
     if metrics_port is not None:

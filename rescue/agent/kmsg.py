@@ -141,6 +141,12 @@ class KernelLogReader(Protocol):
     def read(self) -> list[LogRecord]:
         """The records written since the last read (possibly none); advances :attr:`cursor`."""
 
+    def rewind(self, cursor: Cursor | None) -> None:
+        """Read again from ``cursor`` (None: from where this reader started).
+
+        For a read whose records could not be saved: they are read again.
+        """
+
     def close(self) -> None:
         """Release the file or device."""
 
@@ -241,7 +247,8 @@ class TextLogReader:
     rebooted). A last line without a newline is read once the file has not grown
     for ``partial_grace`` seconds. A missing file reads as empty until it exists.
     With no saved cursor, reading starts at the beginning of the file, or at its
-    end with ``from_end`` (what the file already holds is skipped).
+    end with ``from_end`` (what the file holds when the reader is made is skipped;
+    a file that does not exist yet is read from its beginning once it does).
     """
 
     def __init__(
@@ -255,7 +262,15 @@ class TextLogReader:
     ) -> None:
         self.path = Path(path)
         self._saved = cursor
-        self._from_end = from_end and cursor is None
+        if from_end and cursor is None:
+            try:
+                stat = os.stat(self.path)
+            except FileNotFoundError:
+                pass
+            else:
+                self._saved = Cursor(
+                    kind="file", boot_id=boot_id(), position=stat.st_size, inode=stat.st_ino
+                )
         self._cursor: Cursor | None = None
         self._boot_id = boot_id
         self._partial_grace = partial_grace
@@ -275,11 +290,6 @@ class TextLogReader:
         except FileNotFoundError:
             return []
         boot = self._boot_id()
-        if self._from_end:
-            self._from_end = False
-            self._saved = Cursor(
-                kind="file", boot_id=boot, position=stat.st_size, inode=stat.st_ino
-            )
         cursor = resume_file_cursor(
             self._cursor or self._saved, stat.st_ino, stat.st_size, boot or self.cursor.boot_id
         )
@@ -318,6 +328,12 @@ class TextLogReader:
             return False
         return now - self._partial_since >= self._partial_grace
 
+    def rewind(self, cursor: Cursor | None) -> None:
+        if cursor is not None:
+            self._saved = cursor
+        self._cursor = None
+        self._partial_since = None
+
     def close(self) -> None:
         """Nothing stays open between reads."""
 
@@ -328,8 +344,9 @@ class KmsgReader:
     The device is opened non-blocking once; each read drains the records the
     kernel has, skipping those at or before the cursor. Records the kernel
     overwrote before they were read (``EPIPE``) are counted in :attr:`lost`.
-    With no cursor of this boot, reading starts at the oldest record the kernel
-    still holds, or after the newest one with ``from_end``.
+    With a cursor of an earlier boot, reading starts at the oldest record the
+    kernel still holds (all of this boot); with no cursor at all, there too, or
+    after the newest one with ``from_end``.
     """
 
     def __init__(
@@ -343,7 +360,7 @@ class KmsgReader:
     ) -> None:
         self.path = Path(path)
         self._cursor = resume_kmsg_cursor(cursor, boot_id)
-        fresh = self._cursor.position < 0
+        fresh = cursor is None  # a cursor of an earlier boot: this boot's records are all new
         self._max_records = max_records
         self._clock = clock
         self.lost = 0
@@ -355,7 +372,10 @@ class KmsgReader:
                 "kernel log (root with CAP_SYSLOG, and the device mounted into the container)"
             ) from err
         if from_end and fresh:
-            os.lseek(self._fd, 0, os.SEEK_END)  # /dev/kmsg: continue after the newest record
+            # continue after the newest record: drain what the kernel holds, keep its number
+            while self.read():
+                pass
+        self._start = self._cursor
 
     @property
     def cursor(self) -> Cursor:
@@ -396,6 +416,14 @@ class KmsgReader:
                 LogRecord(text=text, position=seq, boot_id=self._cursor.boot_id, read_at=now)
             )
         return out
+
+    def rewind(self, cursor: Cursor | None) -> None:
+        if cursor is None:
+            self._cursor = self._start
+        else:
+            self._cursor = resume_kmsg_cursor(cursor, self._start.boot_id)
+        if self._fd is not None:
+            os.lseek(self._fd, 0, os.SEEK_SET)  # kmsg: back to the oldest record still held
 
     def close(self) -> None:
         if self._fd is not None:

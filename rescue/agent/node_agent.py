@@ -6,12 +6,17 @@ ones (one kernel log file each). Two threads:
 - the *reader* polls every log (one ``stat`` per file per ``poll_interval`` when
   nothing happens), parses new lines with :class:`~blackstart.rescue.wire.xid.XidParser`
   and spools the Xids together with the new cursor, in one transaction
-  (:class:`~blackstart.rescue.agent.spool.AgentStore`);
-- the *sender* waits until a node's Xids form a finished burst (no new one for
-  ``burst_window`` seconds), then makes at most two writes for the whole burst
-  (:mod:`blackstart.rescue.wire.signal`): the ``GPUXidError`` condition patch on
-  ``nodes/status``, then the ``XidError`` Warning Event. Only then do the Xids
-  leave the spool.
+  (:class:`~blackstart.rescue.agent.spool.AgentStore`); identical lines share
+  one spool row. When the spool cannot be written, the reader goes back to the
+  saved cursor and reads the lines again. Every Xid carries the kernel's own
+  time (the node's boot time plus the kernel timestamp) and its boot id, so a
+  line read late is still known for as old as it is. With no saved cursor (a
+  first start, a wiped state directory) or a corrupt one, a log is read from
+  its end, with a warning: what it already holds is not reported as new.
+- the *sender* (:class:`~blackstart.rescue.agent.sender.XidSender`) writes the
+  ``GPUXidError`` condition once a node's Xids form a finished burst, at most
+  one write per node per ``min_write_interval``, and the ``XidError`` Event
+  best-effort.
 
 It never LISTs anything. It GETs a node only when it does not know the node's
 condition yet (first Xid after start), and keeps the condition it last wrote.
@@ -26,16 +31,11 @@ import functools
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from urllib3.exceptions import HTTPError
 
 from blackstart.rescue.agent.kmsg import (
     DEFAULT_KMSG_PATH,
@@ -48,30 +48,16 @@ from blackstart.rescue.agent.kmsg import (
     host_boot_id,
     record_id,
 )
+from blackstart.rescue.agent.metrics import AgentMetrics
+from blackstart.rescue.agent.paced_api import PacedApi, RequestHook, Stopped
+from blackstart.rescue.agent.sender import SenderOptions, XidSender
 from blackstart.rescue.agent.spool import AgentStore, StoreBatch
-from blackstart.rescue.pacing import TokenBucket, backoff_delay, retry_after_seconds
-from blackstart.rescue.wire.signal import (
-    XidSighting,
-    burst_due,
-    coalesce,
-    condition_patch,
-    event_body,
-    event_name,
-    merge_reports,
-    reports_from_node,
-)
-from blackstart.rescue.wire.xid import XidParser
+from blackstart.rescue.wire.signal import XidSighting
+from blackstart.rescue.wire.xid import XidParser, log_epoch
 
 __all__ = ["AgentMetrics", "AgentOptions", "NodeLog", "RequestHook", "XidAgent"]
 
 log = logging.getLogger("blackstart.rescue.agent.node_agent")
-
-RequestHook = Callable[[str, str, str], None]
-"""Called after every API request with (verb, resource, HTTP status or "error")."""
-
-_T = TypeVar("_T")
-_STRATEGIC_MERGE = "application/strategic-merge-patch+json"
-_MAX_EVENT_NAMES = 256  # per node, for not re-posting a burst's Event after a partial failure
 
 
 @dataclass(frozen=True)
@@ -82,13 +68,16 @@ class NodeLog:
     ``kind`` ``"kmsg"``: the kernel's ``/dev/kmsg`` device at ``path``.
     ``boot_id``: the node's boot id when known up front (kmsg: read from
     ``/proc`` when not given); for files it is otherwise learned from the Node's
-    ``status.nodeInfo.bootID``.
+    ``status.nodeInfo.bootID``. ``boot_time``: when the node booted (epoch
+    seconds), what the kernel's seconds-since-boot timestamps count from (kmsg:
+    this host's when not given); without it such lines carry no kernel time.
     """
 
     node: str
     path: str
     kind: SourceKind = "file"
     boot_id: str | None = None
+    boot_time: float | None = None
 
     @property
     def source(self) -> str:
@@ -97,7 +86,13 @@ class NodeLog:
 
 @dataclass(frozen=True)
 class AgentOptions:
-    """How the agent paces itself; the defaults suit one agent per node."""
+    """How the agent paces itself; the defaults suit one agent per node.
+
+    ``min_write_interval``: seconds between two writes for one node (the first
+    after a quiet spell goes at once). ``collapse_window``: identical Xids this
+    close together add to one report. ``from_start``: read a log with no saved
+    cursor from its beginning (default: from its end, what it holds is old).
+    """
 
     state_dir: Path
     max_rps: float = 5.0
@@ -107,85 +102,22 @@ class AgentOptions:
     backoff_cap: float = 10.0
     request_timeout: tuple[float, float] = (3.0, 10.0)
     event_namespace: str = "default"
-    from_end: bool = False
+    from_start: bool = False
     max_batch: int = 500
+    min_write_interval: float = 10.0
+    collapse_window: float = 600.0
 
-
-class AgentMetrics:
-    """The agent's Prometheus metrics, in a registry of their own."""
-
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
-        prefix = "blackstart_rescue_agent"
-        self.lines_read = Counter(
-            f"{prefix}_log_lines", "Kernel log lines read.", registry=self.registry
+    def sender_options(self) -> SenderOptions:
+        return SenderOptions(
+            burst_window=self.burst_window,
+            min_write_interval=self.min_write_interval,
+            collapse_window=self.collapse_window,
+            backoff_base=self.backoff_base,
+            backoff_cap=self.backoff_cap,
+            request_timeout=self.request_timeout,
+            event_namespace=self.event_namespace,
+            max_batch=self.max_batch,
         )
-        self.xids_seen = Counter(
-            f"{prefix}_xids_seen", "Xid lines seen, by Xid code.", ["xid"], registry=self.registry
-        )
-        self.reports_sent = Counter(
-            f"{prefix}_reports_sent",
-            "Xid lines reported to the API server (left the spool).",
-            registry=self.registry,
-        )
-        self.bursts_sent = Counter(
-            f"{prefix}_bursts_sent",
-            "Bursts reported (one per node and burst).",
-            registry=self.registry,
-        )
-        self.api_requests = Counter(
-            f"{prefix}_api_requests",
-            "Kubernetes API requests, by verb, resource and HTTP status ('error': no response).",
-            ["verb", "resource", "code"],
-            registry=self.registry,
-        )
-        self.spool_depth = Gauge(
-            f"{prefix}_spool_depth", "Xid lines waiting in the spool.", registry=self.registry
-        )
-        self.delivery_seconds = Histogram(
-            f"{prefix}_delivery_seconds",
-            "Seconds from reading an Xid line to the node condition holding it.",
-            buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
-            registry=self.registry,
-        )
-        self.backoffs = Counter(
-            f"{prefix}_backoffs",
-            "Times the sender backed off after a failed request.",
-            registry=self.registry,
-        )
-
-    def requests(self, verb: str | None = None) -> float:
-        """Total API requests so far (of ``verb`` only, when given), any status."""
-        total = 0.0
-        for metric in self.api_requests.collect():
-            for sample in metric.samples:
-                if sample.name.endswith("_total") and verb in (None, sample.labels["verb"]):
-                    total += sample.value
-        return total
-
-
-class _Retry(Exception):
-    """A request failed in a way worth retrying later; carries the server's Retry-After."""
-
-    def __init__(self, what: str, retry_after: float | None = None) -> None:
-        super().__init__(what)
-        self.retry_after = retry_after
-
-
-class _NodeGone(Exception):
-    """The Node does not exist (404): its Xids cannot be reported."""
-
-
-class _Stopped(Exception):
-    """The agent is stopping."""
-
-
-@dataclass
-class _NodeState:
-    boot_id: str | None = None
-    uid: str | None = None
-    reports: list[dict[str, Any]] | None = None  # the condition's reports as last written
-    events: OrderedDict[str, None] = field(default_factory=OrderedDict)
 
 
 class XidAgent:
@@ -214,20 +146,23 @@ class XidAgent:
         self.logs = list(logs)
         self.options = options
         self.metrics = metrics or AgentMetrics()
-        self.core = client.CoreV1Api(api)
         self.store = AgentStore(options.state_dir)
-        self._on_request = on_request
         self._clock = clock
-        self._bucket = TokenBucket(options.max_rps)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
         self._closed = False
-        self._states = {entry.node: _NodeState(boot_id=entry.boot_id) for entry in logs}
+        self.sender = XidSender(
+            self.store,
+            client.CoreV1Api(api),
+            PacedApi(options.max_rps, self._stop, self.metrics, on_request),
+            options.sender_options(),
+            self.metrics,
+            {entry.node: entry.boot_id for entry in logs},
+            clock,
+        )
         self._parsers = {entry.node: XidParser() for entry in logs}
-        self._attempt = 0
-        self._backoff_until = 0.0
-        self._state_lock = threading.Lock()
+        self._boot_times: dict[str, float | None] = {}
         self._readers: dict[str, KernelLogReader] = {}
         self._persisted: dict[str, Cursor | None] = {}
         for entry in self.logs:
@@ -246,9 +181,11 @@ class XidAgent:
         for thread in self._threads:
             thread.start()
         log.info(
-            "reading %d kernel log(s); at most %.1f requests/s; spool %s (%d waiting)",
+            "reading %d kernel log(s); at most %.1f requests/s, one write per node per %g s; "
+            "spool %s (%d waiting)",
             len(self.logs),
             self.options.max_rps,
+            self.options.min_write_interval,
             self.store.path,
             self.store.depth(),
         )
@@ -282,66 +219,55 @@ class XidAgent:
 
     # ------------------------------------------------------------------ reading
     def _open_reader(self, entry: NodeLog) -> KernelLogReader:
-        saved = self.store.cursor(entry.node, entry.source)
+        saved, problem = self.store.saved_cursor(entry.node, entry.source)
         self._persisted[entry.node] = saved
+        from_end = saved is None and not self.options.from_start
+        if from_end:
+            log.warning(
+                "node %s: the saved read position of %s is %s (a first start, a wiped or damaged "
+                "state directory); reading it from its end: Xids it already holds are not "
+                "reported (--from-start reports them)",
+                entry.node,
+                entry.path,
+                problem,
+            )
         if entry.kind == "kmsg":
             boot = entry.boot_id or host_boot_id()
-            self._states[entry.node].boot_id = boot
-            return KmsgReader(
-                saved, boot, path=entry.path or DEFAULT_KMSG_PATH, from_end=self.options.from_end
-            )
+            self.sender.state(entry.node).boot_id = boot
+            # printk stamps count from boot on the monotonic clock
+            self._boot_times[entry.node] = entry.boot_time or time.time() - time.monotonic()
+            return KmsgReader(saved, boot, path=entry.path or DEFAULT_KMSG_PATH, from_end=from_end)
+        self._boot_times[entry.node] = entry.boot_time
         return TextLogReader(
             entry.path,
             saved,
             boot_id=functools.partial(self._known_boot_id, entry.node),
-            from_end=self.options.from_end,
+            from_end=from_end,
         )
 
     def read_logs_once(self) -> list[XidSighting]:
-        """Read every log once; spool the Xids found with the new cursors. Returns the new Xids."""
+        """Read every log once; spool the Xids found with the new cursors. Returns the new Xids.
+
+        When the spool cannot be written, every log read goes back to its saved
+        cursor (the lines are read again next time) and the error is raised.
+        """
         batches: list[StoreBatch] = []
         for entry in self.logs:
-            reader = self._readers[entry.node]
-            try:
-                records = reader.read()
-            except OSError as err:
-                log.warning(
-                    "cannot read the kernel log of %s (%s): %s", entry.node, entry.path, err
-                )
-                continue
-            if not records:
-                if reader.cursor != self._persisted.get(entry.node):
-                    # a first position (--from-end), a rotation or a new boot: keep it
-                    batches.append(StoreBatch(entry.node, entry.source, reader.cursor))
-                continue
-            self.metrics.lines_read.inc(len(records))
-            parser = self._parsers[entry.node]
-            sightings: list[XidSighting] = []
-            for record in records:
-                event = parser.feed(record.text)
-                if event is None:
-                    continue
-                boot = record.boot_id or self._learn_boot_id(entry.node)
-                sightings.append(
-                    XidSighting(
-                        id=record_id(boot, record.position),
-                        node=entry.node,
-                        xid=event.xid,
-                        pci=event.pci,
-                        uuid=event.uuid,
-                        message=event.message,
-                        read_at=record.read_at,
-                        log_time=event.timestamp,
-                    )
-                )
-            batches.append(StoreBatch(entry.node, entry.source, reader.cursor, sightings))
+            batch = self._read_one(entry)
+            if batch is not None:
+                batches.append(batch)
         if not batches:
             return []
-        added = self.store.record(batches)
+        try:
+            added = self.store.record(batches)
+        except Exception:
+            self.metrics.spool_failures.inc()
+            for batch in batches:
+                self._readers[batch.node].rewind(self._persisted.get(batch.node))
+            raise
         for batch in batches:
             self._persisted[batch.node] = batch.cursor
-        for sighting in added:
-            self.metrics.xids_seen.labels(xid=str(sighting.xid)).inc()
+        for sighting in added[:20]:
             log.info(
                 "node %s: Xid %d on pci %s (%s) spooled as %s",
                 sighting.node,
@@ -350,235 +276,90 @@ class XidAgent:
                 sighting.message[:80],
                 sighting.id,
             )
+        if len(added) > 20:
+            log.info("... and %d more Xid line(s) spooled", len(added) - 20)
+        for sighting in added:
+            self.metrics.xids_seen.labels(xid=str(sighting.xid)).inc()
         if added:
             self.metrics.spool_depth.set(self.store.depth())
             self._wake.set()
         return added
 
-    def _known_boot_id(self, node: str) -> str:
-        return self._states[node].boot_id or ""
+    def _read_one(self, entry: NodeLog) -> StoreBatch | None:
+        reader = self._readers[entry.node]
+        try:
+            records = reader.read()
+        except OSError as err:
+            log.warning("cannot read the kernel log of %s (%s): %s", entry.node, entry.path, err)
+            return None
+        if not records:
+            if reader.cursor != self._persisted.get(entry.node):
+                # a first position (from the end), a rotation or a new boot: keep it
+                return StoreBatch(entry.node, entry.source, reader.cursor)
+            return None
+        self.metrics.lines_read.inc(len(records))
+        parser = self._parsers[entry.node]
+        boot_time = self._boot_times.get(entry.node)
+        events = [(record, parser.feed(record.text)) for record in records]
+        if any(e is not None and not r.boot_id for r, e in events):
+            boot = self.sender.known_boot_id(entry.node)
+            if boot is None:
+                # the sender GETs the node; read these lines again once it knows the boot
+                # (never a GET here: with many simulated nodes it would stall every read)
+                self.sender.want_boot_id(entry.node)
+                self._wake.set()
+                reader.rewind(self._persisted.get(entry.node))
+                return None
+        sightings: list[XidSighting] = []
+        for record, event in events:
+            if event is None:
+                continue
+            boot = record.boot_id or self.sender.known_boot_id(entry.node) or UNKNOWN_BOOT_ID
+            sightings.append(
+                XidSighting(
+                    id=record_id(boot, record.position),
+                    node=entry.node,
+                    xid=event.xid,
+                    pci=event.pci,
+                    uuid=event.uuid,
+                    message=event.message,
+                    read_at=record.read_at,
+                    log_time=event.timestamp,
+                    logged_at=log_epoch(event.timestamp, boot_time, record.read_at),
+                    boot_id=boot,
+                    gpu_instance=event.gpu_instance,
+                    compute_instance=event.compute_instance,
+                )
+            )
+        return StoreBatch(entry.node, entry.source, reader.cursor, sightings)
 
-    def _learn_boot_id(self, node: str) -> str:
-        """The node's boot id from one GET, when the API server answers right away."""
-        state = self._states[node]
-        if state.boot_id:
-            return state.boot_id
-        if self._clock() >= self._backoff_until:
-            try:
-                self._fetch_node(node)
-            except (_Retry, _NodeGone, _Stopped) as err:
-                log.warning("node %s: boot id unknown (%s); ids use %r", node, err, UNKNOWN_BOOT_ID)
-        return state.boot_id or UNKNOWN_BOOT_ID
+    def _known_boot_id(self, node: str) -> str:
+        return self.sender.state(node).boot_id or ""
 
     def _reader_loop(self) -> None:
         while not self._stop.wait(self.options.poll_interval):
             try:
                 self.read_logs_once()
             except Exception:
-                log.exception("reading the kernel logs failed; trying again")
+                log.exception("reading the kernel logs failed; reading again from the saved cursor")
 
     # ------------------------------------------------------------------ sending
+    def deliver_due_once(self) -> float | None:
+        """Make the one write that is due first (see :meth:`XidSender.deliver_due_once`)."""
+        return self.sender.deliver_due_once()
+
     def _sender_loop(self) -> None:
         while not self._stop.is_set():
             try:
-                wait = self.deliver_due_once()
-            except _Stopped:
+                wait = self.sender.deliver_due_once()
+            except Stopped:
                 return
             except Exception:
                 log.exception("reporting Xids failed unexpectedly; backing off")
-                wait = self._back_off(None)
+                wait = self.sender.back_off_unexpected()
             if wait is None:
                 self._wake.wait(1.0)
                 self._wake.clear()
             elif wait > 0:
                 self._wake.wait(wait)
                 self._wake.clear()
-
-    def deliver_due_once(self) -> float | None:
-        """Report one finished burst, if any is due.
-
-        Returns 0.0 after a report, the seconds to wait before the next burst is
-        due or the backoff ends, or None when the spool is empty.
-        """
-        now = self._clock()
-        if now < self._backoff_until:
-            return self._backoff_until - now
-        bursts = self.store.bursts()
-        if not bursts:
-            return None
-        window = self.options.burst_window
-        due = [b for b in bursts if burst_due(b.first_read, b.last_read, now, window)]
-        if not due:
-            soonest = min(
-                min(b.last_read + window, b.first_read + max(1.0, 5 * window)) for b in bursts
-            )
-            return max(0.01, soonest - now)
-        try:
-            self._deliver(due[0].node)
-        except _Retry as err:
-            return self._back_off(err)
-        self._attempt = 0
-        return 0.0
-
-    def _back_off(self, err: _Retry | None) -> float:
-        retry_after = err.retry_after if err is not None else None
-        delay = backoff_delay(
-            self._attempt, self.options.backoff_base, self.options.backoff_cap, retry_after
-        )
-        self._attempt += 1
-        self._backoff_until = self._clock() + delay
-        self.metrics.backoffs.inc()
-        if err is not None:
-            log.warning(
-                "API request failed (%s); %d Xid(s) stay spooled; retry %d in %.2f s",
-                err,
-                self.store.depth(),
-                self._attempt,
-                delay,
-            )
-        return delay
-
-    def _deliver(self, node: str) -> None:
-        sightings = self.store.pending(node, self.options.max_batch)
-        if not sightings:
-            return
-        state = self._states.setdefault(node, _NodeState())
-        try:
-            if state.reports is None:
-                self._fetch_node(node)
-            self._write_condition(node, state, sightings)
-            self._write_event(node, state, sightings)
-        except _NodeGone:
-            log.error(
-                "node %s does not exist; dropping its %d spooled Xid(s)", node, len(sightings)
-            )
-        else:
-            self.metrics.reports_sent.inc(len(sightings))
-            self.metrics.bursts_sent.inc()
-        self.store.acknowledge(node, [s.id for s in sightings])
-        self.metrics.spool_depth.set(self.store.depth())
-
-    def _write_condition(self, node: str, state: _NodeState, sightings: list[XidSighting]) -> None:
-        new = [report.to_json() for report in coalesce(sightings)]
-        written = {r.get("id"): r for r in state.reports or []}
-        if all(written.get(report["id"]) == report for report in new):
-            return  # already in the condition (a retry after the Event failed)
-        with self._state_lock:
-            merged = merge_reports(state.reports or [], new)
-        now = self._clock()
-        body = condition_patch(merged, now)
-        result = self._request(
-            "patch",
-            "nodes/status",
-            lambda: self.core.patch_node_status_with_http_info(
-                node,
-                body,
-                _content_type=_STRATEGIC_MERGE,
-                _request_timeout=self.options.request_timeout,
-            ),
-        )
-        with self._state_lock:
-            state.reports = merged
-        self._remember_node(node, result)
-        done = self._clock()
-        for sighting in sightings:
-            self.metrics.delivery_seconds.observe(max(0.0, done - sighting.read_at))
-        log.info(
-            "node %s: condition GPUXidError now holds %d report(s) (%d new Xid line(s))",
-            node,
-            len(merged),
-            len(sightings),
-        )
-
-    def _write_event(self, node: str, state: _NodeState, sightings: list[XidSighting]) -> None:
-        name = event_name(node, sightings[0].id)
-        if name in state.events:
-            return
-        body = event_body(
-            node, state.uid, sightings, self._clock(), namespace=self.options.event_namespace
-        )
-        try:
-            self._request(
-                "create",
-                "events",
-                lambda: self.core.create_namespaced_event_with_http_info(
-                    self.options.event_namespace,
-                    body,  # type: ignore[arg-type]
-                    _request_timeout=self.options.request_timeout,
-                ),
-            )
-        except _NodeGone:
-            log.error(
-                "cannot create Event %s: namespace %s not found; the condition holds the Xids",
-                name,
-                self.options.event_namespace,
-            )
-        except _AlreadyExists:
-            pass  # posted before a failure or restart: the burst has its Event
-        state.events[name] = None
-        while len(state.events) > _MAX_EVENT_NAMES:
-            state.events.popitem(last=False)
-
-    def _fetch_node(self, node: str) -> None:
-        result = self._request(
-            "get",
-            "nodes",
-            lambda: self.core.read_node_with_http_info(
-                node, _request_timeout=self.options.request_timeout
-            ),
-        )
-        state = self._states.setdefault(node, _NodeState())
-        with self._state_lock:
-            # the reader may GET while the sender patches: never replace what was written since
-            if state.reports is None:
-                state.reports = reports_from_node(result)
-        self._remember_node(node, result)
-
-    def _remember_node(self, node: str, obj: Any) -> None:
-        state = self._states.setdefault(node, _NodeState())
-        metadata = getattr(obj, "metadata", None)
-        uid = getattr(metadata, "uid", None)
-        if uid:
-            state.uid = str(uid)
-        info = getattr(getattr(obj, "status", None), "node_info", None)
-        boot = getattr(info, "boot_id", None)
-        entry_boot = next((e.boot_id for e in self.logs if e.node == node), None)
-        if boot and not entry_boot:
-            state.boot_id = str(boot)
-
-    # ------------------------------------------------------------------ requests
-    def _request(self, verb: str, resource: str, call: Callable[[], Any]) -> Any:
-        """One paced API request; returns the response object, raises the agent's errors."""
-        if not self._bucket.take(self._stop):
-            raise _Stopped()
-        try:
-            response = call()
-        except ApiException as err:
-            self._count(verb, resource, str(err.status))
-            if err.status == 404:
-                raise _NodeGone() from err
-            if err.status == 409:
-                raise _AlreadyExists() from err
-            raise _Retry(
-                f"{verb} {resource}: {err.status} {err.reason}",
-                retry_after_seconds(err.headers),
-            ) from err
-        except (HTTPError, OSError) as err:
-            self._count(verb, resource, "error")
-            raise _Retry(f"{verb} {resource}: {type(err).__name__}: {err}") from err
-        # *_with_http_info answers (data, status, headers); newer clients an ApiResponse
-        if isinstance(response, tuple):
-            data, status = response[0], response[1]
-        else:
-            data, status = getattr(response, "data", response), getattr(response, "status_code", 0)
-        self._count(verb, resource, str(status or 200))
-        return data
-
-    def _count(self, verb: str, resource: str, code: str) -> None:
-        self.metrics.api_requests.labels(verb=verb, resource=resource, code=code).inc()
-        if self._on_request is not None:
-            self._on_request(verb, resource, code)
-
-
-class _AlreadyExists(Exception):
-    """409: the object is there already."""

@@ -22,6 +22,7 @@ from blackstart.rescue.controller.storm_guard import Refusal
 from blackstart.rescue.crd.plans import (
     PlanRecord,
     format_time,
+    parse_time,
     plan_body,
     plan_name,
 )
@@ -49,18 +50,37 @@ class Admission(PlanExecution):
         reports = parse_condition_message(view.xid_message)
         # forget ids no longer on the condition (the agent keeps the last 20): bounded memory
         memory.seen &= {str(r["id"]) for r in reports}
+        # boots a reboot of ours ended: the node came back with another boot id since
+        rebooted_away = {
+            before
+            for plan in self.plans_for_node(node_name)
+            if (before := plan.status.boot_id_before_reboot)
+            and view.boot_id
+            and before != view.boot_id
+        }
         new: list[dict[str, Any]] = []
         for report in reports:
             report_id = str(report["id"])
             if report_id in handled:
                 continue
-            moment = report_time(report) or now
+            # the kernel's own time when the agent sends it: a line read late is still old
+            moment = parse_time(report.get("loggedAt")) or report_time(report) or now
             memory.seen.add(report_id)
             if now - moment > self.config.max_report_age:
                 log.info(
-                    "ignoring Xid report %s on %s: older than the maximum report age",
+                    "ignoring Xid report %s on %s: logged at %s, older than the maximum report age",
                     report_id,
                     node_name,
+                    format_time(moment),
+                )
+                continue
+            boot = str(report.get("bootId") or report_id.rpartition(":")[0])
+            if boot in rebooted_away:
+                log.info(
+                    "ignoring Xid report %s on %s: from boot %s, which a finished reboot ended",
+                    report_id,
+                    node_name,
+                    boot,
                 )
                 continue
             new.append(report)

@@ -57,8 +57,9 @@ async def run_controller(
     metrics_host: str,
     metrics_port: int | None,
     decision_api: tuple[str, int] | None,
-    token: str | None,
+    token: Any,
     journal: str | None,
+    tls: Any = None,
 ) -> None:
     """Run the controller until SIGTERM/SIGINT (kopf handles the signals)."""
     import kopf
@@ -84,8 +85,9 @@ async def run_controller(
     runner = None
     if decision_api is not None:
         assert token is not None
-        runner = await start_decision_api(controller, token, metrics, *decision_api)
-        log.info("decision API on http://%s:%d/v1/rescue-actions", *decision_api)
+        runner = await start_decision_api(controller, token, metrics, *decision_api, tls=tls)
+        scheme = "https" if tls is not None else "http"
+        log.info("decision API on %s://%s:%d/v1/rescue-actions", scheme, *decision_api)
     try:
         await kopf.operator(
             registry=build_registry(controller, kubeconfig, context),
@@ -154,7 +156,20 @@ async def run_controller(
     "--token-file",
     type=click.Path(dir_okay=False, exists=True),
     default=None,
-    help="File holding the decision API's bearer token (required with --decision-api).",
+    help="File holding the decision API's bearer token (required with --decision-api); "
+    "read again whenever it changes.",
+)
+@click.option(
+    "--tls-cert-file",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="PEM certificate (chain): serve the decision API over HTTPS (with --tls-key-file).",
+)
+@click.option(
+    "--tls-key-file",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="PEM private key of --tls-cert-file.",
 )
 @click.option(
     "--metrics-port",
@@ -245,6 +260,8 @@ def controller_command(
     reboot_cap: str,
     decision_api: str | None,
     token_file: str | None,
+    tls_cert_file: str | None,
+    tls_key_file: str | None,
     metrics_port: int | None,
     metrics_host: str,
     plans_ttl: str,
@@ -289,13 +306,21 @@ def controller_command(
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="--reboot-cap") from None
     address = _host_port(decision_api) if decision_api else None
+    from blackstart.rescue.controller.decision_api import TokenFile, server_tls
+
     token = None
+    tls = None
+    if bool(tls_cert_file) != bool(tls_key_file):
+        raise click.UsageError("give --tls-cert-file and --tls-key-file together, or neither")
     if address is not None:
         if not token_file:
             raise click.UsageError("--decision-api needs --token-file (the bearer token)")
-        token = Path(token_file).read_text().strip()
-        if not token:
-            raise click.UsageError(f"--token-file {token_file} is empty")
+        try:
+            token = TokenFile(token_file)
+            if tls_cert_file and tls_key_file:
+                tls = server_tls(tls_cert_file, tls_key_file)
+        except ValueError as err:
+            raise click.UsageError(str(err)) from None
     webhook_token = Path(webhook_token_file).read_text().strip() if webhook_token_file else None
     try:
         config = ControllerConfig(
@@ -326,7 +351,7 @@ def controller_command(
         raise click.UsageError("--reboot-driver webhook needs --webhook-url")
     asyncio.run(
         run_controller(
-            config, kubeconfig, context, metrics_host, metrics_port, address, token, journal
+            config, kubeconfig, context, metrics_host, metrics_port, address, token, journal, tls
         )
     )
 
@@ -334,7 +359,13 @@ def controller_command(
 @click.command(name="install")
 @click.option("--kubeconfig", default=None, help="Kubeconfig of a cluster admin.")
 @click.option("--context", default=None, help="Kubeconfig context.")
-def install_command(kubeconfig: str | None, context: str | None) -> None:
+@click.option(
+    "--local-reboot-driver",
+    is_flag=True,
+    help="Also let the controller patch nodes/status: only its local reboot driver "
+    "(KWOK nodes) needs that; never on real nodes.",
+)
+def install_command(kubeconfig: str | None, context: str | None, local_reboot_driver: bool) -> None:
     """Apply the rescue CRDs and the controller's and agent's RBAC to a cluster.
 
     Server-side apply of rescue/deploy/crds.yaml, controller-rbac.yaml and
@@ -346,7 +377,9 @@ def install_command(kubeconfig: str | None, context: str | None) -> None:
 
     try:
         applied = install(
-            _api_client(kubeconfig, context), progress=lambda m: click.echo(m, err=True)
+            _api_client(kubeconfig, context),
+            progress=lambda m: click.echo(m, err=True),
+            local_reboot=local_reboot_driver,
         )
     except Exception as err:
         raise click.ClickException(f"install failed: {err}") from err

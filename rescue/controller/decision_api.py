@@ -2,8 +2,10 @@
 
 With ``--decision-api HOST:PORT`` the controller stops acting on RescuePolicies
 and carries out only the orders posted here (it still watches the Xid signals and
-counts them). Every request needs ``Authorization: Bearer <token>`` (the token is
-read from ``--token-file``).
+counts them). Every request needs ``Authorization: Bearer <token>``; the token is
+read from ``--token-file``, and read again whenever that file changes (a rotated
+Secret takes effect without a restart; the old token stops working). With
+``--tls-cert-file`` and ``--tls-key-file`` the API is served over HTTPS only.
 
 ``POST /v1/rescue-actions`` with::
 
@@ -23,10 +25,15 @@ answers, as the vendor's API does (the bodies are exactly these):
 401   ``{"code": "Error", "message": "Unauthorized"}``
 ====  ==========================================================================
 
-``escalateTime`` (optional, RFC 3339) is when a drain still running gives way to
-the next action (or fails, when none follows), whichever comes first of it and
-the drain's waittime. ``unCordon`` (optional, reboot only) uncordons the node once
-it is Ready again.
+``escalateTime`` (optional, RFC 3339, not in the past: a parameter error) is when
+a drain still running gives way to the next action (or fails, when none follows),
+whichever comes first of it and the drain's waittime. ``unCordon`` (optional,
+reboot only) uncordons the node once it is Ready again.
+
+Orders are idempotent by content: the same node, Xid and actions posted again
+while the plan they made has not ended answer 200 with that plan's ``Location``
+and make nothing new (a client retrying after a lost answer never reboots a node
+twice); once it ended, the same order makes a new plan.
 
 ``GET /v1/rescue-plans/<name>`` returns ``{"code": "Success", "message": "Success",
 "plan": {...}}`` with the plan's order and status (phase, transitions...);
@@ -41,14 +48,19 @@ from __future__ import annotations
 import datetime as dt
 import hmac
 import json
+import logging
+import os
+import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from aiohttp import web
 
+from blackstart.names import TERMINAL_PHASES
 from blackstart.rescue.controller.metrics import ControllerMetrics
-from blackstart.rescue.crd.plans import parse_time
+from blackstart.rescue.crd.plans import api_plan_name, parse_time
 from blackstart.rescue.crd.policy import ACTION_NAMES, PolicyError, RescueAction
 from blackstart.rescue.crd.waittime import optional_waittime
 
@@ -58,9 +70,12 @@ __all__ = [
     "DecisionBackend",
     "OrderRefused",
     "RescueOrder",
+    "TokenFile",
     "build_app",
     "error_body",
+    "order_key",
     "parse_order",
+    "server_tls",
     "start_decision_api",
 ]
 
@@ -128,11 +143,17 @@ def _action(raw: object, index: int) -> RescueAction:
         raise _parameter_error(f"{where}.{err}") from None
 
 
-def parse_order(body: object, node_exists: Callable[[str], bool]) -> RescueOrder:
+log = logging.getLogger("blackstart.rescue.controller")
+
+
+def parse_order(
+    body: object, node_exists: Callable[[str], bool], now: dt.datetime | None = None
+) -> RescueOrder:
     """Validate a POST body into a :class:`RescueOrder`.
 
     Raises :class:`OrderRefused` (400) with ``Parameter error:<what>`` naming the
     field. Preconditions and limits are the controller's to check, after this.
+    ``now``: the time an ``escalateTime`` must not be before (default: now).
     """
     if not isinstance(body, Mapping):
         raise _parameter_error("the body must be a JSON object")
@@ -170,6 +191,12 @@ def parse_order(body: object, node_exists: Callable[[str], bool]) -> RescueOrder
     if escalate is not None:
         moment = parse_time(escalate)
         assert moment is not None
+        current = now or dt.datetime.now(dt.UTC)
+        if moment < current:
+            raise _parameter_error(
+                f"escalateTime {escalate!r} is in the past (now {current:%Y-%m-%dT%H:%M:%SZ}): "
+                "give a time to come, or none"
+            )
         escalate_time = moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return RescueOrder(node=node, xid=xid, actions=actions, escalate_time=escalate_time)
 
@@ -191,11 +218,60 @@ class DecisionBackend(Protocol):
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def build_app(backend: DecisionBackend, token: str, metrics: ControllerMetrics) -> web.Application:
-    """The aiohttp application of the decision API."""
-    if not token:
+def order_key(order: RescueOrder) -> str:
+    """What makes two orders the same order: node, Xid and actions (never a timestamp)."""
+    actions = [
+        [a.name, None if a.waittime is None else a.waittime.total_seconds(), a.uncordon]
+        for a in order.actions
+    ]
+    return json.dumps(
+        {"nodeName": order.node, "xid": order.xid, "actions": actions},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+
+
+class TokenFile:
+    """The bearer token in a file, read again whenever the file changes.
+
+    A Secret mounted as a volume is swapped atomically on rotation; the next
+    request after that sees the new token, and the old one stops working. An
+    empty or unreadable file accepts no token at all (fails closed).
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._seen: tuple[int, int, int] | None = None
+        self._token = ""
+        self.current()
+        if not self._token:
+            raise ValueError(f"the decision API token file {self.path} is empty or unreadable")
+
+    def current(self) -> str:
+        """The token as the file holds it now ("" when it holds none)."""
+        try:
+            stat = os.stat(self.path)
+            seen = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+            if seen != self._seen:
+                self._token = self.path.read_text().strip()
+                self._seen = seen
+                if not self._token:
+                    log.error(
+                        "decision API token file %s is empty: refusing every order", self.path
+                    )
+        except OSError as err:
+            log.error("cannot read the decision API token file %s: %s", self.path, err)
+            self._seen, self._token = None, ""
+        return self._token
+
+
+def build_app(
+    backend: DecisionBackend, token: str | TokenFile, metrics: ControllerMetrics
+) -> web.Application:
+    """The aiohttp application of the decision API (``token``: fixed, or a :class:`TokenFile`)."""
+    tokens: Callable[[], str] = token.current if isinstance(token, TokenFile) else lambda: token
+    if not tokens():
         raise ValueError("the decision API needs a non-empty bearer token (--token-file)")
-    expected = f"Bearer {token}".encode()
 
     def reply(
         request: web.Request, status: int, body: dict[str, Any], **headers: str
@@ -204,8 +280,21 @@ def build_app(backend: DecisionBackend, token: str, metrics: ControllerMetrics) 
         return web.json_response(body, status=status, headers=headers or None)
 
     def authorized(request: web.Request) -> bool:
+        current = tokens()
         given = request.headers.get("Authorization", "").encode()
-        return hmac.compare_digest(given, expected)
+        return bool(current) and hmac.compare_digest(given, f"Bearer {current}".encode())
+
+    def running_plan(order: RescueOrder, key: str) -> tuple[str | None, str]:
+        """(the plan this very order made and that still runs, the key a new plan takes)."""
+        for generation in range(1, 1000):
+            candidate = key if generation == 1 else f"{key}\n#{generation}"
+            summary = backend.plan_summary(api_plan_name(order.node, candidate))
+            if summary is None:
+                return None, candidate
+            phase = (summary.get("status") or {}).get("phase")
+            if phase not in TERMINAL_PHASES:
+                return str(summary.get("name")), candidate
+        raise OrderRefused(f"{PARAMETER_ERROR}this order was given 1000 times already", 400)
 
     async def post_actions(request: web.Request) -> web.Response:
         if not authorized(request):
@@ -217,8 +306,9 @@ def build_app(backend: DecisionBackend, token: str, metrics: ControllerMetrics) 
             return reply(request, 400, error_body(PARAMETER_ERROR + "the body is not valid JSON"))
         try:
             order = parse_order(body, backend.node_exists)
-            key = f"{dt.datetime.now(dt.UTC).isoformat()}\n{raw.decode(errors='replace')}"
-            name = await backend.order(order, key)
+            running, key = running_plan(order, order_key(order))
+            # the same order again (a retry): the plan it made, nothing new
+            name = running or await backend.order(order, key)
         except OrderRefused as refused:
             return reply(request, refused.status, error_body(refused.message))
         return reply(request, 200, dict(SUCCESS), Location=f"/v1/rescue-plans/{name}")
@@ -253,12 +343,31 @@ def build_app(backend: DecisionBackend, token: str, metrics: ControllerMetrics) 
     return app
 
 
+def server_tls(cert_file: str, key_file: str) -> ssl.SSLContext:
+    """A TLS 1.2+ server context from a PEM certificate (chain) and its key."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert_file, key_file)
+    except (OSError, ssl.SSLError) as err:
+        raise ValueError(
+            f"cannot load the decision API's TLS certificate {cert_file} and key {key_file}: "
+            f"{err}; give PEM files (--tls-cert-file, --tls-key-file)"
+        ) from err
+    return context
+
+
 async def start_decision_api(
-    backend: DecisionBackend, token: str, metrics: ControllerMetrics, host: str, port: int
+    backend: DecisionBackend,
+    token: str | TokenFile,
+    metrics: ControllerMetrics,
+    host: str,
+    port: int,
+    tls: ssl.SSLContext | None = None,
 ) -> web.AppRunner:
-    """Serve the decision API on ``host:port``; the caller ``await runner.cleanup()`` at exit."""
+    """Serve the decision API on ``host:port`` (HTTPS with ``tls``); ``await runner.cleanup()``."""
     runner = web.AppRunner(build_app(backend, token, metrics), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, ssl_context=tls)
     await site.start()
     return runner

@@ -1,46 +1,42 @@
 """The Xid signal on a Node: what the node agent writes and the controller reads. Pure.
 
-For every burst of Xid lines on a node the agent makes at most two API writes:
+The agent reports Xid lines with two kinds of API writes:
 
-1. a Warning Event on the Node, reason ``XidError``, message
-   ``GPU Xid error: pci 0000:03:00, xid 62, log: Channel 00000001`` (plus
-   `` (+N more in this burst)`` for a burst, then the catalogue's meaning and
-   recommended action in brackets);
-2. a strategic-merge patch of ``nodes/status`` setting the condition
+1. a strategic-merge patch of ``nodes/status`` setting the condition
    ``GPUXidError`` (status ``True``, reason ``XidError``) whose message is the
    durable signal, compact JSON::
 
        {"v": 1, "reports": [{"id": "<bootID>:<seq or offset>", "xid": 62,
          "pci": "0000:03:00", "uuid": null, "count": 1, "firstSeen": "...",
-         "lastSeen": "...", "writtenAt": "..."}]}
+         "lastSeen": "...", "writtenAt": "...", "bootId": "<bootID>",
+         "loggedAt": "...", "gpuInstance": null, "computeInstance": null}]}
 
-   most recent last, at most :data:`MAX_REPORTS` kept. A report id is unique per
-   Xid line and stable across agent restarts, so a controller that remembers the
-   ids it handled acts once per Xid (:func:`reports_from_node` reads them back).
+   most recent last, at most :data:`MAX_REPORTS` kept. Identical lines (same
+   boot, Xid, GPU and MIG instance, :func:`report_key`) collapse into one
+   report whose ``count`` and ``lastSeen`` grow (:func:`fold_reports`); its id,
+   the id of its first line, is stable across agent restarts, so a controller
+   that remembers the ids it handled acts once per Xid (:func:`reports_from_node`
+   reads them back). ``loggedAt`` is the kernel's own time of the latest line
+   (boot time plus the kernel timestamp), so a replayed old line is seen as old;
+   ``firstSeen``/``lastSeen``/``writtenAt`` are when the agent read lines;
+2. a Warning Event on the Node, reason ``XidError`` (:mod:`blackstart.rescue.wire.xid_event`).
 
-Events alone are lossy (client-side aggregation, one-hour expiry); the
-condition is what the controller acts on.
+Events are best-effort and lossy (one-hour expiry); the condition is what the
+controller acts on.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
-
-from blackstart.names import AGENT_REPORTER as REPORTING_CONTROLLER
-from blackstart.rescue.wire.catalogue import action_for, describe
 
 __all__ = [
     "CONDITION_REASON",
     "CONDITION_TYPE",
-    "EVENT_REASON",
-    "EVENT_SOURCE_COMPONENT",
     "MAX_REPORTS",
-    "REPORTING_CONTROLLER",
     "SIGNAL_VERSION",
     "XidReport",
     "XidSighting",
@@ -48,24 +44,20 @@ __all__ = [
     "coalesce",
     "condition_message",
     "condition_patch",
-    "event_body",
-    "event_message",
-    "event_name",
+    "fold_reports",
+    "key_of_report",
     "merge_reports",
     "parse_condition_message",
+    "report_key",
     "reports_from_node",
     "rfc3339",
 ]
 
 CONDITION_TYPE = "GPUXidError"
 CONDITION_REASON = "XidError"
-EVENT_REASON = "XidError"
-EVENT_SOURCE_COMPONENT = "blackstart-rescue-agent"
 
 SIGNAL_VERSION = 1
 MAX_REPORTS = 20
-_EVENT_MESSAGE_CHARS = 1024  # the API server rejects longer Event messages
-_LOG_TEXT_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -73,7 +65,11 @@ class XidSighting:
     """One Xid line the agent read: what it spools until the API server accepted it.
 
     ``id`` is the line's ``<bootID>:<position>``; ``read_at`` the wall-clock time
-    the agent read it; ``log_time`` the timestamp as the log gave it, if any.
+    the agent read it; ``log_time`` the timestamp as the log gave it, if any;
+    ``logged_at`` when the kernel logged it (epoch seconds: the node's boot time
+    plus the kernel's timestamp), None when the line cannot tell; ``boot_id``
+    the boot it was logged in; ``gpu_instance``/``compute_instance`` the MIG
+    instance (``"07"``), None without MIG.
     """
 
     id: str
@@ -84,11 +80,56 @@ class XidSighting:
     message: str
     read_at: float
     log_time: str | None = None
+    logged_at: float | None = None
+    boot_id: str = ""
+    gpu_instance: str | None = None
+    compute_instance: str | None = None
+
+    @property
+    def boot(self) -> str:
+        """The boot the line was logged in (from the id when not given)."""
+        return self.boot_id or self.id.rpartition(":")[0]
+
+    @property
+    def key(self) -> str:
+        """Lines with the same key are the same Xid on the same GPU (instance) in one boot."""
+        return report_key(self.boot, self.xid, self.pci, self.gpu_instance, self.compute_instance)
+
+
+def report_key(
+    boot_id: str,
+    xid: int,
+    pci: str,
+    gpu_instance: str | None = None,
+    compute_instance: str | None = None,
+) -> str:
+    """What identical Xid lines share: boot, code, GPU and MIG instance (not the text)."""
+    return f"{boot_id}|{xid}|{pci}|{gpu_instance or ''}|{compute_instance or ''}"
+
+
+def key_of_report(report: Mapping[str, Any]) -> str:
+    """:func:`report_key` of a report in the condition (older agents wrote no ``bootId``)."""
+    boot = str(report.get("bootId") or str(report.get("id", "")).rpartition(":")[0])
+    try:
+        xid = int(report.get("xid", -1))
+    except (TypeError, ValueError):
+        xid = -1
+    return report_key(
+        boot,
+        xid,
+        str(report.get("pci", "")),
+        report.get("gpuInstance"),
+        report.get("computeInstance"),
+    )
 
 
 @dataclass(frozen=True)
 class XidReport:
-    """One entry of the condition's ``reports``: identical (xid, pci) lines of one burst."""
+    """One entry of the condition's ``reports``: identical lines collapsed into one, counted.
+
+    ``first``: the first line (its id is the report's id). ``logged_at``: when
+    the kernel logged the latest line (None when the log does not tell).
+    """
 
     id: str
     xid: int
@@ -98,6 +139,10 @@ class XidReport:
     first_seen: float
     last_seen: float
     written_at: float
+    boot_id: str = ""
+    logged_at: float | None = None
+    gpu_instance: str | None = None
+    compute_instance: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The report as it appears in the condition message."""
@@ -110,6 +155,10 @@ class XidReport:
             "firstSeen": rfc3339(self.first_seen),
             "lastSeen": rfc3339(self.last_seen),
             "writtenAt": rfc3339(self.written_at),
+            "bootId": self.boot_id,
+            "loggedAt": None if self.logged_at is None else rfc3339(self.logged_at),
+            "gpuInstance": self.gpu_instance,
+            "computeInstance": self.compute_instance,
         }
 
 
@@ -118,18 +167,30 @@ def rfc3339(epoch: float) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _epoch(stamp: Any) -> float | None:
+    if not isinstance(stamp, str) or not stamp:
+        return None
+    try:
+        return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _later(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
 def coalesce(sightings: Iterable[XidSighting]) -> list[XidReport]:
-    """The reports for one burst: lines with the same (xid, pci) become one report.
+    """The reports for ``sightings``: lines with the same :attr:`XidSighting.key` become one.
 
     A report takes the id of its first line and counts the lines; reports come in
     the order of their first line.
     """
-    reports: dict[tuple[int, str], XidReport] = {}
+    reports: dict[str, XidReport] = {}
     for s in sightings:
-        key = (s.xid, s.pci)
-        seen = reports.get(key)
+        seen = reports.get(s.key)
         if seen is None:
-            reports[key] = XidReport(
+            reports[s.key] = XidReport(
                 id=s.id,
                 xid=s.xid,
                 pci=s.pci,
@@ -138,19 +199,68 @@ def coalesce(sightings: Iterable[XidSighting]) -> list[XidReport]:
                 first_seen=s.read_at,
                 last_seen=s.read_at,
                 written_at=s.read_at,
+                boot_id=s.boot,
+                logged_at=s.logged_at,
+                gpu_instance=s.gpu_instance,
+                compute_instance=s.compute_instance,
             )
         else:
-            reports[key] = XidReport(
-                id=seen.id,
-                xid=seen.xid,
-                pci=seen.pci,
+            reports[s.key] = replace(
+                seen,
                 uuid=seen.uuid or s.uuid,
                 count=seen.count + 1,
                 first_seen=min(seen.first_seen, s.read_at),
                 last_seen=max(seen.last_seen, s.read_at),
-                written_at=seen.written_at,
+                logged_at=_later(seen.logged_at, s.logged_at),
             )
     return list(reports.values())
+
+
+def fold_reports(
+    existing: Sequence[Mapping[str, Any]],
+    new: Sequence[XidReport],
+    collapse_window: float,
+    keep: int = MAX_REPORTS,
+) -> list[dict[str, Any]]:
+    """The condition's reports after ``new`` ones: identical Xids collapse into one report.
+
+    A new report whose key matches a report already there, last logged (else
+    last seen) at most ``collapse_window`` seconds before the new one, adds its count
+    to that report and moves it last (its id, what the controller acts once on,
+    stays). Any other new report is added last. The last ``keep`` are kept.
+    """
+    reports = [dict(r) for r in existing if str(r.get("id", ""))]
+    for report in new:
+        folded = False
+        for index in range(len(reports) - 1, -1, -1):
+            old = reports[index]
+            last = _epoch(old.get("lastSeen"))
+            if key_of_report(old) != report_key(
+                report.boot_id, report.xid, report.pci, report.gpu_instance, report.compute_instance
+            ):
+                continue
+            # by the kernel's time when both tell: a replayed old line never hides a new one
+            old_logged = _epoch(old.get("loggedAt"))
+            if old_logged is not None and report.logged_at is not None:
+                if report.logged_at - old_logged > collapse_window:
+                    break
+            elif last is None or report.first_seen - last > collapse_window:
+                break
+            logged = _later(old_logged, report.logged_at)
+            old.update(
+                count=max(1, int(old.get("count") or 1)) + report.count,
+                lastSeen=rfc3339(max(last or report.last_seen, report.last_seen)),
+                loggedAt=None if logged is None else rfc3339(logged),
+                uuid=old.get("uuid") or report.uuid,
+                bootId=report.boot_id,
+            )
+            reports.append(reports.pop(index))
+            folded = True
+            break
+        if not folded:
+            reports = [r for r in reports if r.get("id") != report.id]
+            reports.append(report.to_json())
+    return reports[-keep:] if keep > 0 else []
 
 
 def merge_reports(
@@ -219,64 +329,6 @@ def condition_patch(reports: Sequence[Mapping[str, Any]], now: float) -> dict[st
                 }
             ]
         }
-    }
-
-
-def event_message(sightings: Sequence[XidSighting]) -> str:
-    """``GPU Xid error: pci P, xid X, log: TEXT`` for the first Xid of a burst.
-
-    Then `` (+N more in this burst)`` when there were more, and the catalogue's
-    meaning and recommended action of the first Xid in brackets.
-    """
-    if not sightings:
-        raise ValueError("an Xid event needs at least one Xid")
-    first = sightings[0]
-    text = first.message[:_LOG_TEXT_CHARS]
-    message = f"GPU Xid error: pci {first.pci}, xid {first.xid}, log: {text}"
-    if len(sightings) > 1:
-        message += f" (+{len(sightings) - 1} more in this burst)"
-    info = describe(first.xid)
-    message += f" [{info.meaning}; recommended action: {action_for(first.xid, first.message)}]"
-    return message[:_EVENT_MESSAGE_CHARS]
-
-
-def event_name(node: str, first_id: str) -> str:
-    """The Event's name: derived from the burst's first Xid, so a re-sent burst is a 409."""
-    digest = hashlib.sha256(f"{node}/{first_id}".encode()).hexdigest()[:16]
-    return f"{node[:200]}.xid.{digest}"
-
-
-def event_body(
-    node: str,
-    node_uid: str | None,
-    sightings: Sequence[XidSighting],
-    now: float,
-    namespace: str = "default",
-    host: str | None = None,
-) -> dict[str, Any]:
-    """The Warning Event (core/v1) on the Node for one burst of ``sightings``."""
-    stamp = dt.datetime.fromtimestamp(now, dt.UTC)
-    micro = stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    second = stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
-    involved: dict[str, Any] = {"apiVersion": "v1", "kind": "Node", "name": node}
-    if node_uid:
-        involved["uid"] = node_uid
-    return {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"name": event_name(node, sightings[0].id), "namespace": namespace},
-        "involvedObject": involved,
-        "type": "Warning",
-        "reason": EVENT_REASON,
-        "message": event_message(sightings),
-        "source": {"component": EVENT_SOURCE_COMPONENT, "host": host or node},
-        "reportingComponent": REPORTING_CONTROLLER,
-        "reportingInstance": f"{EVENT_SOURCE_COMPONENT}-{node}"[:128],
-        "action": "ReportXid",
-        "count": len(sightings),
-        "firstTimestamp": second,
-        "lastTimestamp": second,
-        "eventTime": micro,
     }
 
 

@@ -27,7 +27,9 @@ raises on input.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -39,6 +41,7 @@ __all__ = [
     "MAX_LINE_CHARS",
     "XidEvent",
     "XidParser",
+    "log_epoch",
     "normalise_pci",
     "parse_lines",
 ]
@@ -82,8 +85,12 @@ _PCI_PARTS = re.compile(
     r"(?P<device>[0-9A-Fa-f]{1,2})(?:\.[0-7])?$",
     _F,
 )
+# MIG instances add ``GPU-I:07`` (and ``GPU-CI:00``) after the address; some
+# records end right after the code (``NVRM: Xid (PCI:0000:c1:00): 45``).
 _XID = re.compile(
-    r"NVRM: Xid \((?:PCI:)?(?P<pci>" + _PCI + r")\): (?P<code>[0-9]{1,5})\s*,(?P<rest>.*)$",
+    r"NVRM: Xid \((?:PCI:)?(?P<pci>" + _PCI + r")"
+    r"(?:\s+GPU-I:(?P<gi>[0-9]{1,4}))?(?:\s+GPU-CI:(?P<ci>[0-9]{1,4}))?\): "
+    r"(?P<code>[0-9]{1,5})\s*(?:,(?P<rest>.*))?$",
     _F,
 )
 _GPU_AT = re.compile(
@@ -106,7 +113,10 @@ class XidEvent:
     ``message`` is the text after the code, without the ``pid=``/``name=`` fields.
     ``timestamp`` is as found in the line: seconds since boot for kmsg (converted
     from microseconds) and dmesg, the wall-clock string for ``dmesg -T``, syslog
-    and ISO lines. ``seq`` is the kmsg sequence number, for kmsg records only.
+    and ISO lines (:func:`log_epoch` makes any of them seconds since the epoch).
+    ``seq`` is the kmsg sequence number, for kmsg records only. ``gpu_instance``
+    and ``compute_instance`` are the MIG instance numbers as printed (``GPU-I:07
+    GPU-CI:00`` gives ``"07"`` and ``"00"``), None on a GPU without MIG.
     """
 
     pci: str
@@ -118,6 +128,8 @@ class XidEvent:
     timestamp: str | None
     seq: int | None
     raw: str
+    gpu_instance: str | None = None
+    compute_instance: str | None = None
 
     def to_json(self) -> dict[str, str | int | None]:
         """The event as a JSON-ready dict, with the catalogue's meaning and action."""
@@ -130,6 +142,8 @@ class XidEvent:
             "message": self.message,
             "timestamp": self.timestamp,
             "seq": self.seq,
+            "gpu_instance": self.gpu_instance,
+            "compute_instance": self.compute_instance,
             "meaning": describe(self.xid).meaning,
             "action": action_for(self.xid, self.message),
         }
@@ -208,7 +222,7 @@ class XidParser:
         pci = normalise_pci(xid.group("pci"))
         if pci is None:
             return None
-        pid, process_name, message = _split_process(xid.group("rest"))
+        pid, process_name, message = _split_process(xid.group("rest") or "")
         return XidEvent(
             pci=pci,
             xid=int(xid.group("code")),
@@ -219,6 +233,8 @@ class XidParser:
             timestamp=timestamp,
             seq=seq,
             raw=text,
+            gpu_instance=xid.group("gi"),
+            compute_instance=xid.group("ci"),
         )
 
 
@@ -268,3 +284,46 @@ def _split_process(rest: str) -> tuple[int | None, str | None, str]:
         rest = rest[name_field.end() :]
 
     return pid, process_name, rest.strip()
+
+
+_UPTIME = re.compile(r"^[0-9]{1,12}\.[0-9]{1,9}$", _F)
+_CTIME_FORMAT = "%a %b %d %H:%M:%S %Y"
+_SYSLOG_FORMAT = "%Y %b %d %H:%M:%S"
+
+
+def log_epoch(
+    timestamp: str | None, boot_time: float | None, now: float | None = None
+) -> float | None:
+    """When the kernel logged a line, in seconds since the epoch; None when the line cannot tell.
+
+    ``timestamp`` is :attr:`XidEvent.timestamp`. Seconds since boot (kmsg,
+    dmesg) need the node's ``boot_time`` (epoch seconds). Wall-clock forms
+    without a zone (``dmesg -T``, syslog) are the node's local time; syslog has
+    no year, so it is the year that puts the line at most a day after ``now``.
+    """
+    if not timestamp:
+        return None
+    try:
+        if _UPTIME.match(timestamp):
+            return None if boot_time is None else boot_time + float(timestamp)
+        if timestamp[:4].isdigit():  # ISO 8601
+            text = timestamp.replace(",", ".").replace(" ", "T", 1)
+            if text.endswith("Z"):
+                text = text[:-1] + "+00:00"
+            elif len(text) > 5 and text[-5] in "+-" and text[-4:].isdigit():
+                text = text[:-2] + ":" + text[-2:]  # +0000 -> +00:00
+            moment = dt.datetime.fromisoformat(text)
+            return moment.timestamp()  # naive: local time
+        words = " ".join(timestamp.split())
+        if len(words.split(" ")) == 5:  # dmesg -T: "Mon Nov 23 12:00:01 2026"
+            return time.mktime(time.strptime(words, _CTIME_FORMAT))
+        clock = time.time() if now is None else now
+        whole, _, fraction = words.partition(".")
+        year = time.localtime(clock).tm_year
+        for candidate in (year, year - 1):
+            parsed = time.mktime(time.strptime(f"{candidate} {whole}", _SYSLOG_FORMAT))
+            if parsed <= clock + 86400:
+                return parsed + (float(f"0.{fraction}") if fraction else 0.0)
+    except (ValueError, OverflowError):
+        return None
+    return None

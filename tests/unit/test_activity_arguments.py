@@ -203,6 +203,44 @@ def test_injected_lines_parse_back_in_every_format(line_format: str, tmp_path: P
         assert [e.seq for e in events] == [43, 44]
 
 
+@pytest.mark.parametrize("line_format", xid.LINE_FORMATS)
+def test_injected_mig_and_bare_records_parse_back_in_every_format(
+    line_format: str, tmp_path: Path
+) -> None:
+    log = tmp_path / "gpu-3.log"
+    log.write_text("")
+    bodies = [
+        xid.xid_body(43, "0000:c1:00", "", 4242, gpu_instance="07"),
+        xid.xid_body(43, "0000:c1:00", "", 4242, gpu_instance="07", compute_instance="00"),
+        xid.xid_body(45, "0000:c1:00", "", 4242, bare=True),
+    ]
+    assert bodies[1].startswith("NVRM: Xid (PCI:0000:c1:00 GPU-I:07 GPU-CI:00): 43, ")
+    assert bodies[2] == "NVRM: Xid (PCI:0000:c1:00): 45"
+    lines = xid.format_lines(bodies, line_format, "gpu-3", log, boot_time=0.0)
+    events = list(parse_lines(lines))
+    assert [(e.xid, e.gpu_instance, e.compute_instance, e.message) for e in events] == [
+        (43, "07", None, "Ch 00000010"),
+        (43, "07", "00", "Ch 00000010"),
+        (45, None, None, ""),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("gpu_instance", "compute_instance"), [("7a", ""), ("", "00"), (7, ""), ("12345", "")]
+)
+def test_a_malformed_mig_instance_is_refused_naming_the_field(
+    gpu_instance: object, compute_instance: object
+) -> None:
+    fails_naming(
+        lambda: xid.inject_xid(
+            node="gpu-1",
+            gpu_instance=gpu_instance,  # type: ignore[arg-type]
+            compute_instance=compute_instance,  # type: ignore[arg-type]
+        ),
+        "instance",
+    )
+
+
 def test_every_default_xid_message_parses_with_its_code() -> None:
     for code in [*xid.MESSAGES, 999]:
         body = xid.xid_body(code, "0000:b3:00", "", 1)

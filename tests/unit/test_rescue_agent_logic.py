@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from kubernetes import client
 
 from blackstart.clusters.state import ClusterState
 from blackstart.rescue.agent.cli import cluster_node_logs
+from blackstart.rescue.agent.kmsg import KmsgReader
 from blackstart.rescue.agent.node_agent import AgentOptions, NodeLog, XidAgent
 from blackstart.rescue.cli import rescue_group
 from blackstart.rescue.pacing import (
@@ -24,18 +26,22 @@ from blackstart.rescue.pacing import (
 from blackstart.rescue.wire.signal import (
     CONDITION_TYPE,
     MAX_REPORTS,
+    XidReport,
     XidSighting,
     burst_due,
     coalesce,
     condition_message,
     condition_patch,
-    event_body,
-    event_message,
-    event_name,
+    fold_reports,
     merge_reports,
     parse_condition_message,
     reports_from_node,
     rfc3339,
+)
+from blackstart.rescue.wire.xid_event import (
+    event_body,
+    event_message,
+    event_name,
 )
 
 T0 = 1_795_000_000.0
@@ -88,6 +94,10 @@ def test_a_report_has_the_fields_of_the_contract() -> None:
         "firstSeen",
         "lastSeen",
         "writtenAt",
+        "bootId",
+        "loggedAt",
+        "gpuInstance",
+        "computeInstance",
     }
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", report.to_json()["writtenAt"])
 
@@ -248,13 +258,14 @@ def test_a_bucket_needs_a_positive_rate() -> None:
 
 # ----------------------------------------------------------------- reading side of the agent
 def agent(tmp_path: Path, log: Path, from_end: bool = False) -> XidAgent:
+    """An agent reading ``log`` (from its start when no cursor is saved, unless ``from_end``)."""
     # The reading side makes no API request when the boot id is given: the client
     # points nowhere and is never used.
     api = client.ApiClient(client.Configuration(host="http://127.0.0.1:9"))
     return XidAgent(
         [NodeLog(node="gpu-7", path=str(log), boot_id="b1")],
         api,
-        AgentOptions(state_dir=tmp_path / "state", from_end=from_end),
+        AgentOptions(state_dir=tmp_path / "state", from_start=not from_end),
     )
 
 
@@ -284,7 +295,10 @@ def test_xid_lines_are_spooled_once_and_a_restarted_agent_goes_on_after_them(
     try:
         new = second.read_logs_once()
         assert [(s.xid, s.message) for s in new] == [(79, "GPU has fallen off the bus.")]
-        assert [s.id for s in second.store.pending("gpu-7")] == [f"b1:{len(gpu_at)}", new[0].id]
+        assert [p.report_id for p in second.store.pending("gpu-7")] == [
+            f"b1:{len(gpu_at)}",
+            new[0].id,
+        ]
         assert second.metrics.xids_seen.labels(xid="79")._value.get() == 1
     finally:
         second.stop()
@@ -362,3 +376,184 @@ def test_a_local_cluster_gives_every_node_with_a_kernel_log_and_the_agent_identi
     ]
     assert kubeconfig == "/x/rescue-agent.kubeconfig"
     assert default_state == state_dir / "rescue-agent"
+
+
+# ----------------------------------------------------------------- issue 11: old Xids, the spool
+def test_a_first_start_reads_a_log_from_its_end_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = tmp_path / "gpu-7.log"
+    log.write_text("[ 2.0] NVRM: Xid (PCI:0000:03:00): 79, GPU has fallen off the bus.\n")
+    api = client.ApiClient(client.Configuration(host="http://127.0.0.1:9"))
+    with caplog.at_level("WARNING"):
+        first = XidAgent(
+            [NodeLog(node="gpu-7", path=str(log), boot_id="b1")],
+            api,
+            AgentOptions(state_dir=tmp_path / "state"),  # the default: no --from-start
+        )
+    try:
+        assert first.read_logs_once() == []  # weeks-old Xids are not news
+        assert "gpu-7" in caplog.text and "missing" in caplog.text and "its end" in caplog.text
+        with log.open("a") as f:
+            f.write("[ 3.0] NVRM: Xid (PCI:0000:03:00): 48, DBE\n")
+        assert [s.xid for s in first.read_logs_once()] == [48]
+    finally:
+        first.stop()
+
+
+def test_a_corrupt_cursor_reads_the_log_from_its_end_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = tmp_path / "gpu-7.log"
+    log.write_text("[ 2.0] NVRM: Xid (PCI:0000:03:00): 62, Channel 00000001\n")
+    first = agent(tmp_path, log)
+    first.read_logs_once()
+    first.stop()
+    db = sqlite3.connect(tmp_path / "state" / "agent.sqlite")
+    db.execute("UPDATE cursors SET cursor = 'not json at all'")
+    db.commit()
+    db.close()
+    with log.open("a") as f:
+        f.write("[ 3.0] NVRM: Xid (PCI:0000:03:00): 62, Channel 00000001\n")
+
+    with caplog.at_level("WARNING"):
+        second = XidAgent(
+            [NodeLog(node="gpu-7", path=str(log), boot_id="b1")],
+            client.ApiClient(client.Configuration(host="http://127.0.0.1:9")),
+            AgentOptions(state_dir=tmp_path / "state"),
+        )
+    try:
+        assert second.read_logs_once() == []  # nothing replayed from the start of the log
+        assert "corrupt" in caplog.text
+    finally:
+        second.stop()
+
+
+@pytest.mark.parametrize(
+    ("line", "logged_at"),
+    [
+        ("[ 1843.308145] NVRM: Xid (PCI:0000:03:00): 62, Channel 00000001", T0 + 1843.308145),
+        ("4,7,1843308145,-;NVRM: Xid (PCI:0000:03:00): 62, Channel 00000001", T0 + 1843.308145),
+        (
+            "2026-11-24T08:30:00.500000+00:00 gpu-7 kernel: NVRM: Xid (PCI:0000:03:00): 62, Ch 1",
+            1795509000.5,
+        ),
+    ],
+)
+def test_every_xid_carries_the_kernels_own_time_and_its_boot(
+    tmp_path: Path, line: str, logged_at: float
+) -> None:
+    log = tmp_path / "gpu-7.log"
+    log.write_text(line + "\n")
+    reader = XidAgent(
+        [NodeLog(node="gpu-7", path=str(log), boot_id="b1", boot_time=T0)],
+        client.ApiClient(client.Configuration(host="http://127.0.0.1:9")),
+        AgentOptions(state_dir=tmp_path / "state", from_start=True),
+    )
+    try:
+        [found] = reader.read_logs_once()
+        assert found.logged_at == pytest.approx(logged_at)
+        assert found.boot_id == "b1"
+        [report] = coalesce([found])
+        assert report.to_json()["loggedAt"] == rfc3339(logged_at)
+        assert report.to_json()["bootId"] == "b1"
+    finally:
+        reader.stop()
+
+
+def test_a_spool_write_that_fails_loses_no_xid_the_lines_are_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "gpu-7.log"
+    log.write_text("")
+    reader = agent(tmp_path, log)
+    try:
+        with log.open("a") as f:
+            f.write("[ 2.0] NVRM: Xid (PCI:0000:03:00): 79, GPU has fallen off the bus.\n")
+        record = reader.store.record
+
+        def disk_full(batches: object) -> object:
+            raise sqlite3.OperationalError("database or disk is full")
+
+        monkeypatch.setattr(reader.store, "record", disk_full)
+        with pytest.raises(sqlite3.OperationalError):
+            reader.read_logs_once()
+        monkeypatch.setattr(reader.store, "record", record)
+
+        assert [s.xid for s in reader.read_logs_once()] == [79]
+        assert reader.store.depth() == 1
+        assert reader.metrics.spool_failures._value.get() == 1
+    finally:
+        reader.stop()
+
+
+def test_a_kmsg_read_that_could_not_be_spooled_is_read_again_after_a_rewind(
+    tmp_path: Path,
+) -> None:
+    device = tmp_path / "kmsg"
+    device.write_bytes(b"6,1,100,-;first\n")
+    kmsg = KmsgReader(None, "a", path=device)
+    try:
+        assert [r.position for r in kmsg.read()] == [1]
+        kmsg.rewind(None)
+        assert [r.position for r in kmsg.read()] == [1]
+        kmsg.rewind(kmsg.cursor)
+        assert kmsg.read() == []
+    finally:
+        kmsg.close()
+
+
+# ----------------------------------------------------------------- issue 11: identical lines
+def report_of(position: int, count: int, read: float, logged: float | None = None) -> XidReport:
+    return XidReport(
+        id=f"b1:{position}",
+        xid=62,
+        pci="0000:03:00",
+        uuid=None,
+        count=count,
+        first_seen=read,
+        last_seen=read,
+        written_at=read,
+        boot_id="b1",
+        logged_at=logged,
+    )
+
+
+def test_more_of_the_same_xid_adds_to_its_report_under_the_same_id() -> None:
+    first = fold_reports([], [report_of(0, 10, T0)], collapse_window=600)
+    later = fold_reports(first, [report_of(900, 90, T0 + 30)], collapse_window=600)
+
+    [report] = later
+    assert (report["id"], report["count"]) == ("b1:0", 100)
+    assert report["lastSeen"] == rfc3339(T0 + 30)
+
+
+def test_the_same_xid_long_after_is_a_new_report() -> None:
+    first = fold_reports([], [report_of(0, 1, T0)], collapse_window=600)
+    later = fold_reports(first, [report_of(900, 1, T0 + 3600)], collapse_window=600)
+
+    assert [r["id"] for r in later] == ["b1:0", "b1:900"]
+
+
+def test_a_replayed_old_xid_never_swallows_a_new_one_by_kernel_time() -> None:
+    weeks_ago = T0 - 30 * 86400
+    replayed = fold_reports([], [report_of(0, 1, T0, logged=weeks_ago)], collapse_window=600)
+    fresh = fold_reports(replayed, [report_of(900, 1, T0 + 5, logged=T0 + 5)], collapse_window=600)
+
+    assert [r["id"] for r in fresh] == ["b1:0", "b1:900"]
+
+
+def test_a_report_that_grows_moves_last_and_is_not_pushed_out() -> None:
+    reports = fold_reports([], [report_of(0, 1, T0)], collapse_window=600)
+    others = [
+        XidReport(f"b1:{i}", 13, f"0000:{i:02x}:00", None, 1, T0, T0, T0, "b1")
+        for i in range(1, 20)
+    ]
+    reports = fold_reports(reports, others, collapse_window=600)
+    reports = fold_reports(reports, [report_of(5000, 1, T0 + 1)], collapse_window=600)
+    reports = fold_reports(
+        reports, [XidReport("b1:6000", 31, "0000:99:00", None, 1, T0, T0, T0, "b1")], 600
+    )
+
+    assert len(reports) == MAX_REPORTS
+    assert "b1:0" in [r["id"] for r in reports]

@@ -9,19 +9,29 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import os
+import ssl
+import subprocess
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from blackstart.clusters.net import free_port
 from blackstart.rescue.controller.decision_api import (
     OrderRefused,
     RescueOrder,
+    TokenFile,
     build_app,
     parse_order,
+    server_tls,
+    start_decision_api,
 )
 from blackstart.rescue.controller.metrics import ControllerMetrics
+from blackstart.rescue.crd.plans import api_plan_name
 from blackstart.rescue.crd.policy import PRECONDITION_FAILURE, check_preconditions
 
 NODES = {"gpu-3", "gpu-4"}
@@ -29,7 +39,7 @@ TOKEN = "s3cret-token"
 VENDOR_EXAMPLE = {
     "nodeName": "gpu-3",
     "xid": 62,
-    "escalateTime": "2026-11-24T09:00:00Z",
+    "escalateTime": "2036-11-24T09:00:00Z",  # the vendor's example, moved to a time to come
     "actions": [
         {"name": "cordon", "waittime": ""},
         {"name": "drain", "waittime": "10min"},
@@ -56,7 +66,7 @@ def test_the_vendors_example_is_accepted() -> None:
     assert [a.name for a in parsed.actions] == ["cordon", "drain", "reboot"]
     assert parsed.actions[1].waittime == dt.timedelta(minutes=10)
     assert parsed.actions[2].waittime == dt.timedelta(days=1, hours=3, minutes=5)
-    assert parsed.escalate_time == "2026-11-24T09:00:00Z"
+    assert parsed.escalate_time == "2036-11-24T09:00:00Z"
 
 
 def with_(**changes: Any) -> dict[str, Any]:
@@ -255,3 +265,146 @@ def test_http_get_of_an_unknown_plan_is_404() -> None:
 def test_an_empty_token_is_refused_at_start() -> None:
     with pytest.raises(ValueError, match="token"):
         build_app(Backend(), "", ControllerMetrics())
+
+
+# --- issue 11, scenario 19: escalateTime, idempotency, token rotation, TLS -------------------
+def test_an_escalate_time_in_the_past_is_a_parameter_error() -> None:
+    message = refused(with_(escalateTime="2026-11-24T09:00:00Z"))
+    assert message.startswith("Parameter error:escalateTime '2026-11-24T09:00:00Z' is in the past")
+    now = dt.datetime(2026, 11, 24, 8, 0, tzinfo=dt.UTC)
+    assert parse_order(with_(escalateTime="2026-11-24T09:00:00Z"), NODES.__contains__, now)
+
+
+class PlanMaker(Backend):
+    """Makes plans named as the controller names them; they run until ``end`` is called."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.phases: dict[str, str] = {}
+
+    async def order(self, order: RescueOrder, request_key: str) -> str:
+        self.orders.append(order)
+        name = api_plan_name(order.node, request_key)
+        self.phases[name] = "Cordoned"
+        return name
+
+    def plan_summary(self, name: str) -> dict[str, Any] | None:
+        phase = self.phases.get(name)
+        return None if phase is None else {"name": name, "status": {"phase": phase}}
+
+    def end_all(self) -> None:
+        self.phases = dict.fromkeys(self.phases, "Succeeded")
+
+
+def serve_with(
+    backend: Backend,
+    token: str | TokenFile,
+    test: Callable[[TestClient[Any, Any]], Awaitable[None]],
+) -> None:
+    async def main() -> None:
+        client = TestClient(
+            TestServer(build_app(backend, token, ControllerMetrics()), host="127.0.0.1")
+        )
+        await client.start_server()
+        try:
+            await test(client)
+        finally:
+            await client.close()
+
+    asyncio.run(main())
+
+
+def test_the_same_order_posted_twice_is_one_plan_while_it_runs() -> None:
+    backend = PlanMaker()
+
+    async def check(client: TestClient[Any, Any]) -> None:
+        first = await client.post("/v1/rescue-actions", json=VENDOR_EXAMPLE, headers=AUTH)
+        # a retry after a lost answer, a second later: same node, Xid and actions
+        again = await client.post(
+            "/v1/rescue-actions",
+            json=with_(escalateTime="2036-11-24T10:00:00Z"),
+            headers=AUTH,
+        )
+        assert (first.status, again.status) == (200, 200)
+        assert again.headers["Location"] == first.headers["Location"]
+        assert len(backend.orders) == 1
+
+        other = await client.post("/v1/rescue-actions", json=with_(xid=79), headers=AUTH)
+        assert other.headers["Location"] != first.headers["Location"]
+
+        backend.end_all()
+        later = await client.post("/v1/rescue-actions", json=VENDOR_EXAMPLE, headers=AUTH)
+        assert later.status == 200
+        assert later.headers["Location"] != first.headers["Location"]
+        assert len(backend.orders) == 3
+
+    serve_with(backend, TOKEN, check)
+
+
+def test_a_rotated_token_file_takes_effect_without_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_text("first-token\n")
+    tokens = TokenFile(path)
+
+    async def check(client: TestClient[Any, Any]) -> None:
+        old = {"Authorization": "Bearer first-token"}
+        new = {"Authorization": "Bearer second-token"}
+        assert (await client.get("/v1/rescue-plans?nodeName=gpu-3", headers=old)).status == 200
+        rotated = tmp_path / "token.new"
+        rotated.write_text("second-token\n")
+        os.replace(rotated, path)  # as a Secret volume swaps its files
+        assert (await client.get("/v1/rescue-plans?nodeName=gpu-3", headers=old)).status == 401
+        assert (await client.get("/v1/rescue-plans?nodeName=gpu-3", headers=new)).status == 200
+        path.write_text("")
+        assert (await client.get("/v1/rescue-plans?nodeName=gpu-3", headers=new)).status == 401
+
+    serve_with(Backend(), tokens, check)
+
+
+def test_an_empty_token_file_is_refused_at_start(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("  \n")
+    with pytest.raises(ValueError, match="empty"):
+        TokenFile(tmp_path / "token")
+
+
+def test_with_a_certificate_the_api_answers_over_tls_only(tmp_path: Path) -> None:
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    made = subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        capture_output=True, check=False,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    port = free_port()
+
+    async def main() -> None:
+        runner = await start_decision_api(
+            Backend(),
+            TOKEN,
+            ControllerMetrics(),
+            "127.0.0.1",
+            port,
+            server_tls(str(cert), str(key)),
+        )
+        try:
+            trusted = ssl.create_default_context(cafile=str(cert))
+            async with aiohttp.ClientSession() as session:
+                async with session.get(
+                    f"https://127.0.0.1:{port}/v1/rescue-plans?nodeName=gpu-3",
+                    headers=AUTH,
+                    ssl=trusted,
+                ) as answer:
+                    assert answer.status == 200
+                with pytest.raises(aiohttp.ClientError):
+                    async with session.get(f"http://127.0.0.1:{port}/healthz") as plain:
+                        assert plain.status != 200
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(main())
+
+
+def test_a_missing_certificate_names_the_files_and_the_options(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="--tls-cert-file"):
+        server_tls(str(tmp_path / "nope.crt"), str(tmp_path / "nope.key"))

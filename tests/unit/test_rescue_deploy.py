@@ -8,7 +8,12 @@ from typing import Any
 
 import yaml
 
-from blackstart.rescue.install import deploy_documents
+from blackstart.rescue.install import (
+    DEPLOY_FILES,
+    LOCAL_REBOOT_FILE,
+    admission_policy_support,
+    deploy_documents,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,11 +31,13 @@ def test_the_packaged_manifests_load_with_crds_first() -> None:
     assert "ClusterRole" in kinds and "ServiceAccount" in kinds
 
 
-def test_the_local_identity_may_do_exactly_what_the_deployed_controller_may() -> None:
-    deployed = deploy_documents(["controller-rbac.yaml"])
+def test_the_local_identity_may_do_what_the_deployed_controller_with_the_local_driver_may() -> None:
+    deployed = deploy_documents(["controller-rbac.yaml", LOCAL_REBOOT_FILE])
     local = [d for d in yaml.safe_load_all((REPO / "clusters/local/rbac.yaml").read_text()) if d]
-    assert rules_of(local, "ClusterRole", "blackstart:rescue-controller") == rules_of(
-        deployed, "ClusterRole", "blackstart-rescue-controller"
+    expected = rules_of(deployed, "ClusterRole", "blackstart-rescue-controller")
+    expected += rules_of(deployed, "ClusterRole", "blackstart-rescue-controller-local-reboot")
+    assert sorted(map(str, rules_of(local, "ClusterRole", "blackstart:rescue-controller"))) == (
+        sorted(map(str, expected))
     )
     assert rules_of(local, "Role", "blackstart:rescue-controller") == rules_of(
         deployed, "Role", "blackstart-rescue-controller"
@@ -60,3 +67,27 @@ def test_the_deployment_prefers_cpu_nodes_and_runs_one_replica() -> None:
     expressions = [e for p in preferred for e in p["preference"]["matchExpressions"]]
     assert {"key": "nvidia.com/gpu.present", "operator": "DoesNotExist"} in expressions
     assert spec["template"]["spec"]["serviceAccountName"] == "rescue-controller"
+
+
+# --- issue 11, scenario 20 -------------------------------------------------------------------
+def test_the_deployed_controller_may_not_write_node_status_by_default() -> None:
+    documents = deploy_documents(DEPLOY_FILES)
+    for document in documents:
+        if document["kind"] in ("ClusterRole", "Role") and "controller" in str(
+            document["metadata"]["name"]
+        ):
+            for rule in document["rules"]:
+                assert "nodes/status" not in rule["resources"], document["metadata"]["name"]
+    [extra] = [d for d in deploy_documents([LOCAL_REBOOT_FILE]) if d["kind"] == "ClusterRole"]
+    assert extra["rules"] == [
+        {"apiGroups": [""], "resources": ["nodes/status"], "verbs": ["patch"]}
+    ]
+
+
+def test_the_agents_admission_policy_is_installed_only_where_it_can_work() -> None:
+    assert admission_policy_support(True, (1, 33)) == (True, None)
+    assert admission_policy_support(True, None) == (True, None)
+    skipped, why = admission_policy_support(False, (1, 29))
+    assert not skipped and why is not None and "does not serve" in why
+    skipped, why = admission_policy_support(True, (1, 31))
+    assert not skipped and why is not None and "node name" in why

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
 from blackstart.rescue.cli import xid_group
@@ -40,6 +41,7 @@ def test_given_a_mixed_kernel_log_when_parsed_then_every_xid_prints_as_one_json_
         (154, "0000:b3:00", UUID_B3),
         (63, "0000:b3:00", UUID_B3),
         (64, "0000:b3:00", UUID_B3),
+        (13, "0000:01:00", UUID_01),  # a record with nothing after the code, as drivers print
     ]
 
 
@@ -56,6 +58,8 @@ def test_each_json_line_has_the_event_fields_and_the_catalogue_meaning_and_actio
         "message": "channel 0x00000002",
         "timestamp": "1843.309002",
         "seq": 1186,
+        "gpu_instance": None,
+        "compute_instance": None,
         "meaning": "Preemptive cleanup, due to previous errors",
         "action": "ignore",
     }
@@ -73,7 +77,7 @@ def test_a_log_on_standard_input_is_read_with_a_dash() -> None:
     result = CliRunner().invoke(xid_group, ["parse", "-"], input=FIXTURE.read_bytes())
 
     assert result.exit_code == 0, result.output
-    assert len(json_lines(result.stdout)) == 8
+    assert len(json_lines(result.stdout)) == 9
 
 
 def test_a_log_with_invalid_utf8_still_parses(tmp_path: Path) -> None:
@@ -174,3 +178,17 @@ def test_an_overlong_junk_line_is_cut_and_the_xid_after_it_still_found(tmp_path:
     assert [(event["xid"], event["pci"]) for event in json_lines(result.stdout)] == [
         (62, "0000:01:00")
     ]
+
+
+REAL = Path("/work/shared/testdata/xid-real")
+
+
+def test_the_61_real_xid_records_are_found_exactly() -> None:
+    if not (REAL / "xid-real.log").exists():
+        pytest.skip(f"the real Xid captures are not on this machine ({REAL})")
+    expected = [line for line in (REAL / "xid-real.expected").read_text().splitlines() if line]
+
+    result = CliRunner().invoke(xid_group, ["parse", str(REAL / "xid-real.log")])
+
+    assert result.exit_code == 0, result.output
+    assert [f"{e['xid']} {e['pci']}" for e in json_lines(result.stdout)] == expected

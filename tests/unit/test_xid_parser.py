@@ -377,6 +377,47 @@ def test_a_gpu_at_line_without_a_full_uuid_is_ignored() -> None:
     assert parser.gpus == {}
 
 
+# --- MIG instances and records with nothing after the code (issue 11, scenario 23) ---------
+
+
+def test_an_xid_on_a_mig_gpu_instance_keeps_the_instance() -> None:
+    event = parse_one(
+        "[ 5.0] NVRM: Xid (PCI:0000:c1:00 GPU-I:07): 43, pid=3351, name=python3, Ch 00000010"
+    )
+
+    assert (event.xid, event.pci, event.gpu_instance, event.compute_instance) == (
+        43,
+        "0000:c1:00",
+        "07",
+        None,
+    )
+    assert (event.pid, event.process_name, event.message) == (3351, "python3", "Ch 00000010")
+
+
+def test_an_xid_on_a_mig_compute_instance_keeps_both_instances() -> None:
+    event = parse_one("NVRM: Xid (PCI:0000:c1:00 GPU-I:07 GPU-CI:00): 43, Ch 00000010")
+
+    assert (event.xid, event.gpu_instance, event.compute_instance) == (43, "07", "00")
+    assert event.to_json()["gpu_instance"] == "07"
+    assert event.to_json()["compute_instance"] == "00"
+
+
+def test_an_xid_record_with_nothing_after_the_code_is_an_xid_with_an_empty_message() -> None:
+    event = parse_one("4,1190,1843400000,-;NVRM: Xid (PCI:0000:c1:00): 45")
+
+    assert (event.xid, event.pci, event.message, event.pid) == (45, "0000:c1:00", "", None)
+    assert event.seq == 1190
+
+
+def test_a_gpu_at_uuid_reaches_an_xid_on_a_mig_instance_of_that_gpu() -> None:
+    parser = XidParser()
+    parser.feed(f"NVRM: GPU at PCI:0000:c1:00: {UUID_01}")
+
+    event = parser.feed("NVRM: Xid (PCI:0000:c1:00 GPU-I:02): 31, Ch 00000009")
+
+    assert event is not None and event.uuid == UUID_01
+
+
 # --- what is skipped ------------------------------------------------------------------------
 
 
@@ -391,7 +432,6 @@ def test_a_gpu_at_line_without_a_full_uuid_is_ignored() -> None:
         "NVRM: GPU 0000:3b:00.0: GPU has fallen off the bus.",
         "NVRM: GPU at 0000:01:00.0 has fallen off the bus.",
         "NVRM: Xid (PCI:0000:01:",
-        "NVRM: Xid (PCI:0000:01:00): 13",
         "NVRM: Xid (PCI:0000:01:00): , Channel 00000001",
         "NVRM: Xid (PCI:zz:01:00): 13, Channel 00000001",
         "NVRM: Xid (): 13, Channel",
@@ -447,6 +487,8 @@ def test_to_json_has_the_event_fields_and_the_catalogue_meaning_and_action() -> 
         "message": "GPU has fallen off the bus.",
         "timestamp": "1843.308145",
         "seq": 1185,
+        "gpu_instance": None,
+        "compute_instance": None,
         "meaning": "GPU has fallen off the bus",
         "action": "reboot",
     }
