@@ -150,11 +150,25 @@ class Admission(PlanExecution):
                     self._refuse(incident, refusal)
                     return
                 self._deferred.pop(incident.node, None)
-                plan = self._reserve_plan(incident)
+                plan = self._reserve_or_drop(incident)
         if absorbing is not None:
             await self.persist(absorbing)
         if plan is not None:
             await self._create_and_run(plan, incident)
+
+    def _reserve_or_drop(self, incident: Incident) -> PlanRecord | None:
+        """:meth:`_reserve_plan`, or ``None`` (logged, with a Warning Event) when the incident
+        cannot become a plan: one bad value never blocks the intake of other incidents."""
+        try:
+            return self._reserve_plan(incident)
+        except Exception as err:
+            message = (
+                f"no RescuePlan for Xid {', '.join(str(x) for x in incident.xids)} on "
+                f"{incident.node}: the plan could not be made ({type(err).__name__}: {err})"
+            )[:1024]
+            log.exception(message)
+            self.post_event(incident.node, "RescueFailed", message, warning=True)
+            return None
 
     def _absorb(self, plan: PlanRecord, incident: Incident) -> bool:
         """Fold the incident's reports into the running ``plan``; True when it must be written."""
@@ -242,7 +256,7 @@ class Admission(PlanExecution):
                     return
                 else:
                     self._deferred.pop(node, None)
-                    plan = self._reserve_plan(incident)
+                    plan = self._reserve_or_drop(incident)
             if absorbing is not None:
                 await self.persist(absorbing)
             if plan is None:

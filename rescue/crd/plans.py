@@ -359,7 +359,8 @@ def plan_body(
         "dryRun": dry_run,
     }
     if report_ids:
-        spec["reportIds"] = list(dict.fromkeys(report_ids))[:64]
+        # the newest 64 (the CRD bound): the condition holds the newest, a restart compares them
+        spec["reportIds"] = list(dict.fromkeys(report_ids))[-64:]
     if first_seen_at:
         spec["firstSeenAt"] = first_seen_at
     if rule is not None and not rule.is_default:

@@ -181,3 +181,21 @@ def test_terminal_phases(phase: str) -> None:
     status = PlanStatus()
     status.enter(phase, T0)  # type: ignore[arg-type]
     assert status.terminal
+
+
+def test_a_plan_for_more_than_64_reports_keeps_the_newest_ids() -> None:
+    # The condition holds the newest reports; a restarted controller compares them with the
+    # plan's ids: keeping the oldest 64 made the newest look unhandled (a second plan)
+    ids = [f"b:{n}" for n in range(1, 71)]
+    body = plan_body(
+        plan_name("gpu-3", ids[0]),
+        "gpu-3",
+        [62],
+        actions("cordon"),
+        source="policy",
+        dry_run=False,
+        node_was_cordoned=False,
+        report_ids=ids,
+    )
+    assert body["spec"]["reportIds"] == ids[-64:]
+    assert "b:70" in PlanRecord.from_object(body).handled_report_ids()

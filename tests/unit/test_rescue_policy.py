@@ -169,6 +169,13 @@ def test_an_action_object_round_trips_through_the_plan_shape() -> None:
             "spec.rules[0].actions[0].attribute.waittime",
             "'10 min' is not a duration",
         ),
+        (
+            # fits the CRD's pattern and length; before the bound it broke the controller's
+            # intake when the plan's actions were written out
+            rule(1, ["62"], actions=[{"name": "drain", "attribute": {"waittime": "999999d999999d"}}]),
+            "spec.rules[0].actions[0].attribute.waittime",
+            "longer than the longest allowed, 365day",
+        ),
         (rule(1, ["62"], "cordon", "explode"), "spec.rules[0].actions[1].name", "'explode'"),
         (rule(0, ["62"], "cordon"), "spec.rules[0].errorCode", "absent when priority is 0"),
         (
