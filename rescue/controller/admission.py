@@ -126,10 +126,16 @@ class Admission(PlanExecution):
         ]
 
     def _held(self, node: NodeView) -> bool:
-        """Held by the controller: a plan runs on it, or a plan's cordon is still on it."""
+        """Held by the controller: a plan runs on it, or a plan's cordon is still on it.
+
+        A cordon counts while its plan is on record (an ended plan leaves its node cordoned
+        for a person); one naming a plan that no longer exists does not.
+        """
         if self._active_plan(node.name) is not None:
             return True
-        return node.unschedulable and node.cordoned_by is not None
+        return (
+            node.unschedulable and node.cordoned_by is not None and node.cordoned_by in self.plans
+        )
 
     def _admission_refusal(self, selector: NodeSelector | None) -> Refusal | None:
         pool = self._pool(selector)
@@ -213,7 +219,9 @@ class Admission(PlanExecution):
     def _reserve_plan(self, incident: Incident) -> PlanRecord:
         """Make the plan's record and hold its place in memory (under the admission lock)."""
         node = self.nodes.get(incident.node)
-        was_cordoned = cordoned_by_someone_else(node) if node is not None else False
+        was_cordoned = (
+            cordoned_by_someone_else(node, self.active_plan_names()) if node is not None else False
+        )
         body = plan_body(
             plan_name(incident.node, incident.report_ids[0]),
             incident.node,

@@ -202,16 +202,19 @@ async def run_controller(
 @click.option(
     "--drain-unmanaged",
     type=click.Choice(["evict", "skip", "fail"]),
-    default="evict",
+    default="fail",
     show_default=True,
-    help="Pods no controller owns: evict (and say so in an Event), leave, or fail the drain.",
+    help="Pods no controller owns: fail the drain (as kubectl drain without --force), evict "
+    'them (named in an Event), or leave them. A rule\'s drain opts in with force: "true".',
 )
 @click.option(
     "--drain-emptydir",
     type=click.Choice(["evict", "skip", "fail"]),
-    default="evict",
+    default="fail",
     show_default=True,
-    help="Pods with emptyDir volumes (their data is lost): evict, leave, or fail the drain.",
+    help="Pods with emptyDir volumes (their data is lost): fail the drain (as kubectl drain "
+    "without --delete-emptydir-data), evict, or leave them. A rule's drain opts in with "
+    'deleteEmptyDirData: "true".',
 )
 @click.option(
     "--qps",

@@ -41,6 +41,7 @@ ACT, RECORD, REPORT = 0, 1, 2
 """Request priorities, most urgent first."""
 
 _MERGE = "application/merge-patch+json"
+_JSON_PATCH = "application/json-patch+json"
 _TIMEOUT = (5.0, 30.0)  # connect, read
 
 
@@ -163,6 +164,13 @@ class KubeApi:
         )
         return result
 
+    async def json_patch_node(self, name: str, operations: list[dict[str, Any]]) -> dict[str, Any]:
+        """JSON patch (RFC 6902) of a Node: ``test`` operations make it conditional."""
+        result: dict[str, Any] = await self.call(
+            "patch", self.core.patch_node, name, operations, _content_type=_JSON_PATCH
+        )
+        return result
+
     async def patch_node_status(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         """JSON merge patch of a Node's status subresource."""
         result: dict[str, Any] = await self.call(
@@ -186,13 +194,23 @@ class KubeApi:
 
     # --- pods -------------------------------------------------------------------------------
 
-    async def list_pods_on_node(self, node: str) -> list[dict[str, Any]]:
-        """The pods bound to ``node`` (a field-selected LIST, as kubectl drain makes)."""
-        page = await self.call(
-            "list", self.core.list_pod_for_all_namespaces, field_selector=f"spec.nodeName={node}"
-        )
+    async def list_pods_on_node(
+        self, node: str, not_older_than: str | None = None
+    ) -> tuple[list[dict[str, Any]], str]:
+        """The pods bound to ``node`` and the list's resourceVersion.
+
+        Field-selected on ``spec.nodeName`` and served from the API server's watch cache
+        (``resourceVersion`` "0", or not older than ``not_older_than``, the version a
+        previous list returned), never a quorum read of every pod from etcd.
+        """
+        kwargs: dict[str, Any] = {"field_selector": f"spec.nodeName={node}"}
+        if not_older_than:
+            kwargs.update(resource_version=not_older_than, resource_version_match="NotOlderThan")
+        else:
+            kwargs["resource_version"] = "0"
+        page = await self.call("list", self.core.list_pod_for_all_namespaces, **kwargs)
         items: list[dict[str, Any]] = page.get("items") or []
-        return items
+        return items, str((page.get("metadata") or {}).get("resourceVersion") or "")
 
     async def evict_pod(self, namespace: str, name: str, grace_seconds: int) -> None:
         """Evict one pod through the Eviction API. A 429 (PodDisruptionBudget) is raised as is."""
@@ -271,6 +289,20 @@ class KubeApi:
             {"status": status},
             priority=priority,
             _content_type=_MERGE,
+        )
+        return result
+
+    async def json_patch_plan(self, name: str, operations: list[dict[str, Any]]) -> dict[str, Any]:
+        """JSON patch of a plan's metadata (its finalizer)."""
+        result: dict[str, Any] = await self.call(
+            "patch",
+            self.custom.patch_cluster_custom_object,
+            GROUP,
+            VERSION,
+            PLURAL,
+            name,
+            operations,
+            _content_type=_JSON_PATCH,
         )
         return result
 

@@ -134,6 +134,10 @@ class ControllerMemory:
                 return plan
         return None
 
+    def active_plan_names(self) -> set[str]:
+        """The plans running now: a cordon is the controller's only if one of them made it."""
+        return {name for name, plan in self.plans.items() if plan.active}
+
     def node(self, name: str) -> NodeView | None:
         return self.nodes.get(name)
 

@@ -253,7 +253,7 @@ class Controller(Admission):
                 order.actions,
                 source="decision-api",
                 dry_run=self.config.dry_run,
-                node_was_cordoned=cordoned_by_someone_else(node),
+                node_was_cordoned=cordoned_by_someone_else(node, self.active_plan_names()),
                 escalate_time=order.escalate_time,
             )
             plan = PlanRecord.from_object(body)

@@ -10,13 +10,17 @@ so a controller that was killed at any point picks the plan up where it stood:
   enableWarmStandby (early, so the evicted pods have somewhere to go), drain,
   reboot, waitReady (part of reboot), unCordon (the action, or reboot's
   ``unCordon: "true"``);
-- ``status.completedSteps`` holds the steps done; :func:`next_step` is the first
-  step not in it;
+- ``status.completedSteps`` holds the steps done, each recorded only once it took
+  effect (an uncordon the API server never accepted is not done); :func:`next_step`
+  is the first step not in it;
 - what must not happen twice is recorded *before* it is done: whether the node was
   already cordoned (``nodeWasCordoned``, so an administrator's cordon is never
   undone), the standby chosen (``standbyNode``), when the drain began
-  (``drainStartedAt``, so its waittime is not restarted) and when the reboot was
-  ordered (``rebootIssuedAt``: a plan that has one never orders another reboot).
+  (``drainStartedAt``, so its waittime is not restarted) and the intent to reboot
+  (``rebootIssuedAt``, with the boot ID then). Apart from it, ``rebootOrderedAt``
+  records that the driver accepted the order: a failed order is retried (or fails
+  the plan), never waited out as if the node were rebooting; and a plan resumed
+  between the two orders again only while the node shows no new boot ID.
 
 Phases (``status.phase``) say where the plan stands, for people and probes:
 ``Pending`` (picked up), ``Cordoned``, ``Replaced`` (a warm standby took over),
@@ -192,7 +196,10 @@ class PlanStatus:
     standby_labels: dict[str, str] = field(default_factory=dict)
     standby_missing: bool = False
     reboot_issued_at: str | None = None
+    reboot_ordered_at: str | None = None
     boot_id_before_reboot: str | None = None
+    escalated_over_pdb: list[str] = field(default_factory=list)
+    validation_job: str | None = None
     ready_at: str | None = None
     finished_at: str | None = None
     absorbed_report_ids: list[str] = field(default_factory=list)
@@ -210,6 +217,8 @@ class PlanStatus:
         ("standby_node", "standbyNode"),
         ("standby_missing", "standbyMissing"),
         ("reboot_issued_at", "rebootIssuedAt"),
+        ("reboot_ordered_at", "rebootOrderedAt"),
+        ("validation_job", "validationJob"),
         ("boot_id_before_reboot", "bootIdBeforeReboot"),
         ("ready_at", "readyAt"),
         ("finished_at", "finishedAt"),
@@ -227,6 +236,7 @@ class PlanStatus:
         result.completed_steps = [str(s) for s in status.get("completedSteps") or []]
         result.standby_labels = dict(status.get("standbyLabels") or {})
         result.absorbed_report_ids = [str(i) for i in status.get("absorbedReportIds") or []]
+        result.escalated_over_pdb = [str(p) for p in status.get("escalatedOverPdb") or []]
         return result
 
     def to_object(self) -> dict[str, Any]:
@@ -242,6 +252,8 @@ class PlanStatus:
             obj["standbyLabels"] = dict(self.standby_labels)
         if self.absorbed_report_ids:
             obj["absorbedReportIds"] = self.absorbed_report_ids[-64:]
+        if self.escalated_over_pdb:
+            obj["escalatedOverPdb"] = self.escalated_over_pdb[:20]
         return obj
 
     @property

@@ -38,7 +38,17 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any, Literal, TypeGuard, get_args
 
-from blackstart.rescue.crd.waittime import format_waittime, parse_waittime
+from blackstart.rescue.crd.actions import (
+    ACTION_NAMES,
+    DEFAULT_ACTIONS,
+    PRECONDITION_FAILURE,
+    ActionName,
+    PolicyError,
+    RescueAction,
+    action_from_object,
+    check_preconditions,
+)
+from blackstart.rescue.crd.waittime import parse_waittime
 
 __all__ = [
     "ACTION_NAMES",
@@ -72,16 +82,9 @@ __all__ = [
 from blackstart.names import RESCUE_GROUP as GROUP
 from blackstart.names import RESCUE_VERSION as VERSION
 
-ActionName = Literal["cordon", "drain", "reboot", "enableWarmStandby", "unCordon"]
 Operator = Literal["any", "all"]
 
-ACTION_NAMES: tuple[ActionName, ...] = get_args(ActionName)
 _OPERATORS: tuple[Operator, ...] = get_args(Operator)
-_TAKES_WAITTIME = frozenset({"drain", "reboot"})
-_REPLACES_NODE_AFTER = frozenset({"cordon", "drain", "reboot"})
-
-PRECONDITION_FAILURE = "Failures to meet preconditions"
-"""The start of the message for actions ordered without what they need (the vendor's text)."""
 
 # The CRD's bounds, repeated so that objects from anywhere are held to them.
 _MAX_RULES = 64
@@ -93,10 +96,6 @@ _MAX_THRESHOLD_COUNT = 10_000
 _ERROR_CODE = re.compile(r"[0-9]{1,3}\Z", re.ASCII)
 
 
-class PolicyError(ValueError):
-    """A policy object, rule or action is malformed; the message names the field."""
-
-
 def _is_int(value: object) -> TypeGuard[int]:
     # bool is an int in Python but not in the API server's schema.
     return isinstance(value, int) and not isinstance(value, bool)
@@ -105,72 +104,9 @@ def _is_int(value: object) -> TypeGuard[int]:
 # --- the objects -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RescueAction:
-    """One action of a rule or plan.
-
-    ``waittime`` is only for ``drain`` (how long the drain may take) and ``reboot``
-    (how long to wait for Ready); ``uncordon`` only for ``reboot`` (uncordon the node
-    once it is Ready again). Anything else raises :class:`PolicyError`.
-    """
-
-    name: ActionName
-    waittime: timedelta | None = None
-    uncordon: bool = False
-
-    def __post_init__(self) -> None:
-        if self.name not in ACTION_NAMES:
-            raise PolicyError(
-                f"name: unknown action {self.name!r}; the actions are {', '.join(ACTION_NAMES)}"
-            )
-        if self.waittime is not None and self.name not in _TAKES_WAITTIME:
-            raise PolicyError(
-                f"attribute.waittime is only allowed on the drain and reboot actions, "
-                f"not on {self.name}"
-            )
-        if self.waittime is not None and self.waittime < timedelta(0):
-            raise PolicyError(f"attribute.waittime must not be negative, got {self.waittime}")
-        if self.uncordon and self.name != "reboot":
-            raise PolicyError(
-                f"attribute.unCordon is only allowed on the reboot action, not on {self.name}"
-            )
-
-    def to_object(self) -> dict[str, Any]:
-        """The action in the CRD's shape, ``{"name": ..., "attribute": {...}}``, for a plan."""
-        attribute: dict[str, str] = {}
-        if self.waittime is not None:
-            attribute["waittime"] = format_waittime(self.waittime)
-        if self.uncordon:
-            attribute["unCordon"] = "true"
-        obj: dict[str, Any] = {"name": self.name}
-        if attribute:
-            obj["attribute"] = attribute
-        return obj
-
-
-DEFAULT_ACTIONS: tuple[RescueAction, ...] = (RescueAction("cordon"),)
-"""What is done when no RescuePolicy exists at all: cordon the node, nothing else."""
-
-
 def labels_match(wanted: Mapping[str, str], node_labels: Mapping[str, str]) -> bool:
     """True when every label in ``wanted`` is on the node with the same value."""
     return all(node_labels.get(key) == value for key, value in wanted.items())
-
-
-def check_preconditions(actions: Iterable[RescueAction | str]) -> str | None:
-    """``None`` when the actions can be carried out together, else why not.
-
-    The message is the vendor's: ``Failures to meet preconditions enableWarmStandby
-    (...)`` when a warm standby is ordered without cordon, drain or reboot, which
-    are what take the failed node out of service.
-    """
-    names = {action if isinstance(action, str) else action.name for action in actions}
-    if "enableWarmStandby" in names and not names & _REPLACES_NODE_AFTER:
-        return (
-            f"{PRECONDITION_FAILURE} enableWarmStandby "
-            "(it needs cordon, drain or reboot among the same actions)"
-        )
-    return None
 
 
 @dataclass(frozen=True)
@@ -376,40 +312,6 @@ def _name(obj: Mapping[str, Any], kind: str) -> str:
     if not isinstance(name, str) or not name:
         raise PolicyError(f"{kind}: metadata.name is missing")
     return name
-
-
-def action_from_object(obj: Mapping[str, Any], where: str = "action") -> RescueAction:
-    """Parse one action in the CRD's shape.
-
-    For example ``{"name": "drain", "attribute": {"waittime": "20min"}}``; ``where``
-    is the field path used in error messages.
-    """
-    obj = _mapping(obj, where)
-    name = obj.get("name")
-    if not isinstance(name, str) or name not in ACTION_NAMES:
-        raise PolicyError(
-            f"{where}.name: unknown action {name!r}; the actions are {', '.join(ACTION_NAMES)}"
-        )
-    attribute = _mapping(obj.get("attribute", {}), f"{where}.attribute")
-    waittime_text = attribute.get("waittime")
-    try:
-        waittime = None if waittime_text is None else parse_waittime(waittime_text)
-    except ValueError as err:
-        raise PolicyError(f"{where}.attribute.waittime: {err}") from None
-    uncordon_text = attribute.get("unCordon")
-    if uncordon_text not in (None, "true", "false"):
-        raise PolicyError(
-            f'{where}.attribute.unCordon must be "true" or "false" (a string), '
-            f"got {uncordon_text!r}"
-        )
-    if uncordon_text is not None and name != "reboot":
-        raise PolicyError(
-            f"{where}.attribute.unCordon is only allowed on the reboot action, not on {name}"
-        )
-    try:
-        return RescueAction(name=name, waittime=waittime, uncordon=uncordon_text == "true")
-    except PolicyError as err:
-        raise PolicyError(f"{where}.{err}") from None
 
 
 def _threshold_from_object(value: object, where: str) -> Threshold:
