@@ -11,6 +11,8 @@ RESCUE_API_VERSION = f"{RESCUE_GROUP}/{RESCUE_VERSION}"
 RESCUE_PLANS = "rescueplans"
 RESCUE_POLICIES = "rescuepolicies"
 WARM_STANDBY_POLICIES = "warmstandbypolicies"
+#: on every RescuePlan the controller runs: a plan deleted mid-run first releases its node
+PLAN_FINALIZER = f"{RESCUE_GROUP}/release-node"
 #: phases after which a RescuePlan never changes again
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed", "Refused"})
 

@@ -71,6 +71,9 @@ class ControllerMemory:
         self._memory: dict[str, NodeMemory] = {}
         self._deferred: OrderedDict[str, Incident] = OrderedDict()
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._ours: set[str] = set()  # plans this process made or admitted
+        self._admitting: set[str] = set()  # plans made elsewhere, going through the gate
+        self._releasing: set[str] = set()  # deleted plans releasing their node
         self._persist_locks: dict[str, asyncio.Lock] = {}
         self._node_waiters: dict[str, asyncio.Event] = {}
         self._admission = asyncio.Lock()
@@ -107,10 +110,13 @@ class ControllerMemory:
 
     def _forget_plan(self, name: str) -> None:
         plan = self.plans.pop(name, None)
+        self._ours.discard(name)
         if plan is not None:
             self._plans_by_node.get(plan.node, set()).discard(name)
 
     def _hold(self, plan: PlanRecord) -> None:
+        """Keep a plan this process made (or admitted) in memory."""
+        self._ours.add(plan.name)
         self.plans[plan.name] = plan
         self._plans_by_node.setdefault(plan.node, set()).add(plan.name)
 

@@ -73,6 +73,7 @@ __all__ = [
 ]
 
 from blackstart.names import NODE_WAS_CORDONED_ANNOTATION as ANNOTATION_NODE_WAS_CORDONED
+from blackstart.names import PLAN_FINALIZER
 from blackstart.names import RESCUE_API_VERSION as API_VERSION
 from blackstart.names import RESCUE_PLANS as PLURAL
 
@@ -393,6 +394,7 @@ def plan_body(
                 f"{GROUP}/node": node[:63] if len(node) <= 63 else "long-name",
             },
             "annotations": {ANNOTATION_NODE_WAS_CORDONED: "true" if node_was_cordoned else "false"},
+            "finalizers": [PLAN_FINALIZER],
         },
         "spec": spec,
     }
@@ -423,6 +425,9 @@ class PlanRecord:
     node_was_cordoned_hint: bool | None = None
     rule: dict[str, Any] | None = None
     resource_version: int = 0
+    finalizers: tuple[str, ...] = ()
+    deleting: bool = False
+    """True once the plan was deleted (its deletionTimestamp is set, a finalizer holds it)."""
 
     @classmethod
     def from_object(cls, obj: Mapping[str, Any]) -> PlanRecord:
@@ -452,6 +457,8 @@ class PlanRecord:
             node_was_cordoned_hint=None if hint is None else hint == "true",
             rule=dict(spec["rule"]) if isinstance(spec.get("rule"), Mapping) else None,
             resource_version=_version(metadata.get("resourceVersion")),
+            finalizers=tuple(str(f) for f in metadata.get("finalizers") or []),
+            deleting=bool(metadata.get("deletionTimestamp")),
         )
 
     def saw_version(self, obj: Mapping[str, Any]) -> None:
