@@ -31,3 +31,5 @@ POOL_LABEL = "blackstart.dev/pool"
 ROLE_LABEL = "blackstart.dev/role"
 STANDBY_LABEL = "blackstart.dev/standby"
 GPU_RESOURCE = "nvidia.com/gpu"
+#: GPU feature discovery's label: how many GPUs the node has, whatever the device plugin says
+GPU_COUNT_LABEL = "nvidia.com/gpu.count"

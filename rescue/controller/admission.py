@@ -64,6 +64,7 @@ class Admission(PlanExecution):
                 )
                 continue
             new.append(report)
+            self.saw_xid(node_name, moment)
             self.metrics.xids.labels(str(report.get("xid"))).inc(
                 max(1, int(report.get("count") or 1))
             )
@@ -116,13 +117,18 @@ class Admission(PlanExecution):
         return Incident(node=node.name, reports=[r for r, _ in acting], rule=best)
 
     def _pool(self, selector: NodeSelector | None) -> list[NodeView]:
-        """The nodes the storm guard weighs a plan against: the rule's, else the GPU nodes."""
+        """The nodes the storm guard weighs a plan against: the rule's, else the GPU nodes
+        (a node once seen with GPUs stays one while the device plugin reports none)."""
         key, value = self.config.standby
         return [
             node
             for node in self.nodes.values()
             if node.labels.get(key) != value
-            and (selector.matches(node.labels) if selector is not None else node.gpus > 0)
+            and (
+                selector.matches(node.labels)
+                if selector is not None
+                else node.name in self._gpu_nodes or self._held(node)
+            )
         ]
 
     def _held(self, node: NodeView) -> bool:
@@ -138,7 +144,15 @@ class Admission(PlanExecution):
         )
 
     def _admission_refusal(self, selector: NodeSelector | None) -> Refusal | None:
-        pool = self._pool(selector)
+        gpu_pool = self._pool(None)
+        since = now_utc() - self.storm_guard.reporting_window
+        reporting = sum(1 for node in gpu_pool if self._xid_at.get(node.name, since) > since)
+        fleet = self.storm_guard.fleet_refusal(reporting, len(gpu_pool))
+        self.metrics.fleet_xid_storm.set(1 if fleet is not None else 0)
+        if fleet is not None:
+            log.error("storm guard: %s", fleet.detail)
+            return fleet
+        pool = gpu_pool if selector is None else self._pool(selector)
         held = sum(1 for node in pool if self._held(node))
         active = sum(1 for plan in self.plans.values() if plan.active)
         return self.storm_guard.admit(active, held, len(pool))

@@ -148,6 +148,14 @@ async def run_controller(
     help="Storm guard: share of a rule's matching nodes held by the controller at once.",
 )
 @click.option(
+    "--max-reporting-share",
+    type=click.FloatRange(min=0.0, min_open=True, max=1.0),
+    default=0.5,
+    show_default=True,
+    help="Storm guard: when more than this share of the GPU nodes reports Xids within 10 "
+    "minutes, act on no node and alert (a mass event: a driver roll-out, a bad job).",
+)
+@click.option(
     "--reboot-cap",
     default="3/1day",
     show_default=True,
@@ -255,6 +263,7 @@ def controller_command(
     webhook_token_file: str | None,
     max_concurrent_plans: int,
     max_unavailable_share: float,
+    max_reporting_share: float,
     reboot_cap: str,
     decision_api: str | None,
     token_file: str | None,
@@ -318,6 +327,7 @@ def controller_command(
             storm_guard=StormGuard(
                 max_concurrent_plans=max_concurrent_plans,
                 max_unavailable_share=max_unavailable_share,
+                max_reporting_share=max_reporting_share,
                 reboot_cap=cap,
                 reboot_window=window,
             ),

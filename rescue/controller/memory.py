@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
@@ -80,6 +81,8 @@ class ControllerMemory:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._background: list[asyncio.Task[None]] = []
         self.tracker = ThresholdTracker()
+        self._gpu_nodes: set[str] = set()  # nodes seen with GPUs: they stay in the pool
+        self._xid_at: dict[str, dt.datetime] = {}  # the latest Xid report time per node
         self.ready = asyncio.Event()
 
     def _set_policy(self, body: Mapping[str, Any]) -> None:
@@ -152,6 +155,20 @@ class ControllerMemory:
         known = self.nodes.get(view.name)
         if known is None or view.newer_than(known):
             self.nodes[view.name] = view
+            if view.gpus > 0:
+                self._gpu_nodes.add(view.name)
+
+    def forget_node(self, name: str) -> None:
+        """The node was deleted."""
+        self.nodes.pop(name, None)
+        self._gpu_nodes.discard(name)
+        self._xid_at.pop(name, None)
+
+    def saw_xid(self, node: str, moment: dt.datetime) -> None:
+        """Note a new Xid report on ``node`` (for the storm guard's fleet rule)."""
+        known = self._xid_at.get(node)
+        if known is None or moment > known:
+            self._xid_at[node] = moment
 
     def all_nodes(self) -> Iterable[NodeView]:
         return list(self.nodes.values())

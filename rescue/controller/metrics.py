@@ -13,6 +13,9 @@
 ``blackstart_rescue_controller_storm_guard_refusals_total{reason}``
     Plans the storm guard refused (max-concurrent-plans, max-unavailable-share,
     reboot-cap).
+``blackstart_rescue_controller_fleet_xid_storm``
+    1 while more of the GPU fleet reports Xids at once than the storm guard allows (a
+    mass event: the controller acts on no node), else 0. Alert on it.
 ``blackstart_rescue_controller_api_requests_total{verb,code}``
     Requests the controller made to the Kubernetes API server, by verb and HTTP code
     (``error`` when no response came).
@@ -57,6 +60,12 @@ class ControllerMetrics:
             f"{_PREFIX}_xid_to_cordon_seconds",
             "Seconds from the agent reading the Xid line to the node being cordoned.",
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.fleet_xid_storm = Gauge(
+            f"{_PREFIX}_fleet_xid_storm",
+            "1 while more of the GPU fleet reports Xids at once than the storm guard allows "
+            "(the controller then acts on no node), else 0.",
             registry=r,
         )
         self.refusals = Counter(

@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 from blackstart.names import CORDONED_BY_ANNOTATION as ANNOTATION_CORDONED_BY
-from blackstart.names import GPU_RESOURCE
+from blackstart.names import GPU_COUNT_LABEL, GPU_RESOURCE
 
 
 def _quantity(value: object) -> int:
@@ -47,6 +47,21 @@ def _quantity(value: object) -> int:
         return int(str(value))
     except ValueError:
         return 0
+
+
+def _gpus(status: Mapping[str, Any], labels: Mapping[str, str]) -> int:
+    """The node's GPUs by what stays put under remediation.
+
+    Not allocatable alone: the device plugin drops it when GPUs go unhealthy, and to
+    nothing while it registers again after a reboot, which is when a node is being
+    remediated. Capacity, allocatable or GPU feature discovery's ``gpu.count`` label,
+    whichever is largest.
+    """
+    return max(
+        _quantity((status.get("capacity") or {}).get(GPU_RESOURCE, 0)),
+        _quantity((status.get("allocatable") or {}).get(GPU_RESOURCE, 0)),
+        _quantity(labels.get(GPU_COUNT_LABEL, 0)),
+    )
 
 
 @dataclass(frozen=True)
@@ -81,18 +96,18 @@ class NodeView:
                 ready_since = parse_time(condition.get("lastTransitionTime"))
             elif condition.get("type") == CONDITION_TYPE and condition.get("status") == "True":
                 xid_message = condition.get("message")
-        capacity = status.get("allocatable") or status.get("capacity") or {}
         annotations = metadata.get("annotations") or {}
+        labels = dict(metadata.get("labels") or {})
         return cls(
             name=str(metadata.get("name", "")),
             uid=str(metadata.get("uid", "")),
-            labels=dict(metadata.get("labels") or {}),
+            labels=labels,
             annotations={k: v for k, v in annotations.items() if k.startswith(GROUP)},
             unschedulable=bool(spec.get("unschedulable", False)),
             ready=ready,
             ready_since=ready_since,
             boot_id=str((status.get("nodeInfo") or {}).get("bootID", "")),
-            gpus=_quantity(capacity.get(GPU_RESOURCE, 0)),
+            gpus=_gpus(status, labels),
             xid_message=xid_message,
             provider_id=str(spec.get("providerID", "")),
             resource_version=_quantity(metadata.get("resourceVersion", 0)),

@@ -127,8 +127,7 @@ class Controller(PlanEvents):
         for obj in await self.api.list_custom(WARM_STANDBY_POLICIES):
             self._set_warm_standby(obj)
         for obj in await self.api.list_nodes():
-            view = NodeView.from_object(obj)
-            self.nodes[view.name] = view
+            self.remember(NodeView.from_object(obj))
         for obj in await self.api.list_custom(PLURAL):
             self._set_plan(obj)
 
@@ -144,15 +143,12 @@ class Controller(PlanEvents):
         """A Node event from the watch: update the memory; act on new Xid reports."""
         name = str((body.get("metadata") or {}).get("name", ""))
         if event_type == "DELETED":
-            self.nodes.pop(name, None)
+            self.forget_node(name)
             self._memory.pop(name, None)
             self._deferred.pop(name, None)
             self.tracker.forget(name)
         else:
-            view = NodeView.from_object(body)
-            known = self.nodes.get(name)
-            if known is None or view.newer_than(known):
-                self.nodes[name] = view
+            self.remember(NodeView.from_object(body))
         waiter = self._node_waiters.pop(name, None)
         if waiter is not None:
             waiter.set()
