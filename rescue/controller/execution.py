@@ -106,6 +106,7 @@ class PlanExecution(ControllerMemory):
                     plan.name, plan.status.to_object(), ACT if before_acting else RECORD
                 )
                 plan.saw_version(written)
+                plan.saved_phase = str((written.get("status") or {}).get("phase") or "")
             except ApiException as err:
                 if err.status == 404:
                     raise PlanGone(plan.name) from err

@@ -35,7 +35,7 @@ from blackstart.rescue.controller.metrics import ControllerMetrics
 from blackstart.rescue.crd.plans import PLURAL
 from blackstart.rescue.crd.policy import GROUP, VERSION
 
-__all__ = ["ACT", "RECORD", "REPORT", "KubeApi", "RateLimiter", "is_retryable"]
+__all__ = ["ACT", "RECORD", "REPORT", "KubeApi", "RateLimiter", "is_denied", "is_retryable"]
 
 ACT, RECORD, REPORT = 0, 1, 2
 """Request priorities, most urgent first."""
@@ -92,6 +92,11 @@ def is_retryable(err: BaseException) -> bool:
     if isinstance(err, ApiException):
         return err.status == 429 or (err.status or 0) >= 500 or err.status == 0
     return isinstance(err, OSError | TimeoutError) or type(err).__module__.startswith("urllib3")
+
+
+def is_denied(err: BaseException) -> bool:
+    """True for 401 and 403: wrong permissions, or an API server whose authorizer is syncing."""
+    return isinstance(err, ApiException) and err.status in (401, 403)
 
 
 def _status_code(err: BaseException) -> str:

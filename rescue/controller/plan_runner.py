@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from blackstart.rescue.controller.drain_step import DrainStep
-from blackstart.rescue.controller.kube_api import is_retryable
+from blackstart.rescue.controller.kube_api import is_denied, is_retryable
 from blackstart.rescue.controller.node_actions import NodeView, cordoned_by_someone_else
 from blackstart.rescue.controller.node_steps import NodeSteps
 from blackstart.rescue.controller.reboot_steps import RebootSteps
@@ -38,14 +39,25 @@ __all__ = ["PlanContext", "PlanGone", "PlanRunner"]
 
 log = logging.getLogger("blackstart.rescue.crd.plans")
 
+DENIED_GRACE = 60.0
+"""Seconds a plan retries permission errors (401, 403) before it fails on them."""
+
 
 class PlanRunner(NodeSteps, DrainStep, RebootSteps):
     """Runs one plan to its end (or until cancelled)."""
 
     async def run(self) -> None:
-        """Carry the plan out from where it stands; returns when it has ended."""
+        """Carry the plan out from where it stands; returns when it has ended.
+
+        Errors the API server may recover from are retried with backoff; so are
+        permission errors for :data:`DENIED_GRACE` (an API server that just restarted
+        answers 403 until its authorizer has synced). The plan's last state is written
+        even when the API server was away at the moment it ended.
+        """
         delay = 1.0
+        denied_since: float | None = None
         while not self.status.terminal:
+            failure = None
             try:
                 await self._run_steps()
                 break
@@ -54,19 +66,52 @@ class PlanRunner(NodeSteps, DrainStep, RebootSteps):
             except PlanGone:
                 log.warning("plan %s was deleted while it ran; stopping", self.plan.name)
                 return
-            except StepFailed as failure:
-                await self._fail(str(failure))
-                break
+            except StepFailed as step:
+                failure = str(step)
             except Exception as err:
-                if not is_retryable(err):
-                    await self._fail(f"the controller hit an error it cannot retry: {brief(err)}")
-                    break
-                self.last_error = brief(err)
-                log.warning("plan %s: %s; retrying in %.0f s", self.plan.name, brief(err), delay)
+                if self.status.terminal:
+                    break  # it ended; its last write is retried below
+                now = time.monotonic()
+                if is_denied(err):
+                    denied_since = denied_since if denied_since is not None else now
+                if is_retryable(err) or (
+                    is_denied(err) and now - (denied_since or now) < DENIED_GRACE
+                ):
+                    self.last_error = brief(err)
+                    log.warning(
+                        "plan %s: %s; retrying in %.0f s", self.plan.name, brief(err), delay
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 30.0)
+                    continue
+                failure = f"the controller hit an error it cannot retry: {brief(err)}"
+            if failure is not None and not self.status.terminal:
+                self._enter("Failed", failure)
+                self._event("RescueFailed", failure, warning=True)
+        if self.status.terminal:
+            await self._write_end()
+            await self.release_node()
+
+    async def _write_end(self) -> None:
+        """Write the ended plan until the API server has it (or the plan is gone)."""
+        delay = 1.0
+        while self.plan.saved_phase != self.status.phase:
+            try:
+                await self.ctx.persist(self.plan)
+            except PlanGone:
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                log.warning(
+                    "plan %s ended %s, not written yet: %s; retrying in %.0f s",
+                    self.plan.name,
+                    self.status.phase,
+                    brief(err),
+                    delay,
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
-        if self.status.terminal:
-            await self.release_node()
 
     async def release_node(self, attempts: int = 5) -> None:
         """Take back what the plan asked of the node for its reboot (any ending; best effort).

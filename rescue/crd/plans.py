@@ -428,6 +428,8 @@ class PlanRecord:
     finalizers: tuple[str, ...] = ()
     deleting: bool = False
     """True once the plan was deleted (its deletionTimestamp is set, a finalizer holds it)."""
+    saved_phase: str = ""
+    """The phase the API server last accepted for this plan (the controller's own record)."""
 
     @classmethod
     def from_object(cls, obj: Mapping[str, Any]) -> PlanRecord:
@@ -459,6 +461,7 @@ class PlanRecord:
             resource_version=_version(metadata.get("resourceVersion")),
             finalizers=tuple(str(f) for f in metadata.get("finalizers") or []),
             deleting=bool(metadata.get("deletionTimestamp")),
+            saved_phase=str((obj.get("status") or {}).get("phase") or ""),
         )
 
     def saw_version(self, obj: Mapping[str, Any]) -> None:
