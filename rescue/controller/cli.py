@@ -10,14 +10,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import os
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
-__all__ = ["controller_command", "install_command", "run_controller"]
+__all__ = ["controller_command", "install_command"]
 
 log = logging.getLogger("blackstart.rescue.controller.operator")
 
@@ -38,74 +36,6 @@ def _duration(text: str, option: str) -> dt.timedelta:
         return parse_waittime(text)
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint=option) from None
-
-
-def _api_client(kubeconfig: str | None, context: str | None, pool_size: int = 16) -> Any:
-    from kubernetes import client, config
-
-    from blackstart.kube import KubeconfigError, api_client
-
-    if (
-        not kubeconfig
-        and not os.environ.get("KUBECONFIG")
-        and os.environ.get("KUBERNETES_SERVICE_HOST")
-    ):
-        cfg = client.Configuration()
-        config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-        cfg.retries = 0
-        cfg.connection_pool_maxsize = pool_size
-        return client.ApiClient(cfg)
-    try:
-        return api_client(kubeconfig, context, pool_size=pool_size, timeout=30.0)
-    except KubeconfigError as err:
-        raise click.ClickException(str(err)) from err
-
-
-async def run_controller(
-    config: Any,
-    kubeconfig: str | None,
-    context: str | None,
-    metrics_host: str,
-    metrics_port: int | None,
-    decision_api: tuple[str, int] | None,
-    token: str | None,
-    journal: str | None,
-) -> None:
-    """Run the controller until SIGTERM/SIGINT (kopf handles the signals)."""
-    import kopf
-
-    from blackstart.rescue.controller.decision_api import start_decision_api
-    from blackstart.rescue.controller.journal import Journal
-    from blackstart.rescue.controller.kopf_wiring import build_registry
-    from blackstart.rescue.controller.kube_api import KubeApi
-    from blackstart.rescue.controller.metrics import ControllerMetrics
-    from blackstart.rescue.controller.operator import Controller
-
-    metrics = ControllerMetrics()
-    if metrics_port is not None:
-        metrics.serve(metrics_port, metrics_host)
-        log.info("metrics on http://%s:%d/metrics", metrics_host, metrics_port)
-    api = KubeApi(
-        _api_client(kubeconfig, context, pool_size=max(16, config.burst)),
-        metrics,
-        qps=config.qps,
-        burst=config.burst,
-    )
-    controller = Controller(config, api, metrics, Journal(journal))
-    runner = None
-    if decision_api is not None:
-        assert token is not None
-        runner = await start_decision_api(controller, token, metrics, *decision_api)
-        log.info("decision API on http://%s:%d/v1/rescue-actions", *decision_api)
-    try:
-        await kopf.operator(
-            registry=build_registry(controller, kubeconfig, context),
-            standalone=True,
-            clusterwide=True,
-        )
-    finally:
-        if runner is not None:
-            await runner.cleanup()
 
 
 @click.command(name="controller")
@@ -252,6 +182,20 @@ async def run_controller(
     show_default=True,
     help="local reboot driver: seconds a node stays NotReady.",
 )
+@click.option(
+    "--leader-elect/--no-leader-elect",
+    default=True,
+    show_default=True,
+    help="Act only while holding the Lease blackstart-rescue-controller in --namespace, so "
+    "of several replicas one acts; the others wait.",
+)
+@click.option(
+    "--leader-lease-seconds",
+    type=click.FloatRange(min=1.0),
+    default=15.0,
+    show_default=True,
+    help="How long a Lease not renewed stays its holder's; the holder stops after 2/3 of it.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log kopf's and the client's details.")
 def controller_command(
     kubeconfig: str | None,
@@ -279,6 +223,8 @@ def controller_command(
     burst: int,
     drain_retry_seconds: float,
     local_boot_seconds: float,
+    leader_elect: bool,
+    leader_lease_seconds: float,
     verbose: bool,
 ) -> None:
     """Run the GPU self-heal controller: Xid signals in, RescuePlans carried out.
@@ -347,9 +293,19 @@ def controller_command(
         raise click.UsageError(str(err)) from None
     if reboot_driver == "webhook" and not webhook_url:
         raise click.UsageError("--reboot-driver webhook needs --webhook-url")
+    from blackstart.rescue.controller.process import run_controller
+
     asyncio.run(
         run_controller(
-            config, kubeconfig, context, metrics_host, metrics_port, address, token, journal
+            config,
+            kubeconfig,
+            context,
+            metrics_host,
+            metrics_port,
+            address,
+            token,
+            journal,
+            lease_seconds=leader_lease_seconds if leader_elect else None,
         )
     )
 
@@ -365,11 +321,12 @@ def install_command(kubeconfig: str | None, context: str | None) -> None:
     admin before the first `blackstart rescue controller`; running it again
     updates them.
     """
+    from blackstart.rescue.controller.process import controller_api_client
     from blackstart.rescue.install import install
 
     try:
         applied = install(
-            _api_client(kubeconfig, context), progress=lambda m: click.echo(m, err=True)
+            controller_api_client(kubeconfig, context), progress=lambda m: click.echo(m, err=True)
         )
     except Exception as err:
         raise click.ClickException(f"install failed: {err}") from err

@@ -7,6 +7,8 @@
     those made, by who ordered them; ``..._plans_active`` those running now.
 ``blackstart_rescue_controller_ready``
     1 once the controller has read the cluster (nodes, policies, plans) and acts.
+``blackstart_rescue_controller_leader``
+    1 while this replica holds the controller's Lease, else 0 (it waits, and acts on nothing).
 ``blackstart_rescue_controller_xid_to_cordon_seconds``
     Seconds from the agent reading the Xid line (the report's ``writtenAt``) to the
     node being cordoned.
@@ -54,6 +56,12 @@ class ControllerMetrics:
         self.ready = Gauge(
             f"{_PREFIX}_ready",
             "1 once the controller has read the cluster and acts on Xids, else 0.",
+            registry=r,
+        )
+        self.leader = Gauge(
+            f"{_PREFIX}_leader",
+            "1 while this replica holds the controller's Lease (or runs without leader "
+            "election), else 0: only the leader acts.",
             registry=r,
         )
         self.xid_to_cordon = Histogram(
