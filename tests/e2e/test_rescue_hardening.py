@@ -10,21 +10,31 @@ provider, lets the request meet the outage, and starts the API server again.
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from prometheus_client.parser import text_string_to_metric_families
 
 from blackstart.clusters.local.kwok_nodes import node_is_ready
 from blackstart.clusters.local.provider import LocalProvider
+from blackstart.clusters.net import free_port
 from blackstart.clusters.state import ClusterState
 from blackstart.kube import api_client
 from blackstart.rescue.install import apply_documents, deploy_documents, wait_established
 
-from .conftest import eventually
+from .conftest import eventually, repo_root
 from .rescue_inprocess import (
+    CONTROLLER_USER,
     GROUP,
     NOT_READY_LABEL,
     VERSION,
@@ -200,8 +210,9 @@ def test_a_reboot_order_lost_to_an_api_server_outage_is_ordered_again(
     policy(custom, "reboot", reboot_rule("50s"))
 
     def is_reboot_order(verb: str, function: str, args: tuple[Any, ...]) -> bool:
-        labels = (args[1].get("metadata") or {}).get("labels") if len(args) > 1 else None
-        return function == "patch_node" and (labels or {}).get(NOT_READY_LABEL) == "true"
+        if function != "patch_node" or not isinstance(args[1], dict):
+            return False
+        return (args[1].get("metadata") or {}).get("labels", {}).get(NOT_READY_LABEL) == "true"
 
     with running_controller(cluster, retry_for=1.0, reboot_driver="local") as controller:
         gate = controller.gate(is_reboot_order)
@@ -256,7 +267,13 @@ def foreign_plan(custom: client.CustomObjectsApi, name: str, node: str, **spec: 
             # a lie the controller must not believe: it reads the node itself
             "annotations": {"rescue.blackstart.dev/node-was-cordoned": "false"},
         },
-        "spec": {"nodeName": node, "xids": [62], "actions": [{"name": "cordon"}], **spec},
+        "spec": {
+            "nodeName": node,
+            "xids": [62],
+            "source": "policy",
+            "actions": [{"name": "cordon"}],
+            **spec,
+        },
     }
     custom.create_cluster_custom_object(GROUP, VERSION, "rescueplans", body)
 
@@ -418,3 +435,98 @@ def test_a_waittime_longer_than_365_days_is_refused_by_the_api_server(
         if field == "waittime"
         else {**rule, "threshold": {"count": 2, "window": "365day"}},
     )
+
+
+# --- 14: of two controllers running at once, only the Lease holder acts -------------------------
+
+
+@dataclass
+class ControllerProcess:
+    process: subprocess.Popen[bytes]
+    log: Path
+    port: int
+
+    def metric(self, name: str) -> float | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+                text = r.read().decode()
+        except (urllib.error.URLError, ConnectionError):
+            return None
+        return sum(
+            s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == name
+        )
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+def start_process(cluster: ClusterState, folder: Path, label: str) -> ControllerProcess:
+    port = free_port()
+    log = folder / f"controller-{label}.log"
+    argv = [
+        sys.executable, "-m", "blackstart.cli", "rescue", "controller",
+        "--kubeconfig", cluster.identity_kubeconfig(CONTROLLER_USER),
+        "--metrics-port", str(port), "--leader-lease-seconds", "3",
+    ]  # fmt: skip
+    with log.open("ab") as stream:
+        process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=stream, cwd=repo_root())
+    started = ControllerProcess(process, log, port)
+    eventually(
+        lambda: started.metric("blackstart_rescue_controller_leader") is not None,
+        30,
+        f"controller {label} up",
+    )
+    return started
+
+
+def test_of_two_controllers_running_at_once_only_the_lease_holder_acts(
+    cluster: ClusterState,
+    core: client.CoreV1Api,
+    custom: client.CustomObjectsApi,
+    tmp_path: Path,
+) -> None:
+    policy(custom, "cordon", {"priority": 10, "errorCode": ["62"], "actions": [{"name": "cordon"}]})
+    first = start_process(cluster, tmp_path, "first")
+    second = None
+    try:
+        eventually(
+            lambda: first.metric("blackstart_rescue_controller_ready") == 1, 30, "first ready"
+        )
+        second = start_process(cluster, tmp_path, "second")
+        assert second.metric("blackstart_rescue_controller_leader") == 0  # it waits
+        write_xid(core, "gpu-4", 62)
+        plan = ended_plan(custom, "gpu-4")
+        assert plan["status"]["phase"] == "Succeeded"
+        assert second.metric("blackstart_rescue_controller_api_requests_total") == 0
+        assert "RescuePlan" not in second.log.read_text() and "gpu-4" not in second.log.read_text()
+
+        first.stop(signal.SIGKILL)  # the leader dies without giving the Lease up
+        eventually(
+            lambda: second.metric("blackstart_rescue_controller_ready") == 1,
+            30,
+            "the second controller taking over",
+        )
+        write_xid(core, "gpu-5", 62)
+        assert ended_plan(custom, "gpu-5")["status"]["phase"] == "Succeeded"
+        lease = client.CoordinationV1Api(api_client(cluster.kubeconfig)).read_namespaced_lease(
+            "blackstart-rescue-controller", "default"
+        )
+        assert lease.spec.lease_transitions == 1
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+    assert second.process.returncode == 0
+    released = client.CoordinationV1Api(api_client(cluster.kubeconfig)).read_namespaced_lease(
+        "blackstart-rescue-controller", "default"
+    )
+    assert released.spec.holder_identity is None  # a clean stop gives the Lease up
