@@ -52,6 +52,7 @@ class PlanExecution(ControllerMemory):
             first_seen_at=plan.first_seen_at,
             rule=incident.rule if incident is not None else None,
             escalate_time=plan.escalate_time,
+            validation=plan.validation,
         )
         try:
             created = await self.api.create_plan(body)

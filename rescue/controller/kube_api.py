@@ -234,6 +234,19 @@ class KubeApi:
             retry=False,
         )
 
+    async def create_pod(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Create a pod (the validation check); a 409 (it exists) is raised as is."""
+        result: dict[str, Any] = await self.call(
+            "create", self.core.create_namespaced_pod, namespace, body
+        )
+        return result
+
+    async def get_pod(self, namespace: str, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call(
+            "get", self.core.read_namespaced_pod, name, namespace
+        )
+        return result
+
     # --- events -----------------------------------------------------------------------------
 
     async def create_event(self, namespace: str, body: dict[str, Any]) -> None:

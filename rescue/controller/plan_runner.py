@@ -32,6 +32,7 @@ from blackstart.rescue.controller.runner_base import (
     StepFailed,
     brief,
 )
+from blackstart.rescue.controller.validate_step import ValidateStep
 from blackstart.rescue.crd.plans import Step, next_step, steps_for
 from blackstart.rescue.crd.waittime import format_waittime
 
@@ -43,7 +44,7 @@ DENIED_GRACE = 60.0
 """Seconds a plan retries permission errors (401, 403) before it fails on them."""
 
 
-class PlanRunner(NodeSteps, DrainStep, RebootSteps):
+class PlanRunner(NodeSteps, DrainStep, RebootSteps, ValidateStep):
     """Runs one plan to its end (or until cancelled)."""
 
     async def run(self) -> None:
@@ -148,11 +149,12 @@ class PlanRunner(NodeSteps, DrainStep, RebootSteps):
             fresh = NodeView.from_object(await self.ctx.api.get_node(self.plan.node))
             status.node_was_cordoned = cordoned_by_someone_else(fresh, {self.plan.name})
             await self.ctx.persist(self.plan, before_acting=True)
-        while (step := next_step(self.plan.actions, status)) is not None:
+        validate = self.plan.validation is not None
+        while (step := next_step(self.plan.actions, status, validate)) is not None:
             carried_on = await self._step(step)
             if not carried_on:
                 return
-            if next_step(self.plan.actions, status) is not None:
+            if next_step(self.plan.actions, status, validate) is not None:
                 await self.ctx.persist(self.plan)
         if status.standby_missing:
             self._enter(
@@ -198,4 +200,6 @@ class PlanRunner(NodeSteps, DrainStep, RebootSteps):
             return await self._reboot()
         if step is Step.WAIT_READY:
             return await self._wait_ready()
+        if step is Step.VALIDATE:
+            return await self._validate()
         return await self._uncordon()

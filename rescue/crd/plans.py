@@ -46,6 +46,7 @@ from blackstart.rescue.crd.policy import (
     RescueAction,
     action_from_object,
 )
+from blackstart.rescue.crd.validation import Validation, validation_from_object
 
 __all__ = [
     "ACTIVE_PHASES",
@@ -88,6 +89,7 @@ Phase = Literal[
     "Draining",
     "Rebooting",
     "WaitingReady",
+    "Validating",
     "Uncordoned",
     "Replaced",
     "Succeeded",
@@ -100,6 +102,7 @@ PHASES: tuple[Phase, ...] = (
     "Draining",
     "Rebooting",
     "WaitingReady",
+    "Validating",
     "Uncordoned",
     "Replaced",
     "Succeeded",
@@ -118,10 +121,19 @@ class Step(StrEnum):
     DRAIN = "drain"
     REBOOT = "reboot"
     WAIT_READY = "waitReady"
+    VALIDATE = "validate"
     UNCORDON = "unCordon"
 
 
-_ORDER = (Step.CORDON, Step.STANDBY, Step.DRAIN, Step.REBOOT, Step.WAIT_READY, Step.UNCORDON)
+_ORDER = (
+    Step.CORDON,
+    Step.STANDBY,
+    Step.DRAIN,
+    Step.REBOOT,
+    Step.WAIT_READY,
+    Step.VALIDATE,
+    Step.UNCORDON,
+)
 _TAKES_NODE_OUT = frozenset({"cordon", "drain", "reboot", "enableWarmStandby"})
 
 _PHASE_AFTER: dict[Step, Phase] = {
@@ -130,15 +142,17 @@ _PHASE_AFTER: dict[Step, Phase] = {
     Step.DRAIN: "Draining",
     Step.REBOOT: "Rebooting",
     Step.WAIT_READY: "WaitingReady",
+    Step.VALIDATE: "Validating",
     Step.UNCORDON: "Uncordoned",
 }
 
 
-def steps_for(actions: Iterable[RescueAction]) -> tuple[Step, ...]:
+def steps_for(actions: Iterable[RescueAction], validate: bool = False) -> tuple[Step, ...]:
     """The steps that carry out ``actions``, in execution order.
 
     Cordon comes first whenever the node is taken out of service (cordon, drain,
-    reboot, enableWarmStandby); waitReady always follows reboot; unCordon comes
+    reboot, enableWarmStandby); waitReady always follows reboot, and with
+    ``validate`` (the plan has a validation gate) so does validate; unCordon comes
     last, ordered by the ``unCordon`` action or by reboot's ``unCordon: "true"``.
     """
     actions = list(actions)
@@ -152,6 +166,8 @@ def steps_for(actions: Iterable[RescueAction]) -> tuple[Step, ...]:
         wanted.add(Step.DRAIN)
     if "reboot" in names:
         wanted.update((Step.REBOOT, Step.WAIT_READY))
+        if validate:
+            wanted.add(Step.VALIDATE)
     if "unCordon" in names or any(a.name == "reboot" and a.uncordon for a in actions):
         wanted.add(Step.UNCORDON)
     return tuple(step for step in _ORDER if step in wanted)
@@ -293,11 +309,13 @@ class PlanStatus:
         return sum(1 for t in self.transitions if t.get("phase") == phase)
 
 
-def next_step(actions: Sequence[RescueAction], status: PlanStatus) -> Step | None:
+def next_step(
+    actions: Sequence[RescueAction], status: PlanStatus, validate: bool = False
+) -> Step | None:
     """The first step of ``actions`` not yet done, or ``None`` when all are (or it ended)."""
     if status.terminal:
         return None
-    for step in steps_for(actions):
+    for step in steps_for(actions, validate):
         if not status.done(step):
             return step
     return None
@@ -362,6 +380,7 @@ def plan_body(
     first_seen_at: str | None = None,
     rule: MatchedRule | None = None,
     escalate_time: str | None = None,
+    validation: Validation | None = None,
 ) -> dict[str, Any]:
     """The RescuePlan object to create."""
     spec: dict[str, Any] = {
@@ -384,6 +403,9 @@ def plan_body(
         }
     if escalate_time:
         spec["escalateTime"] = escalate_time
+    check = validation or (rule.rule.validation if rule is not None else None)
+    if check is not None:
+        spec["validation"] = check.to_object()
     return {
         "apiVersion": API_VERSION,
         "kind": "RescuePlan",
@@ -428,6 +450,8 @@ class PlanRecord:
     finalizers: tuple[str, ...] = ()
     deleting: bool = False
     """True once the plan was deleted (its deletionTimestamp is set, a finalizer holds it)."""
+    validation: Validation | None = None
+    uid: str = ""
     saved_phase: str = ""
     """The phase the API server last accepted for this plan (the controller's own record)."""
 
@@ -462,13 +486,21 @@ class PlanRecord:
             finalizers=tuple(str(f) for f in metadata.get("finalizers") or []),
             deleting=bool(metadata.get("deletionTimestamp")),
             saved_phase=str((obj.get("status") or {}).get("phase") or ""),
+            validation=(
+                validation_from_object(spec["validation"], f"RescuePlan {name}: spec.validation")
+                if spec.get("validation") is not None
+                else None
+            ),
+            uid=str(metadata.get("uid") or ""),
         )
 
     def saw_version(self, obj: Mapping[str, Any]) -> None:
         """Note the resourceVersion of the plan as a write to it returned it."""
+        metadata = obj.get("metadata") or {}
         self.resource_version = max(
-            self.resource_version, _version((obj.get("metadata") or {}).get("resourceVersion"))
+            self.resource_version, _version(metadata.get("resourceVersion"))
         )
+        self.uid = self.uid or str(metadata.get("uid") or "")
 
     @property
     def active(self) -> bool:

@@ -48,6 +48,7 @@ from blackstart.rescue.crd.actions import (
     action_from_object,
     check_preconditions,
 )
+from blackstart.rescue.crd.validation import Validation, validation_from_object
 from blackstart.rescue.crd.waittime import parse_waittime
 
 __all__ = [
@@ -156,6 +157,7 @@ class RescueRule:
     error_codes: frozenset[int] = frozenset()
     node_selector: NodeSelector | None = None
     threshold: Threshold | None = None
+    validation: Validation | None = None
 
     def __post_init__(self) -> None:
         if not _is_int(self.priority) or not 0 <= self.priority <= _MAX_PRIORITY:
@@ -369,6 +371,9 @@ def _rule_from_object(value: object, where: str) -> RescueRule:
     threshold = None
     if "threshold" in obj:
         threshold = _threshold_from_object(obj["threshold"], f"{where}.threshold")
+    validation = None
+    if "validation" in obj:
+        validation = validation_from_object(obj["validation"], f"{where}.validation")
     try:
         return RescueRule(
             priority=priority,
@@ -376,6 +381,7 @@ def _rule_from_object(value: object, where: str) -> RescueRule:
             error_codes=codes,
             node_selector=selector,
             threshold=threshold,
+            validation=validation,
         )
     except PolicyError as err:
         raise PolicyError(f"{where}.{err}") from None

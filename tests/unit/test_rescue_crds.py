@@ -31,6 +31,7 @@ PHASES = [
     "Draining",
     "Rebooting",
     "WaitingReady",
+    "Validating",
     "Uncordoned",
     "Replaced",
     "Succeeded",
@@ -82,7 +83,7 @@ def waittime_fields() -> list[tuple[str, str, Schema]]:
     return [
         (kind, path, node)
         for kind, path, node in all_nodes()
-        if path.endswith((".waittime", ".threshold.window"))
+        if path.endswith((".waittime", ".threshold.window", ".validation.waittime"))
     ]
 
 
@@ -334,6 +335,8 @@ def test_every_duration_field_uses_the_parser_s_pattern_and_length() -> None:
         ("RescuePolicy", ".spec.rules[].actions[].attribute.waittime"),
         ("RescuePolicy", ".spec.rules[].threshold.window"),
         ("RescuePlan", ".spec.actions[].attribute.waittime"),
+        ("RescuePolicy", ".spec.rules[].validation.waittime"),
+        ("RescuePlan", ".spec.validation.waittime"),
     }
     for _, _, node in fields:
         assert node["pattern"] == WAITTIME_PATTERN
