@@ -104,7 +104,9 @@ class Admission(PlanExecution):
             if threshold is not None:
                 occurrences = min(occurrences, threshold.count)
             moment = report_time(report) or now
-            if any(self.tracker.should_act(node.name, rule, moment) for _ in range(occurrences)):
+            if any(
+                self.tracker.should_act(node.name, rule, moment, xid) for _ in range(occurrences)
+            ):
                 acting.append((report, rule))
         if not acting:
             return None

@@ -506,7 +506,7 @@ def choose_standby(
 
 
 class ThresholdTracker:
-    """Counts Xid occurrences per (node, rule) in a sliding window, for rule thresholds.
+    """Counts Xid occurrences per (node, rule, Xid code) in a sliding window, for thresholds.
 
     ``should_act`` records one occurrence and says whether the rule's threshold is
     now met: ``count`` occurrences, the oldest less than ``window`` before the
@@ -523,18 +523,23 @@ class ThresholdTracker:
         if max_keys < 1:
             raise ValueError(f"max_keys must be at least 1, got {max_keys}")
         self._max_keys = max_keys
-        self._seen: OrderedDict[tuple[str, str, int], list[datetime]] = OrderedDict()
+        self._seen: OrderedDict[tuple[str, str, int, int | None], list[datetime]] = OrderedDict()
 
-    def should_act(self, node: str, rule: MatchedRule, now: datetime) -> bool:
-        """Record an occurrence on ``node`` at ``now`` for ``rule``; True when it should act.
+    def should_act(
+        self, node: str, rule: MatchedRule, now: datetime, xid: int | None = None
+    ) -> bool:
+        """Record an occurrence of Xid ``xid`` on ``node`` at ``now`` for ``rule``; True when
+        it should act.
 
-        ``now`` is when the Xid was seen; use timezone-aware times throughout.
-        Occurrences may arrive out of order: the window ends at the newest one seen.
+        Each Xid code is counted apart (13, 31, 43 and 45 are often one job's fault: one
+        of each is not a GPU repeating itself). ``now`` is when the Xid was seen; use
+        timezone-aware times throughout. Occurrences may arrive out of order: the window
+        ends at the newest one seen.
         """
         threshold = rule.rule.threshold
         if threshold is None:
             return True
-        key = (node, *rule.key)
+        key = (node, *rule.key, xid)
         times = self._seen.pop(key, [])
         bisect.insort(times, now)
         newest = times[-1]
@@ -546,12 +551,13 @@ class ThresholdTracker:
             self._seen.popitem(last=False)
         return False
 
-    def pending(self, node: str, rule: MatchedRule, now: datetime) -> int:
-        """How many occurrences on ``node`` for ``rule`` are within the window ending at ``now``."""
+    def pending(self, node: str, rule: MatchedRule, now: datetime, xid: int | None = None) -> int:
+        """How many occurrences of ``xid`` on ``node`` for ``rule`` are within the window
+        ending at ``now``."""
         threshold = rule.rule.threshold
         if threshold is None:
             return 0
-        times = self._seen.get((node, *rule.key), [])
+        times = self._seen.get((node, *rule.key, xid), [])
         return sum(1 for t in times if now - threshold.window < t <= now)
 
     def forget(self, node: str) -> None:

@@ -125,7 +125,10 @@ def test_the_drain_action_opts_in_to_evicting_them_as_kubectls_flags_do() -> Non
     assert DrainOptions().for_action(forced) == DrainOptions(unmanaged="evict", emptydir="fail")
     assert DrainOptions().for_action(both) == DrainOptions(unmanaged="evict", emptydir="evict")
     assert DrainOptions(unmanaged="skip").for_action(None) == DrainOptions(unmanaged="skip")
-    assert action_from_object(
-        {"name": "drain", "attribute": {"force": "true", "deleteEmptyDirData": "true"}}
-    ) == both
+    assert (
+        action_from_object(
+            {"name": "drain", "attribute": {"force": "true", "deleteEmptyDirData": "true"}}
+        )
+        == both
+    )
     assert both.to_object()["attribute"] == {"force": "true", "deleteEmptyDirData": "true"}
