@@ -556,7 +556,7 @@ def test_after_its_reboot_a_node_returns_to_service_only_if_its_check_passes(
     node = "gpu-6" if result == "Succeeded" else "gpu-7"
     policy(custom, "validated", validated_reboot())
     with running_controller(cluster, reboot_driver="local"):
-        write_xid(core, node, 79)
+        write_xid(core, node, 62)
         pod = eventually(lambda: validation_pod(core), 60, "the check's pod Running")
         assert isinstance(pod, client.V1Pod)
         assert pod.spec.node_name == node and cordoned(core, node)  # checked while cordoned
@@ -645,9 +645,8 @@ def drain_then_reboot(*, escalate_over_pdb: bool) -> dict[str, Any]:
 
 def storage_lists_of_pods(admin: client.ApiClient) -> tuple[float, float]:
     """The API server's LISTs of pods served from etcd, and from its watch cache."""
-    text = admin.call_api("/metrics", "GET", auth_settings=["BearerToken"], _preload_content=False)[
-        0
-    ].data.decode()
+    url = f"{admin.configuration.host}/metrics"
+    text = admin.rest_client.pool_manager.request("GET", url).data.decode()
     storage = cache = 0.0
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
