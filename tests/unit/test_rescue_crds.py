@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from blackstart.rescue.crd.plans import Step
 from blackstart.rescue.crd.policy import ACTION_NAMES
 from blackstart.rescue.crd.waittime import (
     WAITTIME_CEL_RULE,
@@ -230,6 +231,9 @@ def test_action_names_and_plan_phases_agree_with_the_code() -> None:
         item = ".spec.rules[].actions[]" if kind == "RescuePolicy" else ".spec.actions[]"
         assert at(kind, f"{item}.name")["enum"] == list(ACTION_NAMES)
     assert at("RescuePlan", ".status.phase")["enum"] == PHASES
+    steps = at("RescuePlan", ".status.completedSteps")
+    assert steps["items"]["enum"] == [step.value for step in Step]
+    assert steps["maxItems"] == len(Step)
     assert at("RescuePlan", ".status.transitions[].phase")["enum"] == PHASES
 
 
