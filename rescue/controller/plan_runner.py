@@ -104,6 +104,14 @@ class PlanRunner(NodeSteps, DrainStep, RebootSteps, ValidateStep):
             except asyncio.CancelledError:
                 raise
             except Exception as err:
+                if not (is_retryable(err) or is_denied(err)):
+                    log.error(
+                        "plan %s ended %s and the API server refuses the record: %s",
+                        self.plan.name,
+                        self.status.phase,
+                        brief(err),
+                    )
+                    return
                 log.warning(
                     "plan %s ended %s, not written yet: %s; retrying in %.0f s",
                     self.plan.name,
