@@ -11,6 +11,8 @@ RESCUE_API_VERSION = f"{RESCUE_GROUP}/{RESCUE_VERSION}"
 RESCUE_PLANS = "rescueplans"
 RESCUE_POLICIES = "rescuepolicies"
 WARM_STANDBY_POLICIES = "warmstandbypolicies"
+#: on every RescuePlan the controller runs: a plan deleted mid-run first releases its node
+PLAN_FINALIZER = f"{RESCUE_GROUP}/release-node"
 #: phases after which a RescuePlan never changes again
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed", "Refused"})
 
@@ -33,3 +35,5 @@ POOL_LABEL = "blackstart.dev/pool"
 ROLE_LABEL = "blackstart.dev/role"
 STANDBY_LABEL = "blackstart.dev/standby"
 GPU_RESOURCE = "nvidia.com/gpu"
+#: GPU feature discovery's label: how many GPUs the node has, whatever the device plugin says
+GPU_COUNT_LABEL = "nvidia.com/gpu.count"

@@ -84,6 +84,7 @@ class Admission(PlanExecution):
                 )
                 continue
             new.append(report)
+            self.saw_xid(node_name, moment)
             self.metrics.xids.labels(str(report.get("xid"))).inc(
                 max(1, int(report.get("count") or 1))
             )
@@ -123,7 +124,9 @@ class Admission(PlanExecution):
             if threshold is not None:
                 occurrences = min(occurrences, threshold.count)
             moment = report_time(report) or now
-            if any(self.tracker.should_act(node.name, rule, moment) for _ in range(occurrences)):
+            if any(
+                self.tracker.should_act(node.name, rule, moment, xid) for _ in range(occurrences)
+            ):
                 acting.append((report, rule))
         if not acting:
             return None
@@ -136,23 +139,42 @@ class Admission(PlanExecution):
         return Incident(node=node.name, reports=[r for r, _ in acting], rule=best)
 
     def _pool(self, selector: NodeSelector | None) -> list[NodeView]:
-        """The nodes the storm guard weighs a plan against: the rule's, else the GPU nodes."""
+        """The nodes the storm guard weighs a plan against: the rule's, else the GPU nodes
+        (a node once seen with GPUs stays one while the device plugin reports none)."""
         key, value = self.config.standby
         return [
             node
             for node in self.nodes.values()
             if node.labels.get(key) != value
-            and (selector.matches(node.labels) if selector is not None else node.gpus > 0)
+            and (
+                selector.matches(node.labels)
+                if selector is not None
+                else node.name in self._gpu_nodes or self._held(node)
+            )
         ]
 
     def _held(self, node: NodeView) -> bool:
-        """Held by the controller: a plan runs on it, or a plan's cordon is still on it."""
+        """Held by the controller: a plan runs on it, or a plan's cordon is still on it.
+
+        A cordon counts while its plan is on record (an ended plan leaves its node cordoned
+        for a person); one naming a plan that no longer exists does not.
+        """
         if self._active_plan(node.name) is not None:
             return True
-        return node.unschedulable and node.cordoned_by is not None
+        return (
+            node.unschedulable and node.cordoned_by is not None and node.cordoned_by in self.plans
+        )
 
     def _admission_refusal(self, selector: NodeSelector | None) -> Refusal | None:
-        pool = self._pool(selector)
+        gpu_pool = self._pool(None)
+        since = now_utc() - self.storm_guard.reporting_window
+        reporting = sum(1 for node in gpu_pool if self._xid_at.get(node.name, since) > since)
+        fleet = self.storm_guard.fleet_refusal(reporting, len(gpu_pool))
+        self.metrics.fleet_xid_storm.set(1 if fleet is not None else 0)
+        if fleet is not None:
+            log.error("storm guard: %s", fleet.detail)
+            return fleet
+        pool = gpu_pool if selector is None else self._pool(selector)
         held = sum(1 for node in pool if self._held(node))
         active = sum(1 for plan in self.plans.values() if plan.active)
         return self.storm_guard.admit(active, held, len(pool))
@@ -170,11 +192,25 @@ class Admission(PlanExecution):
                     self._refuse(incident, refusal)
                     return
                 self._deferred.pop(incident.node, None)
-                plan = self._reserve_plan(incident)
+                plan = self._reserve_or_drop(incident)
         if absorbing is not None:
             await self.persist(absorbing)
         if plan is not None:
             await self._create_and_run(plan, incident)
+
+    def _reserve_or_drop(self, incident: Incident) -> PlanRecord | None:
+        """:meth:`_reserve_plan`, or ``None`` (logged, with a Warning Event) when the incident
+        cannot become a plan: one bad value never blocks the intake of other incidents."""
+        try:
+            return self._reserve_plan(incident)
+        except Exception as err:
+            message = (
+                f"no RescuePlan for Xid {', '.join(str(x) for x in incident.xids)} on "
+                f"{incident.node}: the plan could not be made ({type(err).__name__}: {err})"
+            )[:1024]
+            log.exception(message)
+            self.post_event(incident.node, "RescueFailed", message, warning=True)
+            return None
 
     def _absorb(self, plan: PlanRecord, incident: Incident) -> bool:
         """Fold the incident's reports into the running ``plan``; True when it must be written."""
@@ -219,7 +255,9 @@ class Admission(PlanExecution):
     def _reserve_plan(self, incident: Incident) -> PlanRecord:
         """Make the plan's record and hold its place in memory (under the admission lock)."""
         node = self.nodes.get(incident.node)
-        was_cordoned = cordoned_by_someone_else(node) if node is not None else False
+        was_cordoned = (
+            cordoned_by_someone_else(node, self.active_plan_names()) if node is not None else False
+        )
         body = plan_body(
             plan_name(incident.node, incident.report_ids[0]),
             incident.node,
@@ -262,7 +300,7 @@ class Admission(PlanExecution):
                     return
                 else:
                     self._deferred.pop(node, None)
-                    plan = self._reserve_plan(incident)
+                    plan = self._reserve_or_drop(incident)
             if absorbing is not None:
                 await self.persist(absorbing)
             if plan is None:

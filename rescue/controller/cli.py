@@ -12,13 +12,12 @@ import datetime as dt
 import logging
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
 from blackstart.rescue.env_options import with_env_options
 
-__all__ = ["controller_command", "install_command", "run_controller"]
+__all__ = ["controller_command", "install_command"]
 
 log = logging.getLogger("blackstart.rescue.controller.operator")
 
@@ -39,64 +38,6 @@ def _duration(text: str, option: str) -> dt.timedelta:
         return parse_waittime(text)
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint=option) from None
-
-
-def _api_client(kubeconfig: str | None, context: str | None, pool_size: int = 16) -> Any:
-    from blackstart.kube import KubeconfigError, process_api_client
-
-    try:
-        return process_api_client(kubeconfig, context, pool_size=pool_size, timeout=30.0)
-    except KubeconfigError as err:
-        raise click.ClickException(str(err)) from err
-
-
-async def run_controller(
-    config: Any,
-    kubeconfig: str | None,
-    context: str | None,
-    metrics_host: str,
-    metrics_port: int | None,
-    decision_api: tuple[str, int] | None,
-    token: Any,
-    journal: str | None,
-    tls: Any = None,
-) -> None:
-    """Run the controller until SIGTERM/SIGINT (kopf handles the signals)."""
-    import kopf
-
-    from blackstart.rescue.controller.decision_api import start_decision_api
-    from blackstart.rescue.controller.journal import Journal
-    from blackstart.rescue.controller.kopf_wiring import build_registry
-    from blackstart.rescue.controller.kube_api import KubeApi
-    from blackstart.rescue.controller.metrics import ControllerMetrics
-    from blackstart.rescue.controller.operator import Controller
-
-    metrics = ControllerMetrics()
-    if metrics_port is not None:
-        metrics.serve(metrics_port, metrics_host)
-        log.info("metrics on http://%s:%d/metrics", metrics_host, metrics_port)
-    api = KubeApi(
-        _api_client(kubeconfig, context, pool_size=max(16, config.burst)),
-        metrics,
-        qps=config.qps,
-        burst=config.burst,
-    )
-    controller = Controller(config, api, metrics, Journal(journal))
-    runner = None
-    if decision_api is not None:
-        assert token is not None
-        runner = await start_decision_api(controller, token, metrics, *decision_api, tls=tls)
-        scheme = "https" if tls is not None else "http"
-        log.info("decision API on %s://%s:%d/v1/rescue-actions", scheme, *decision_api)
-    try:
-        await kopf.operator(
-            registry=build_registry(controller, kubeconfig, context),
-            standalone=True,
-            clusterwide=True,
-        )
-    finally:
-        if runner is not None:
-            await runner.cleanup()
 
 
 @with_env_options
@@ -138,6 +79,14 @@ async def run_controller(
     default=0.2,
     show_default=True,
     help="Storm guard: share of a rule's matching nodes held by the controller at once.",
+)
+@click.option(
+    "--max-reporting-share",
+    type=click.FloatRange(min=0.0, min_open=True, max=1.0),
+    default=0.5,
+    show_default=True,
+    help="Storm guard: when more than this share of the GPU nodes reports Xids within 10 "
+    "minutes, act on no node and alert (a mass event: a driver roll-out, a bad job).",
 )
 @click.option(
     "--reboot-cap",
@@ -207,16 +156,19 @@ async def run_controller(
 @click.option(
     "--drain-unmanaged",
     type=click.Choice(["evict", "skip", "fail"]),
-    default="evict",
+    default="fail",
     show_default=True,
-    help="Pods no controller owns: evict (and say so in an Event), leave, or fail the drain.",
+    help="Pods no controller owns: fail the drain (as kubectl drain without --force), evict "
+    'them (named in an Event), or leave them. A rule\'s drain opts in with force: "true".',
 )
 @click.option(
     "--drain-emptydir",
     type=click.Choice(["evict", "skip", "fail"]),
-    default="evict",
+    default="fail",
     show_default=True,
-    help="Pods with emptyDir volumes (their data is lost): evict, leave, or fail the drain.",
+    help="Pods with emptyDir volumes (their data is lost): fail the drain (as kubectl drain "
+    "without --delete-emptydir-data), evict, or leave them. A rule's drain opts in with "
+    'deleteEmptyDirData: "true".',
 )
 @click.option(
     "--qps",
@@ -246,6 +198,20 @@ async def run_controller(
     show_default=True,
     help="local reboot driver: seconds a node stays NotReady.",
 )
+@click.option(
+    "--leader-elect/--no-leader-elect",
+    default=True,
+    show_default=True,
+    help="Act only while holding the Lease blackstart-rescue-controller in --namespace, so "
+    "of several replicas one acts; the others wait.",
+)
+@click.option(
+    "--leader-lease-seconds",
+    type=click.FloatRange(min=1.0),
+    default=15.0,
+    show_default=True,
+    help="How long a Lease not renewed stays its holder's; the holder stops after 2/3 of it.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log kopf's and the client's details.")
 def controller_command(
     kubeconfig: str | None,
@@ -257,6 +223,7 @@ def controller_command(
     webhook_token_file: str | None,
     max_concurrent_plans: int,
     max_unavailable_share: float,
+    max_reporting_share: float,
     reboot_cap: str,
     decision_api: str | None,
     token_file: str | None,
@@ -274,6 +241,8 @@ def controller_command(
     burst: int,
     drain_retry_seconds: float,
     local_boot_seconds: float,
+    leader_elect: bool,
+    leader_lease_seconds: float,
     verbose: bool,
 ) -> None:
     """Run the GPU self-heal controller: Xid signals in, RescuePlans carried out.
@@ -330,6 +299,7 @@ def controller_command(
             storm_guard=StormGuard(
                 max_concurrent_plans=max_concurrent_plans,
                 max_unavailable_share=max_unavailable_share,
+                max_reporting_share=max_reporting_share,
                 reboot_cap=cap,
                 reboot_window=window,
             ),
@@ -349,9 +319,20 @@ def controller_command(
         raise click.UsageError(str(err)) from None
     if reboot_driver == "webhook" and not webhook_url:
         raise click.UsageError("--reboot-driver webhook needs --webhook-url")
+    from blackstart.rescue.controller.process import run_controller
+
     asyncio.run(
         run_controller(
-            config, kubeconfig, context, metrics_host, metrics_port, address, token, journal, tls
+            config,
+            kubeconfig,
+            context,
+            metrics_host,
+            metrics_port,
+            address,
+            token,
+            journal,
+            tls=tls,
+            lease_seconds=leader_lease_seconds if leader_elect else None,
         )
     )
 
@@ -373,11 +354,12 @@ def install_command(kubeconfig: str | None, context: str | None, local_reboot_dr
     admin before the first `blackstart rescue controller`; running it again
     updates them.
     """
+    from blackstart.rescue.controller.process import controller_api_client
     from blackstart.rescue.install import install
 
     try:
         applied = install(
-            _api_client(kubeconfig, context),
+            controller_api_client(kubeconfig, context),
             progress=lambda m: click.echo(m, err=True),
             local_reboot=local_reboot_driver,
         )

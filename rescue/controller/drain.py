@@ -9,16 +9,23 @@ What ``kubectl drain --ignore-daemonsets`` does, and what this does:
   and they tolerate the cordon), and so are **mirror pods** (static pods: the API
   server cannot delete them, the kubelet owns them);
 - **unmanaged pods** (no controller owns them, nothing will recreate them) and
-  pods with **emptyDir** volumes (whose data goes with the pod) are handled as
-  :class:`DrainOptions` says: evicted and named in an Event (the default: the node
-  is failing, they would be lost anyway), skipped, or the drain fails;
+  pods with **emptyDir** volumes (whose data goes with the pod) stop the drain, as
+  in kubectl without ``--force`` / ``--delete-emptydir-data``: the default of
+  :class:`DrainOptions` (the controller's ``--drain-unmanaged`` and
+  ``--drain-emptydir``). A rule's drain action opts in with its ``force`` and
+  ``deleteEmptyDirData`` attributes (they are then evicted and named in an Event);
+- the pods of the node are listed with a field selector on ``spec.nodeName``, served
+  from the API server's watch cache (never a quorum read of every pod in etcd),
+  each round's list not older than the one before;
 - the grace period of every eviction is the pod's own, and **at least 1 s**:
   a grace period of 0 would force-delete the pod without its preStop hooks;
 - pods already terminating are waited for, not evicted again;
 - the drain ends when no pod that must leave is left, or at the deadline (the
   plan's ``waittime`` from when the drain began, recorded in the plan, so a
   restarted controller does not start the clock again). Then the plan escalates
-  to its reboot, or fails visibly with the pods that were left.
+  to its reboot, or fails visibly with the pods that were left; it never escalates
+  over pods a PodDisruptionBudget protects (their eviction was refused) unless the
+  drain action says ``escalateOverPdb: "true"`` (see ``DrainResult.protected``).
 
 :func:`classify_pod` and :func:`plan_drain_round` are pure; :func:`drain_node`
 does the requests.
@@ -36,6 +43,7 @@ from typing import Any, Literal
 from kubernetes.client.exceptions import ApiException
 
 from blackstart.rescue.controller.kube_api import KubeApi
+from blackstart.rescue.crd.actions import RescueAction
 
 __all__ = [
     "RETRY_SECONDS",
@@ -127,13 +135,22 @@ def classify_pod(pod: Mapping[str, Any]) -> PodClass:
 class DrainOptions:
     """How unmanaged pods and pods with emptyDir volumes are handled.
 
-    ``evict`` (the default) evicts them and names them in an Event; ``skip``
-    leaves them on the node; ``fail`` fails the drain while any is there, as
-    kubectl drain does without ``--force`` / ``--delete-emptydir-data``.
+    ``fail`` (the default, as kubectl drain without ``--force`` /
+    ``--delete-emptydir-data``) fails the drain while any is there; ``evict`` evicts
+    them and names them in an Event; ``skip`` leaves them on the node.
     """
 
-    unmanaged: PodHandling = "evict"
-    emptydir: PodHandling = "evict"
+    unmanaged: PodHandling = "fail"
+    emptydir: PodHandling = "fail"
+
+    def for_action(self, action: RescueAction | None) -> DrainOptions:
+        """These options as the drain ``action``'s ``force`` / ``deleteEmptyDirData`` amend them."""
+        if action is None:
+            return self
+        return DrainOptions(
+            unmanaged="evict" if action.force else self.unmanaged,
+            emptydir="evict" if action.delete_emptydir_data else self.emptydir,
+        )
 
 
 @dataclass
@@ -190,6 +207,8 @@ class DrainResult:
     reason: str = ""
     skipped: list[str] = field(default_factory=list)
     warned: list[str] = field(default_factory=list)
+    protected: list[str] = field(default_factory=list)
+    """Pods left at the deadline whose last eviction a PodDisruptionBudget refused."""
 
 
 Notify = Callable[[str], Awaitable[None]]
@@ -210,8 +229,12 @@ async def drain_node(
     """
     result = DrainResult(done=False)
     warned: set[str] = set()
+    refused: set[str] = set()  # the pods a budget refused in the latest round
+    seen_version: str | None = None
     while True:
-        pods = [classify_pod(p) for p in await api.list_pods_on_node(node)]
+        items, version = await api.list_pods_on_node(node, not_older_than=seen_version)
+        seen_version = version or seen_version
+        pods = [classify_pod(p) for p in items]
         round_ = plan_drain_round(pods, options)
         result.skipped = [f"{p.ref} ({why})" for p, why in round_.skipped]
         if round_.blocking:
@@ -225,11 +248,13 @@ async def drain_node(
             return result
         if dt.datetime.now(dt.UTC) >= deadline:
             result.left = [p.ref for p in [*round_.evict, *round_.waiting]]
+            result.protected = [p.ref for p in round_.evict if p.ref in refused]
             result.reason = (
                 f"the drain did not finish by {deadline:%H:%M:%S}Z; "
                 f"{len(result.left)} pods left: {', '.join(result.left[:10])}"
             )
             return result
+        refused.clear()
         for pod in round_.evict:
             if pod.kind in (PodKind.UNMANAGED, PodKind.EMPTYDIR) and pod.ref not in warned:
                 warned.add(pod.ref)
@@ -247,6 +272,7 @@ async def drain_node(
                 if err.status == 404:
                     continue  # gone already
                 if err.status == 429:
+                    refused.add(pod.ref)
                     result.retries += 1
                     api.metrics.evictions.labels("blocked").inc()
                     continue  # a PodDisruptionBudget allows no disruption now: next round

@@ -52,6 +52,7 @@ class PlanExecution(ControllerMemory):
             first_seen_at=plan.first_seen_at,
             rule=incident.rule if incident is not None else None,
             escalate_time=plan.escalate_time,
+            validation=plan.validation,
         )
         try:
             created = await self.api.create_plan(body)
@@ -106,6 +107,7 @@ class PlanExecution(ControllerMemory):
                     plan.name, plan.status.to_object(), ACT if before_acting else RECORD
                 )
                 plan.saw_version(written)
+                plan.saved_phase = str((written.get("status") or {}).get("phase") or "")
             except ApiException as err:
                 if err.status == 404:
                     raise PlanGone(plan.name) from err

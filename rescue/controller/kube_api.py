@@ -35,12 +35,13 @@ from blackstart.rescue.crd.plans import PLURAL
 from blackstart.rescue.crd.policy import GROUP, VERSION
 from blackstart.rescue.pacing import RateLimiter, backoff_delay, is_retryable_status
 
-__all__ = ["ACT", "RECORD", "REPORT", "KubeApi", "RateLimiter", "is_retryable"]
+__all__ = ["ACT", "RECORD", "REPORT", "KubeApi", "RateLimiter", "is_denied", "is_retryable"]
 
 ACT, RECORD, REPORT = 0, 1, 2
 """Request priorities, most urgent first."""
 
 _MERGE = "application/merge-patch+json"
+_JSON_PATCH = "application/json-patch+json"
 _TIMEOUT = (5.0, 30.0)  # connect, read
 
 
@@ -49,6 +50,11 @@ def is_retryable(err: BaseException) -> bool:
     if isinstance(err, ApiException):
         return err.status == 0 or is_retryable_status(err.status)
     return isinstance(err, OSError | TimeoutError) or type(err).__module__.startswith("urllib3")
+
+
+def is_denied(err: BaseException) -> bool:
+    """True for 401 and 403: wrong permissions, or an API server whose authorizer is syncing."""
+    return isinstance(err, ApiException) and err.status in (401, 403)
 
 
 def _status_code(err: BaseException) -> str:
@@ -122,6 +128,13 @@ class KubeApi:
         )
         return result
 
+    async def json_patch_node(self, name: str, operations: list[dict[str, Any]]) -> dict[str, Any]:
+        """JSON patch (RFC 6902) of a Node: ``test`` operations make it conditional."""
+        result: dict[str, Any] = await self.call(
+            "patch", self.core.patch_node, name, operations, _content_type=_JSON_PATCH
+        )
+        return result
+
     async def patch_node_status(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         """JSON merge patch of a Node's status subresource."""
         result: dict[str, Any] = await self.call(
@@ -145,13 +158,23 @@ class KubeApi:
 
     # --- pods -------------------------------------------------------------------------------
 
-    async def list_pods_on_node(self, node: str) -> list[dict[str, Any]]:
-        """The pods bound to ``node`` (a field-selected LIST, as kubectl drain makes)."""
-        page = await self.call(
-            "list", self.core.list_pod_for_all_namespaces, field_selector=f"spec.nodeName={node}"
-        )
+    async def list_pods_on_node(
+        self, node: str, not_older_than: str | None = None
+    ) -> tuple[list[dict[str, Any]], str]:
+        """The pods bound to ``node`` and the list's resourceVersion.
+
+        Field-selected on ``spec.nodeName`` and served from the API server's watch cache
+        (``resourceVersion`` "0", or not older than ``not_older_than``, the version a
+        previous list returned), never a quorum read of every pod from etcd.
+        """
+        kwargs: dict[str, Any] = {"field_selector": f"spec.nodeName={node}"}
+        if not_older_than:
+            kwargs.update(resource_version=not_older_than, resource_version_match="NotOlderThan")
+        else:
+            kwargs["resource_version"] = "0"
+        page = await self.call("list", self.core.list_pod_for_all_namespaces, **kwargs)
         items: list[dict[str, Any]] = page.get("items") or []
-        return items
+        return items, str((page.get("metadata") or {}).get("resourceVersion") or "")
 
     async def evict_pod(self, namespace: str, name: str, grace_seconds: int) -> None:
         """Evict one pod through the Eviction API. A 429 (PodDisruptionBudget) is raised as is."""
@@ -169,6 +192,19 @@ class KubeApi:
             body,
             retry=False,
         )
+
+    async def create_pod(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Create a pod (the validation check); a 409 (it exists) is raised as is."""
+        result: dict[str, Any] = await self.call(
+            "create", self.core.create_namespaced_pod, namespace, body
+        )
+        return result
+
+    async def get_pod(self, namespace: str, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call(
+            "get", self.core.read_namespaced_pod, name, namespace
+        )
+        return result
 
     # --- events -----------------------------------------------------------------------------
 
@@ -230,6 +266,20 @@ class KubeApi:
             {"status": status},
             priority=priority,
             _content_type=_MERGE,
+        )
+        return result
+
+    async def json_patch_plan(self, name: str, operations: list[dict[str, Any]]) -> dict[str, Any]:
+        """JSON patch of a plan's metadata (its finalizer)."""
+        result: dict[str, Any] = await self.call(
+            "patch",
+            self.custom.patch_cluster_custom_object,
+            GROUP,
+            VERSION,
+            PLURAL,
+            name,
+            operations,
+            _content_type=_JSON_PATCH,
         )
         return result
 

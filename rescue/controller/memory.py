@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
@@ -71,12 +72,17 @@ class ControllerMemory:
         self._memory: dict[str, NodeMemory] = {}
         self._deferred: OrderedDict[str, Incident] = OrderedDict()
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._ours: set[str] = set()  # plans this process made or admitted
+        self._admitting: set[str] = set()  # plans made elsewhere, going through the gate
+        self._releasing: set[str] = set()  # deleted plans releasing their node
         self._persist_locks: dict[str, asyncio.Lock] = {}
         self._node_waiters: dict[str, asyncio.Event] = {}
         self._admission = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._background: list[asyncio.Task[None]] = []
         self.tracker = ThresholdTracker()
+        self._gpu_nodes: set[str] = set()  # nodes seen with GPUs: they stay in the pool
+        self._xid_at: dict[str, dt.datetime] = {}  # the latest Xid report time per node
         self.ready = asyncio.Event()
 
     def _set_policy(self, body: Mapping[str, Any]) -> None:
@@ -107,10 +113,13 @@ class ControllerMemory:
 
     def _forget_plan(self, name: str) -> None:
         plan = self.plans.pop(name, None)
+        self._ours.discard(name)
         if plan is not None:
             self._plans_by_node.get(plan.node, set()).discard(name)
 
     def _hold(self, plan: PlanRecord) -> None:
+        """Keep a plan this process made (or admitted) in memory."""
+        self._ours.add(plan.name)
         self.plans[plan.name] = plan
         self._plans_by_node.setdefault(plan.node, set()).add(plan.name)
 
@@ -134,6 +143,10 @@ class ControllerMemory:
                 return plan
         return None
 
+    def active_plan_names(self) -> set[str]:
+        """The plans running now: a cordon is the controller's only if one of them made it."""
+        return {name for name, plan in self.plans.items() if plan.active}
+
     def node(self, name: str) -> NodeView | None:
         return self.nodes.get(name)
 
@@ -142,6 +155,20 @@ class ControllerMemory:
         known = self.nodes.get(view.name)
         if known is None or view.newer_than(known):
             self.nodes[view.name] = view
+            if view.gpus > 0:
+                self._gpu_nodes.add(view.name)
+
+    def forget_node(self, name: str) -> None:
+        """The node was deleted."""
+        self.nodes.pop(name, None)
+        self._gpu_nodes.discard(name)
+        self._xid_at.pop(name, None)
+
+    def saw_xid(self, node: str, moment: dt.datetime) -> None:
+        """Note a new Xid report on ``node`` (for the storm guard's fleet rule)."""
+        known = self._xid_at.get(node)
+        if known is None or moment > known:
+            self._xid_at[node] = moment
 
     def all_nodes(self) -> Iterable[NodeView]:
         return list(self.nodes.values())

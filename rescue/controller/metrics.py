@@ -7,12 +7,17 @@
     those made, by who ordered them; ``..._plans_active`` those running now.
 ``blackstart_rescue_controller_ready``
     1 once the controller has read the cluster (nodes, policies, plans) and acts.
+``blackstart_rescue_controller_leader``
+    1 while this replica holds the controller's Lease, else 0 (it waits, and acts on nothing).
 ``blackstart_rescue_controller_xid_to_cordon_seconds``
     Seconds from the agent reading the Xid line (the report's ``writtenAt``) to the
     node being cordoned.
 ``blackstart_rescue_controller_storm_guard_refusals_total{reason}``
     Plans the storm guard refused (max-concurrent-plans, max-unavailable-share,
     reboot-cap).
+``blackstart_rescue_controller_fleet_xid_storm``
+    1 while more of the GPU fleet reports Xids at once than the storm guard allows (a
+    mass event: the controller acts on no node), else 0. Alert on it.
 ``blackstart_rescue_controller_api_requests_total{verb,code}``
     Requests the controller made to the Kubernetes API server, by verb and HTTP code
     (``error`` when no response came).
@@ -53,10 +58,22 @@ class ControllerMetrics:
             "1 once the controller has read the cluster and acts on Xids, else 0.",
             registry=r,
         )
+        self.leader = Gauge(
+            f"{_PREFIX}_leader",
+            "1 while this replica holds the controller's Lease (or runs without leader "
+            "election), else 0: only the leader acts.",
+            registry=r,
+        )
         self.xid_to_cordon = Histogram(
             f"{_PREFIX}_xid_to_cordon_seconds",
             "Seconds from the agent reading the Xid line to the node being cordoned.",
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.fleet_xid_storm = Gauge(
+            f"{_PREFIX}_fleet_xid_storm",
+            "1 while more of the GPU fleet reports Xids at once than the storm guard allows "
+            "(the controller then acts on no node), else 0.",
             registry=r,
         )
         self.refusals = Counter(

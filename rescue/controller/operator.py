@@ -37,14 +37,14 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from blackstart.names import RESCUE_POLICIES, WARM_STANDBY_POLICIES
-from blackstart.rescue.controller.admission import Admission
+from blackstart.names import REBOOT_REQUESTED_ANNOTATION, RESCUE_POLICIES, WARM_STANDBY_POLICIES
 from blackstart.rescue.controller.decision_api import OrderRefused, RescueOrder
 from blackstart.rescue.controller.incident import (
     now_utc,
     resource_version,
 )
 from blackstart.rescue.controller.node_actions import NodeView, cordoned_by_someone_else
+from blackstart.rescue.controller.plan_events import PlanEvents
 from blackstart.rescue.controller.standby import available_standbys
 from blackstart.rescue.crd.plans import (
     PLURAL,
@@ -55,13 +55,14 @@ from blackstart.rescue.crd.plans import (
 )
 from blackstart.rescue.crd.policy import (
     PRECONDITION_FAILURE,
+    PolicyError,
     check_preconditions,
 )
 
 log = logging.getLogger("blackstart.rescue.controller")
 
 
-class Controller(Admission):
+class Controller(PlanEvents):
     """The controller: life cycle, watch events, background loops, decision-API orders.
 
     Its memory (:mod:`.memory`), plan execution (:mod:`.execution`) and intake with
@@ -89,9 +90,16 @@ class Controller(Admission):
                     "(`blackstart rescue install`)"
                 ) from err
             raise
-        resumed = [p for p in self.plans.values() if p.active]
-        for plan in resumed:
-            self._start_runner(plan)
+        resumed = []
+        for plan in list(self.plans.values()):
+            if plan.deleting:
+                self._spawn(self._plan_deleting(plan))
+            elif self._foreign(plan):
+                self._admitting.add(plan.name)
+                self._spawn(self._admit_foreign_once(plan))
+            elif plan.active:
+                resumed.append(plan)
+                self._spawn(self._resume(plan))
         log.info(
             "controller ready: %d nodes, %d RescuePolicies, %d WarmStandbyPolicies, %d plans "
             "(%d resumed)%s%s",
@@ -119,8 +127,7 @@ class Controller(Admission):
         for obj in await self.api.list_custom(WARM_STANDBY_POLICIES):
             self._set_warm_standby(obj)
         for obj in await self.api.list_nodes():
-            view = NodeView.from_object(obj)
-            self.nodes[view.name] = view
+            self.remember(NodeView.from_object(obj))
         for obj in await self.api.list_custom(PLURAL):
             self._set_plan(obj)
 
@@ -136,15 +143,12 @@ class Controller(Admission):
         """A Node event from the watch: update the memory; act on new Xid reports."""
         name = str((body.get("metadata") or {}).get("name", ""))
         if event_type == "DELETED":
-            self.nodes.pop(name, None)
+            self.forget_node(name)
             self._memory.pop(name, None)
             self._deferred.pop(name, None)
             self.tracker.forget(name)
         else:
-            view = NodeView.from_object(body)
-            known = self.nodes.get(name)
-            if known is None or view.newer_than(known):
-                self.nodes[name] = view
+            self.remember(NodeView.from_object(body))
         waiter = self._node_waiters.pop(name, None)
         if waiter is not None:
             waiter.set()
@@ -166,23 +170,56 @@ class Controller(Admission):
             self._set_warm_standby(body)
 
     async def on_plan(self, event_type: str | None, body: Mapping[str, Any]) -> None:
-        """A RescuePlan event: keep the memory; run plans nobody runs (made by someone else)."""
-        name = str((body.get("metadata") or {}).get("name", ""))
+        """A RescuePlan event: keep the memory; gate plans made by someone else; release the
+        node of a plan deleted while it ran (:mod:`.plan_events`)."""
+        metadata = body.get("metadata") or {}
+        name = str(metadata.get("name", ""))
         if event_type == "DELETED":
+            known = self.plans.get(name)
+            if known is not None and known.active and self.ready.is_set():
+                await self._plan_deleting(known)  # it had no finalizer: release what we can
             task = self._running.pop(name, None)
             if task is not None:
                 task.cancel()
             self._forget_plan(name)
             return
-        if name in self._running:
+        if metadata.get("deletionTimestamp"):
+            if self.ready.is_set() and name not in self._releasing:
+                deleted: PlanRecord | None
+                try:
+                    deleted = PlanRecord.from_object(body)
+                except (PolicyError, ValueError, TypeError):
+                    deleted = self.plans.get(name)
+                if deleted is not None:
+                    self._spawn(self._plan_deleting(deleted))
+            return
+        if name in self._running or name in self._admitting:
             return  # the runner's own copy is the newer one
         known = self.plans.get(name)
         version = resource_version(body)
         if known is not None and version and known.resource_version >= version:
             return  # an event older than what our own writes returned: stale
         plan = self._set_plan(body)
-        if plan is not None and plan.active and self.ready.is_set():
+        if plan is None or not plan.active or not self.ready.is_set():
+            return
+        if self._foreign(plan):
+            self._admitting.add(name)
+            self._spawn(self._admit_foreign_once(plan))
+        else:
             self._start_runner(plan)
+
+    async def _admit_foreign_once(self, plan: PlanRecord) -> None:
+        try:
+            await self._admit_foreign(plan)
+        finally:
+            self._admitting.discard(plan.name)
+
+    async def _resume(self, plan: PlanRecord) -> None:
+        try:
+            await self._ensure_finalizer(plan)  # a plan made before plans had one
+        except Exception as err:
+            log.warning("could not put the finalizer on plan %s: %s", plan.name, err)
+        self._start_runner(plan)
 
     async def _deferred_loop(self) -> None:
         while True:
@@ -198,8 +235,9 @@ class Controller(Admission):
         while True:
             await asyncio.sleep(interval)
             now = now_utc()
+            await self._repair()
             for plan in list(self.plans.values()):
-                if plan.active or plan.name in self._running:
+                if plan.active or plan.name in self._running or plan.deleting:
                     continue
                 ended = parse_time(plan.status.finished_at) or parse_time(plan.created_at)
                 if ended is None or now - ended < self.config.plans_ttl:
@@ -214,6 +252,32 @@ class Controller(Admission):
                     log.warning("could not delete expired plan %s: %s", plan.name, err)
                     continue
                 self._forget_plan(plan.name)
+
+    async def _repair(self) -> None:
+        """Finish what an outage interrupted: deleted plans still holding their node, and
+        reboot requests of plans that are no longer running."""
+        for plan in list(self.plans.values()):
+            if plan.deleting and plan.name not in self._releasing:
+                await self._plan_deleting(plan)
+        active = self.active_plan_names()
+        for node in list(self.nodes.values()):
+            requested = node.annotations.get(REBOOT_REQUESTED_ANNOTATION)
+            if requested is None or requested in active:
+                continue
+            try:
+                self.remember(
+                    NodeView.from_object(
+                        await self.api.patch_node(
+                            node.name,
+                            {"metadata": {"annotations": {REBOOT_REQUESTED_ANNOTATION: None}}},
+                        )
+                    )
+                )
+                log.info(
+                    "took back the reboot request of ended plan %s on %s", requested, node.name
+                )
+            except Exception as err:
+                log.warning("could not take back the reboot request on %s: %s", node.name, err)
 
     async def order(self, order: RescueOrder, request_key: str) -> str:
         """Make and start a plan for a decision-API order; raise :class:`OrderRefused`."""
@@ -253,7 +317,7 @@ class Controller(Admission):
                 order.actions,
                 source="decision-api",
                 dry_run=self.config.dry_run,
-                node_was_cordoned=cordoned_by_someone_else(node),
+                node_was_cordoned=cordoned_by_someone_else(node, self.active_plan_names()),
                 escalate_time=order.escalate_time,
             )
             plan = PlanRecord.from_object(body)

@@ -4,7 +4,7 @@ A plan records ``rebootIssuedAt`` (and the node's boot ID) *before* it asks a
 driver to reboot, and never asks again once that is recorded, so a controller
 killed mid-reboot does not reboot twice. It then waits for the node to be Ready
 after a reboot: a new boot ID, or a Ready condition that changed after the
-reboot was ordered (:func:`rebooted_and_ready`).
+reboot was ordered where no boot ID is known (:func:`rebooted_and_ready`).
 
 ``local``
     A KWOK node of the local provider: the label ``node-not-ready.stage.kwok.x-k8s.io``
@@ -79,17 +79,19 @@ def rebooted_and_ready(
 ) -> bool:
     """True when ``node`` is Ready after a reboot ordered at ``issued_at``.
 
-    Rebooted means a boot ID other than ``boot_id_before``, or a Ready condition
-    whose last transition is after the order, or (for drivers whose order returns
-    once the node restarted, as ``docker restart`` does) Ready again
+    Rebooted means a boot ID other than ``boot_id_before``; where no boot ID was
+    recorded (or the node reports none), a Ready condition whose last transition is
+    after the order; or, for drivers whose order returns once the node restarted (as
+    ``docker restart`` does, where the host's boot ID stays), Ready again
     :data:`SYNCHRONOUS_RESTART_GRACE` after the order, time for the kubelet to report.
+    A Ready flap under the recorded boot ID (a kubelet restart) is not a reboot.
     """
     if not node.ready:
         return False
     if restart_is_synchronous and now is not None and now - issued_at >= SYNCHRONOUS_RESTART_GRACE:
         return True
-    if boot_id_before and node.boot_id and node.boot_id != boot_id_before:
-        return True
+    if boot_id_before and node.boot_id:
+        return node.boot_id != boot_id_before
     return node.ready_since is not None and node.ready_since > issued_at
 
 
@@ -108,7 +110,8 @@ class RebootDriver(Protocol):
         """Called while waiting for the node to come back (drivers that simulate hosts act)."""
 
     async def finish(self, node: NodeView) -> None:
-        """Called once the node is Ready again (clean-ups)."""
+        """Called once the node is Ready again, and whenever a plan that ordered a reboot
+        ends or is deleted: takes back what the order asked of the node (idempotent)."""
 
 
 class LocalDriver:
@@ -148,7 +151,12 @@ class LocalDriver:
             )
 
     async def finish(self, node: NodeView) -> None:
-        return None
+        # a plan that ended (or was deleted) mid-reboot: end the stage, not left NotReady
+        self._down_since.pop(node.name, None)
+        if node.labels.get(NODE_NOT_READY_LABEL) == "true":
+            await self.api.patch_node(
+                node.name, {"metadata": {"labels": {NODE_NOT_READY_LABEL: None}}}
+            )
 
 
 class KindDriver:

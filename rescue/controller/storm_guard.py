@@ -17,6 +17,17 @@ controller cordons, drains and reboots it all. The guard holds three lines:
 
 Past the first two lines no plan is made: the controller posts a Warning Event,
 counts a refusal, and retries the node when a plan ends.
+
+And one line for the fleet: when more than ``max_reporting_share`` of the GPU nodes
+reported Xids within ``reporting_window``, the controller stops acting and alerts
+(the ``..._fleet_xid_storm`` gauge, Warning Events): so many GPUs failing at once is
+more likely a driver roll-out or a bad job than hardware, and remediating it would
+only add to the outage.
+
+The pool a share is taken of counts nodes by what stays put while they are
+remediated: GPU capacity, not allocatable (which the device plugin drops for
+unhealthy GPUs and while it registers again after a reboot), and the nodes the
+controller holds stay in it.
 """
 
 from __future__ import annotations
@@ -65,7 +76,7 @@ def parse_reboot_cap(text: str) -> tuple[int, dt.timedelta]:
 class Refusal:
     """Why no new plan may start now. ``limit`` is the binding number of plans."""
 
-    reason: str  # "max-concurrent-plans" | "max-unavailable-share"
+    reason: str  # "max-concurrent-plans" | "max-unavailable-share" | "fleet-xid-storm"
     limit: int
     detail: str
 
@@ -83,6 +94,8 @@ class StormGuard:
     max_unavailable_share: float = 0.2
     reboot_cap: int = 3
     reboot_window: dt.timedelta = dt.timedelta(days=1)
+    max_reporting_share: float = 0.5
+    reporting_window: dt.timedelta = dt.timedelta(minutes=10)
 
     def __post_init__(self) -> None:
         if self.max_concurrent_plans < 1:
@@ -93,6 +106,11 @@ class StormGuard:
             raise ValueError(
                 "max unavailable share must be above 0 and at most 1 (e.g. 0.2 for 20%), "
                 f"got {self.max_unavailable_share}"
+            )
+        if not 0.0 < self.max_reporting_share <= 1.0:
+            raise ValueError(
+                "max reporting share must be above 0 and at most 1 (e.g. 0.5: stop when more "
+                f"than half the GPU nodes report Xids at once), got {self.max_reporting_share}"
             )
         if self.reboot_cap < 1:
             raise ValueError(f"reboot cap must be at least 1, got {self.reboot_cap}")
@@ -123,6 +141,20 @@ class StormGuard:
                 f"({self.max_unavailable_share:.0%}) may be at once",
             )
         return None
+
+    def fleet_refusal(self, reporting: int, pool: int) -> Refusal | None:
+        """``None`` unless more than ``max_reporting_share`` of the ``pool`` GPU nodes are
+        ``reporting`` Xids at once; then the :class:`Refusal` for every new plan."""
+        if pool <= 0 or reporting <= self.max_reporting_share * pool + 1e-9:
+            return None
+        return Refusal(
+            "fleet-xid-storm",
+            0,
+            f"{reporting} of the {pool} GPU nodes reported Xids within the last "
+            f"{format_waittime(self.reporting_window)}, more than "
+            f"{self.max_reporting_share:.0%}: a mass event is more likely a driver roll-out or "
+            "a bad job than hardware; the controller acts on no node until it has passed",
+        )
 
     def reboot_allowed(self, reboots: Iterable[dt.datetime], now: dt.datetime) -> str | None:
         """``None`` when the node may be rebooted at ``now``, else why not.

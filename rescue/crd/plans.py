@@ -10,13 +10,17 @@ so a controller that was killed at any point picks the plan up where it stood:
   enableWarmStandby (early, so the evicted pods have somewhere to go), drain,
   reboot, waitReady (part of reboot), unCordon (the action, or reboot's
   ``unCordon: "true"``);
-- ``status.completedSteps`` holds the steps done; :func:`next_step` is the first
-  step not in it;
+- ``status.completedSteps`` holds the steps done, each recorded only once it took
+  effect (an uncordon the API server never accepted is not done); :func:`next_step`
+  is the first step not in it;
 - what must not happen twice is recorded *before* it is done: whether the node was
   already cordoned (``nodeWasCordoned``, so an administrator's cordon is never
   undone), the standby chosen (``standbyNode``), when the drain began
-  (``drainStartedAt``, so its waittime is not restarted) and when the reboot was
-  ordered (``rebootIssuedAt``: a plan that has one never orders another reboot).
+  (``drainStartedAt``, so its waittime is not restarted) and the intent to reboot
+  (``rebootIssuedAt``, with the boot ID then). Apart from it, ``rebootOrderedAt``
+  records that the driver accepted the order: a failed order is retried (or fails
+  the plan), never waited out as if the node were rebooting; and a plan resumed
+  between the two orders again only while the node shows no new boot ID.
 
 Phases (``status.phase``) say where the plan stands, for people and probes:
 ``Pending`` (picked up), ``Cordoned``, ``Replaced`` (a warm standby took over),
@@ -28,20 +32,18 @@ appended to ``status.transitions`` with its time and a message.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
+from blackstart.rescue.crd.plan_bodies import api_plan_name, plan_body, plan_name
 from blackstart.rescue.crd.policy import (
-    GROUP,
-    MatchedRule,
     PolicyError,
     RescueAction,
     action_from_object,
 )
+from blackstart.rescue.crd.validation import Validation, validation_from_object
 
 __all__ = [
     "ACTIVE_PHASES",
@@ -83,6 +85,7 @@ Phase = Literal[
     "Draining",
     "Rebooting",
     "WaitingReady",
+    "Validating",
     "Uncordoned",
     "Replaced",
     "Succeeded",
@@ -95,6 +98,7 @@ PHASES: tuple[Phase, ...] = (
     "Draining",
     "Rebooting",
     "WaitingReady",
+    "Validating",
     "Uncordoned",
     "Replaced",
     "Succeeded",
@@ -113,10 +117,19 @@ class Step(StrEnum):
     DRAIN = "drain"
     REBOOT = "reboot"
     WAIT_READY = "waitReady"
+    VALIDATE = "validate"
     UNCORDON = "unCordon"
 
 
-_ORDER = (Step.CORDON, Step.STANDBY, Step.DRAIN, Step.REBOOT, Step.WAIT_READY, Step.UNCORDON)
+_ORDER = (
+    Step.CORDON,
+    Step.STANDBY,
+    Step.DRAIN,
+    Step.REBOOT,
+    Step.WAIT_READY,
+    Step.VALIDATE,
+    Step.UNCORDON,
+)
 _TAKES_NODE_OUT = frozenset({"cordon", "drain", "reboot", "enableWarmStandby"})
 
 _PHASE_AFTER: dict[Step, Phase] = {
@@ -125,15 +138,17 @@ _PHASE_AFTER: dict[Step, Phase] = {
     Step.DRAIN: "Draining",
     Step.REBOOT: "Rebooting",
     Step.WAIT_READY: "WaitingReady",
+    Step.VALIDATE: "Validating",
     Step.UNCORDON: "Uncordoned",
 }
 
 
-def steps_for(actions: Iterable[RescueAction]) -> tuple[Step, ...]:
+def steps_for(actions: Iterable[RescueAction], validate: bool = False) -> tuple[Step, ...]:
     """The steps that carry out ``actions``, in execution order.
 
     Cordon comes first whenever the node is taken out of service (cordon, drain,
-    reboot, enableWarmStandby); waitReady always follows reboot; unCordon comes
+    reboot, enableWarmStandby); waitReady always follows reboot, and with
+    ``validate`` (the plan has a validation gate) so does validate; unCordon comes
     last, ordered by the ``unCordon`` action or by reboot's ``unCordon: "true"``.
     """
     actions = list(actions)
@@ -147,6 +162,8 @@ def steps_for(actions: Iterable[RescueAction]) -> tuple[Step, ...]:
         wanted.add(Step.DRAIN)
     if "reboot" in names:
         wanted.update((Step.REBOOT, Step.WAIT_READY))
+        if validate:
+            wanted.add(Step.VALIDATE)
     if "unCordon" in names or any(a.name == "reboot" and a.uncordon for a in actions):
         wanted.add(Step.UNCORDON)
     return tuple(step for step in _ORDER if step in wanted)
@@ -192,7 +209,10 @@ class PlanStatus:
     standby_labels: dict[str, str] = field(default_factory=dict)
     standby_missing: bool = False
     reboot_issued_at: str | None = None
+    reboot_ordered_at: str | None = None
     boot_id_before_reboot: str | None = None
+    escalated_over_pdb: list[str] = field(default_factory=list)
+    validation_job: str | None = None
     ready_at: str | None = None
     finished_at: str | None = None
     absorbed_report_ids: list[str] = field(default_factory=list)
@@ -210,6 +230,8 @@ class PlanStatus:
         ("standby_node", "standbyNode"),
         ("standby_missing", "standbyMissing"),
         ("reboot_issued_at", "rebootIssuedAt"),
+        ("reboot_ordered_at", "rebootOrderedAt"),
+        ("validation_job", "validationJob"),
         ("boot_id_before_reboot", "bootIdBeforeReboot"),
         ("ready_at", "readyAt"),
         ("finished_at", "finishedAt"),
@@ -227,6 +249,7 @@ class PlanStatus:
         result.completed_steps = [str(s) for s in status.get("completedSteps") or []]
         result.standby_labels = dict(status.get("standbyLabels") or {})
         result.absorbed_report_ids = [str(i) for i in status.get("absorbedReportIds") or []]
+        result.escalated_over_pdb = [str(p) for p in status.get("escalatedOverPdb") or []]
         return result
 
     def to_object(self) -> dict[str, Any]:
@@ -242,6 +265,8 @@ class PlanStatus:
             obj["standbyLabels"] = dict(self.standby_labels)
         if self.absorbed_report_ids:
             obj["absorbedReportIds"] = self.absorbed_report_ids[-64:]
+        if self.escalated_over_pdb:
+            obj["escalatedOverPdb"] = self.escalated_over_pdb[:20]
         return obj
 
     @property
@@ -280,11 +305,13 @@ class PlanStatus:
         return sum(1 for t in self.transitions if t.get("phase") == phase)
 
 
-def next_step(actions: Sequence[RescueAction], status: PlanStatus) -> Step | None:
+def next_step(
+    actions: Sequence[RescueAction], status: PlanStatus, validate: bool = False
+) -> Step | None:
     """The first step of ``actions`` not yet done, or ``None`` when all are (or it ended)."""
     if status.terminal:
         return None
-    for step in steps_for(actions):
+    for step in steps_for(actions, validate):
         if not status.done(step):
             return step
     return None
@@ -305,84 +332,6 @@ def after_drain_timeout(actions: Sequence[RescueAction]) -> DrainTimeoutOutcome:
     could not evict); otherwise ``fail``, visibly, with the node left cordoned.
     """
     return "escalate" if Step.REBOOT in steps_for(actions) else "fail"
-
-
-# --- names and bodies ------------------------------------------------------------------------
-
-_DNS_LABEL_CHARS = re.compile(r"[^a-z0-9-]")
-
-
-def _name_with_suffix(node: str, suffix: str) -> str:
-    base = _DNS_LABEL_CHARS.sub("-", node.lower()).strip("-") or "node"
-    room = 253 - len(suffix) - 1
-    if len(base) > room:
-        base = base[: room - 11].rstrip("-") + "-" + hashlib.sha256(node.encode()).hexdigest()[:10]
-    return f"{base}-{suffix}"
-
-
-def plan_name(node: str, report_id: str) -> str:
-    """The RescuePlan name for the incident that starts with Xid report ``report_id`` on ``node``.
-
-    Derived deterministically, so a restarted controller that meets the same report
-    again gets a conflict (409) instead of a second plan. A valid DNS subdomain.
-    """
-    digest = hashlib.sha256(f"{node}\n{report_id}".encode()).hexdigest()[:12]
-    return _name_with_suffix(node, f"xid-{digest}")
-
-
-def api_plan_name(node: str, request_key: str) -> str:
-    """The RescuePlan name for an order posted to the decision API (``request_key`` unique)."""
-    digest = hashlib.sha256(f"{node}\n{request_key}".encode()).hexdigest()[:12]
-    return _name_with_suffix(node, f"api-{digest}")
-
-
-def plan_body(
-    name: str,
-    node: str,
-    xids: Sequence[int],
-    actions: Sequence[RescueAction],
-    *,
-    source: Literal["policy", "decision-api"],
-    dry_run: bool,
-    node_was_cordoned: bool,
-    report_ids: Sequence[str] = (),
-    first_seen_at: str | None = None,
-    rule: MatchedRule | None = None,
-    escalate_time: str | None = None,
-) -> dict[str, Any]:
-    """The RescuePlan object to create."""
-    spec: dict[str, Any] = {
-        "nodeName": node,
-        "xids": sorted(set(xids)),
-        "actions": [action.to_object() for action in actions],
-        "source": source,
-        "dryRun": dry_run,
-    }
-    if report_ids:
-        spec["reportIds"] = list(dict.fromkeys(report_ids))[:64]
-    if first_seen_at:
-        spec["firstSeenAt"] = first_seen_at
-    if rule is not None and not rule.is_default:
-        spec["rule"] = {
-            "policy": rule.policy_name,
-            "index": rule.rule_index,
-            "priority": rule.rule.priority,
-        }
-    if escalate_time:
-        spec["escalateTime"] = escalate_time
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "RescuePlan",
-        "metadata": {
-            "name": name,
-            "labels": {
-                "app.kubernetes.io/managed-by": "blackstart-rescue",
-                f"{GROUP}/node": node[:63] if len(node) <= 63 else "long-name",
-            },
-            "annotations": {ANNOTATION_NODE_WAS_CORDONED: "true" if node_was_cordoned else "false"},
-        },
-        "spec": spec,
-    }
 
 
 def _version(value: object) -> int:
@@ -410,6 +359,13 @@ class PlanRecord:
     node_was_cordoned_hint: bool | None = None
     rule: dict[str, Any] | None = None
     resource_version: int = 0
+    finalizers: tuple[str, ...] = ()
+    deleting: bool = False
+    """True once the plan was deleted (its deletionTimestamp is set, a finalizer holds it)."""
+    validation: Validation | None = None
+    uid: str = ""
+    saved_phase: str = ""
+    """The phase the API server last accepted for this plan (the controller's own record)."""
 
     @classmethod
     def from_object(cls, obj: Mapping[str, Any]) -> PlanRecord:
@@ -439,13 +395,24 @@ class PlanRecord:
             node_was_cordoned_hint=None if hint is None else hint == "true",
             rule=dict(spec["rule"]) if isinstance(spec.get("rule"), Mapping) else None,
             resource_version=_version(metadata.get("resourceVersion")),
+            finalizers=tuple(str(f) for f in metadata.get("finalizers") or []),
+            deleting=bool(metadata.get("deletionTimestamp")),
+            saved_phase=str((obj.get("status") or {}).get("phase") or ""),
+            validation=(
+                validation_from_object(spec["validation"], f"RescuePlan {name}: spec.validation")
+                if spec.get("validation") is not None
+                else None
+            ),
+            uid=str(metadata.get("uid") or ""),
         )
 
     def saw_version(self, obj: Mapping[str, Any]) -> None:
         """Note the resourceVersion of the plan as a write to it returned it."""
+        metadata = obj.get("metadata") or {}
         self.resource_version = max(
-            self.resource_version, _version((obj.get("metadata") or {}).get("resourceVersion"))
+            self.resource_version, _version(metadata.get("resourceVersion"))
         )
+        self.uid = self.uid or str(metadata.get("uid") or "")
 
     @property
     def active(self) -> bool:

@@ -28,17 +28,27 @@ Errors are :class:`PolicyError` and name the field, as the API server does.
 
 from __future__ import annotations
 
-import bisect
 import random
 import re
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from types import MappingProxyType
 from typing import Any, Literal, TypeGuard, get_args
 
-from blackstart.rescue.crd.waittime import format_waittime, parse_waittime
+from blackstart.rescue.crd.actions import (
+    ACTION_NAMES,
+    DEFAULT_ACTIONS,
+    PRECONDITION_FAILURE,
+    ActionName,
+    PolicyError,
+    RescueAction,
+    action_from_object,
+    check_preconditions,
+)
+from blackstart.rescue.crd.threshold_tracker import ThresholdTracker
+from blackstart.rescue.crd.validation import Validation, validation_from_object
+from blackstart.rescue.crd.waittime import parse_waittime
 
 __all__ = [
     "ACTION_NAMES",
@@ -72,16 +82,9 @@ __all__ = [
 from blackstart.names import RESCUE_GROUP as GROUP
 from blackstart.names import RESCUE_VERSION as VERSION
 
-ActionName = Literal["cordon", "drain", "reboot", "enableWarmStandby", "unCordon"]
 Operator = Literal["any", "all"]
 
-ACTION_NAMES: tuple[ActionName, ...] = get_args(ActionName)
 _OPERATORS: tuple[Operator, ...] = get_args(Operator)
-_TAKES_WAITTIME = frozenset({"drain", "reboot"})
-_REPLACES_NODE_AFTER = frozenset({"cordon", "drain", "reboot"})
-
-PRECONDITION_FAILURE = "Failures to meet preconditions"
-"""The start of the message for actions ordered without what they need (the vendor's text)."""
 
 # The CRD's bounds, repeated so that objects from anywhere are held to them.
 _MAX_RULES = 64
@@ -93,10 +96,6 @@ _MAX_THRESHOLD_COUNT = 10_000
 _ERROR_CODE = re.compile(r"[0-9]{1,3}\Z", re.ASCII)
 
 
-class PolicyError(ValueError):
-    """A policy object, rule or action is malformed; the message names the field."""
-
-
 def _is_int(value: object) -> TypeGuard[int]:
     # bool is an int in Python but not in the API server's schema.
     return isinstance(value, int) and not isinstance(value, bool)
@@ -105,72 +104,9 @@ def _is_int(value: object) -> TypeGuard[int]:
 # --- the objects -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RescueAction:
-    """One action of a rule or plan.
-
-    ``waittime`` is only for ``drain`` (how long the drain may take) and ``reboot``
-    (how long to wait for Ready); ``uncordon`` only for ``reboot`` (uncordon the node
-    once it is Ready again). Anything else raises :class:`PolicyError`.
-    """
-
-    name: ActionName
-    waittime: timedelta | None = None
-    uncordon: bool = False
-
-    def __post_init__(self) -> None:
-        if self.name not in ACTION_NAMES:
-            raise PolicyError(
-                f"name: unknown action {self.name!r}; the actions are {', '.join(ACTION_NAMES)}"
-            )
-        if self.waittime is not None and self.name not in _TAKES_WAITTIME:
-            raise PolicyError(
-                f"attribute.waittime is only allowed on the drain and reboot actions, "
-                f"not on {self.name}"
-            )
-        if self.waittime is not None and self.waittime < timedelta(0):
-            raise PolicyError(f"attribute.waittime must not be negative, got {self.waittime}")
-        if self.uncordon and self.name != "reboot":
-            raise PolicyError(
-                f"attribute.unCordon is only allowed on the reboot action, not on {self.name}"
-            )
-
-    def to_object(self) -> dict[str, Any]:
-        """The action in the CRD's shape, ``{"name": ..., "attribute": {...}}``, for a plan."""
-        attribute: dict[str, str] = {}
-        if self.waittime is not None:
-            attribute["waittime"] = format_waittime(self.waittime)
-        if self.uncordon:
-            attribute["unCordon"] = "true"
-        obj: dict[str, Any] = {"name": self.name}
-        if attribute:
-            obj["attribute"] = attribute
-        return obj
-
-
-DEFAULT_ACTIONS: tuple[RescueAction, ...] = (RescueAction("cordon"),)
-"""What is done when no RescuePolicy exists at all: cordon the node, nothing else."""
-
-
 def labels_match(wanted: Mapping[str, str], node_labels: Mapping[str, str]) -> bool:
     """True when every label in ``wanted`` is on the node with the same value."""
     return all(node_labels.get(key) == value for key, value in wanted.items())
-
-
-def check_preconditions(actions: Iterable[RescueAction | str]) -> str | None:
-    """``None`` when the actions can be carried out together, else why not.
-
-    The message is the vendor's: ``Failures to meet preconditions enableWarmStandby
-    (...)`` when a warm standby is ordered without cordon, drain or reboot, which
-    are what take the failed node out of service.
-    """
-    names = {action if isinstance(action, str) else action.name for action in actions}
-    if "enableWarmStandby" in names and not names & _REPLACES_NODE_AFTER:
-        return (
-            f"{PRECONDITION_FAILURE} enableWarmStandby "
-            "(it needs cordon, drain or reboot among the same actions)"
-        )
-    return None
 
 
 @dataclass(frozen=True)
@@ -220,6 +156,7 @@ class RescueRule:
     error_codes: frozenset[int] = frozenset()
     node_selector: NodeSelector | None = None
     threshold: Threshold | None = None
+    validation: Validation | None = None
 
     def __post_init__(self) -> None:
         if not _is_int(self.priority) or not 0 <= self.priority <= _MAX_PRIORITY:
@@ -378,40 +315,6 @@ def _name(obj: Mapping[str, Any], kind: str) -> str:
     return name
 
 
-def action_from_object(obj: Mapping[str, Any], where: str = "action") -> RescueAction:
-    """Parse one action in the CRD's shape.
-
-    For example ``{"name": "drain", "attribute": {"waittime": "20min"}}``; ``where``
-    is the field path used in error messages.
-    """
-    obj = _mapping(obj, where)
-    name = obj.get("name")
-    if not isinstance(name, str) or name not in ACTION_NAMES:
-        raise PolicyError(
-            f"{where}.name: unknown action {name!r}; the actions are {', '.join(ACTION_NAMES)}"
-        )
-    attribute = _mapping(obj.get("attribute", {}), f"{where}.attribute")
-    waittime_text = attribute.get("waittime")
-    try:
-        waittime = None if waittime_text is None else parse_waittime(waittime_text)
-    except ValueError as err:
-        raise PolicyError(f"{where}.attribute.waittime: {err}") from None
-    uncordon_text = attribute.get("unCordon")
-    if uncordon_text not in (None, "true", "false"):
-        raise PolicyError(
-            f'{where}.attribute.unCordon must be "true" or "false" (a string), '
-            f"got {uncordon_text!r}"
-        )
-    if uncordon_text is not None and name != "reboot":
-        raise PolicyError(
-            f"{where}.attribute.unCordon is only allowed on the reboot action, not on {name}"
-        )
-    try:
-        return RescueAction(name=name, waittime=waittime, uncordon=uncordon_text == "true")
-    except PolicyError as err:
-        raise PolicyError(f"{where}.{err}") from None
-
-
 def _threshold_from_object(value: object, where: str) -> Threshold:
     obj = _mapping(value, where)
     count = obj.get("count")
@@ -467,6 +370,9 @@ def _rule_from_object(value: object, where: str) -> RescueRule:
     threshold = None
     if "threshold" in obj:
         threshold = _threshold_from_object(obj["threshold"], f"{where}.threshold")
+    validation = None
+    if "validation" in obj:
+        validation = validation_from_object(obj["validation"], f"{where}.validation")
     try:
         return RescueRule(
             priority=priority,
@@ -474,6 +380,7 @@ def _rule_from_object(value: object, where: str) -> RescueRule:
             error_codes=codes,
             node_selector=selector,
             threshold=threshold,
+            validation=validation,
         )
     except PolicyError as err:
         raise PolicyError(f"{where}.{err}") from None
@@ -595,58 +502,3 @@ def choose_standby(
         if any(labels_match(target, labels) for target in targets)
     )
     return rng.choice(candidates or sorted(standbys))
-
-
-class ThresholdTracker:
-    """Counts Xid occurrences per (node, rule) in a sliding window, for rule thresholds.
-
-    ``should_act`` records one occurrence and says whether the rule's threshold is
-    now met: ``count`` occurrences, the oldest less than ``window`` before the
-    newest. Meeting it clears the count, so the next plan for that node and rule
-    needs ``count`` fresh occurrences; this is what stops a flapping GPU from
-    ordering a plan per line. A rule without a threshold always acts, and nothing
-    is recorded for it.
-
-    Memory is bounded: at most ``count`` times per (node, rule), and at most
-    ``max_keys`` pairs, the least recently seen forgotten first.
-    """
-
-    def __init__(self, max_keys: int = 100_000) -> None:
-        if max_keys < 1:
-            raise ValueError(f"max_keys must be at least 1, got {max_keys}")
-        self._max_keys = max_keys
-        self._seen: OrderedDict[tuple[str, str, int], list[datetime]] = OrderedDict()
-
-    def should_act(self, node: str, rule: MatchedRule, now: datetime) -> bool:
-        """Record an occurrence on ``node`` at ``now`` for ``rule``; True when it should act.
-
-        ``now`` is when the Xid was seen; use timezone-aware times throughout.
-        Occurrences may arrive out of order: the window ends at the newest one seen.
-        """
-        threshold = rule.rule.threshold
-        if threshold is None:
-            return True
-        key = (node, *rule.key)
-        times = self._seen.pop(key, [])
-        bisect.insort(times, now)
-        newest = times[-1]
-        times = [t for t in times[-threshold.count :] if t > newest - threshold.window]
-        if len(times) >= threshold.count:
-            return True  # fired: the count starts again from nothing
-        self._seen[key] = times
-        while len(self._seen) > self._max_keys:
-            self._seen.popitem(last=False)
-        return False
-
-    def pending(self, node: str, rule: MatchedRule, now: datetime) -> int:
-        """How many occurrences on ``node`` for ``rule`` are within the window ending at ``now``."""
-        threshold = rule.rule.threshold
-        if threshold is None:
-            return 0
-        times = self._seen.get((node, *rule.key), [])
-        return sum(1 for t in times if now - threshold.window < t <= now)
-
-    def forget(self, node: str) -> None:
-        """Drop every count for ``node``, e.g. when it was deleted or remediated."""
-        for key in [key for key in self._seen if key[0] == node]:
-            del self._seen[key]

@@ -9,7 +9,10 @@ cloud vendor's plug-in and also know Kubernetes and Go:
 A duration is one or more ``<number><unit>`` parts, summed. The units are
 ``day`` or ``d`` (24 hours), ``h``, ``min`` or ``m`` (minutes) and ``s``. A number
 has one to six digits and an optional fraction (``1.5h``; not ``.5h`` or ``5.h``).
-The whole text is at most :data:`WAITTIME_MAX_LENGTH` characters. Deliberately
+The whole text is at most :data:`WAITTIME_MAX_LENGTH` characters, and the duration
+at most :data:`WAITTIME_MAX` (365 days), each part's number rounded up to a whole
+one for that check (``365day0.5s`` is too long), so the CRD's CEL rule, which can
+only read whole numbers, draws the line at the same place. Deliberately
 not accepted: whitespace, capitals, a sign, a bare ``0`` without a unit, and
 Go's sub-second units (``ms``, ``us``, ``ns``), since none of the waits here is
 shorter than a second. Like Go, parts may come in any order and repeat
@@ -17,9 +20,11 @@ shorter than a second. Like Go, parts may come in any order and repeat
 
 :data:`WAITTIME_PATTERN` is the same grammar as a regular expression; the
 RescuePolicy CRD (``rescue/deploy/crds.yaml``) uses it, so the API server
-rejects exactly the texts :func:`parse_waittime` rejects. The six-digit bound
-keeps every text that fits the pattern and the length within
-:class:`datetime.timedelta`'s range, so the two never disagree.
+and :data:`WAITTIME_CEL_RULE`, so the API server rejects exactly the texts
+:func:`parse_waittime` rejects. The bound on the duration matters: without it
+``999999d999999d`` fits the pattern and the length, yet no duration that long can be
+written back (:func:`format_waittime`), and a plan for such a policy broke the
+controller's intake.
 """
 
 from __future__ import annotations
@@ -29,7 +34,9 @@ from datetime import timedelta
 from fractions import Fraction
 
 __all__ = [
+    "WAITTIME_CEL_RULE",
     "WAITTIME_EXAMPLES",
+    "WAITTIME_MAX",
     "WAITTIME_MAX_LENGTH",
     "WAITTIME_PATTERN",
     "format_waittime",
@@ -42,6 +49,18 @@ WAITTIME_PATTERN = r"^([0-9]{1,6}(\.[0-9]{1,9})?(day|d|h|min|m|s))+$"
 
 WAITTIME_MAX_LENGTH = 64
 """The longest accepted text, in characters (the CRD's ``maxLength``)."""
+
+WAITTIME_MAX = timedelta(days=365)
+"""The longest accepted duration (each part's number rounded up to a whole one)."""
+
+WAITTIME_CEL_RULE = (
+    "self.findAll('[0-9]+([.][0-9]+)?[a-z]+').map(p, "
+    "(int(p.findAll('[0-9]+')[0]) + (p.contains('.') ? 1 : 0)) * "
+    "(p.endsWith('day') || p.endsWith('d') ? 86400 : "
+    "(p.endsWith('h') ? 3600 : (p.endsWith('s') ? 1 : 60)))).sum() <= 31536000"
+)
+"""The CRD's CEL rule for :data:`WAITTIME_MAX`: the parts' whole numbers (a fraction
+counts as one more) times their units, summed, at most 365 days in seconds."""
 
 WAITTIME_EXAMPLES = "10min, 20min, 1day3h5min, 2d, 45s (vendor form) or 1h30m, 90s, 1.5h (Go form)"
 """Accepted examples, shown in every error message about a malformed duration."""
@@ -75,11 +94,18 @@ def parse_waittime(text: str) -> timedelta:
             "units are day or d, h, min or m, s, with no spaces"
         )
     seconds = Fraction(0)
+    ceiling = 0  # as the CRD's CEL rule counts: each part rounded up to a whole number
     for whole, fraction, unit in _PART.findall(text):
         number = Fraction(int(whole))
         if fraction:
             number += Fraction(int(fraction), 10 ** len(fraction))
         seconds += number * _SECONDS_PER_UNIT[unit]
+        ceiling += (int(whole) + (1 if fraction else 0)) * _SECONDS_PER_UNIT[unit]
+    if ceiling > WAITTIME_MAX.total_seconds():
+        raise ValueError(
+            f"waittime {text!r} is longer than the longest allowed, "
+            f"{format_waittime(WAITTIME_MAX)}: write a shorter duration, e.g. 30min or 1day"
+        )
     return timedelta(microseconds=round(seconds * 1_000_000))
 
 

@@ -444,7 +444,15 @@ def test_drain_evicts_through_the_eviction_api_retrying_a_pdb_and_skipping_daemo
         {
             "priority": 10,
             "errorCode": ["62"],
-            "actions": [{"name": "cordon"}, {"name": "drain", "attribute": {"waittime": "60s"}}],
+            "actions": [
+                {"name": "cordon"},
+                # the scratch pod is bare and has an emptyDir: evicted only when told, as
+                # kubectl drain --force --delete-emptydir-data
+                {
+                    "name": "drain",
+                    "attribute": {"waittime": "60s", "force": "true", "deleteEmptyDirData": "true"},
+                },
+            ],
         },
     )
     controller = controllers.start()

@@ -15,8 +15,14 @@ from typing import Any
 import pytest
 import yaml
 
+from blackstart.rescue.crd.plans import Step
 from blackstart.rescue.crd.policy import ACTION_NAMES
-from blackstart.rescue.crd.waittime import WAITTIME_MAX_LENGTH, WAITTIME_PATTERN, parse_waittime
+from blackstart.rescue.crd.waittime import (
+    WAITTIME_CEL_RULE,
+    WAITTIME_MAX_LENGTH,
+    WAITTIME_PATTERN,
+    parse_waittime,
+)
 
 CRDS_FILE = Path(__file__).resolve().parents[2] / "rescue" / "deploy" / "crds.yaml"
 GROUP = "rescue.blackstart.dev"
@@ -26,6 +32,7 @@ PHASES = [
     "Draining",
     "Rebooting",
     "WaitingReady",
+    "Validating",
     "Uncordoned",
     "Replaced",
     "Succeeded",
@@ -77,7 +84,7 @@ def waittime_fields() -> list[tuple[str, str, Schema]]:
     return [
         (kind, path, node)
         for kind, path, node in all_nodes()
-        if path.endswith((".waittime", ".threshold.window"))
+        if path.endswith((".waittime", ".threshold.window", ".validation.waittime"))
     ]
 
 
@@ -224,6 +231,9 @@ def test_action_names_and_plan_phases_agree_with_the_code() -> None:
         item = ".spec.rules[].actions[]" if kind == "RescuePolicy" else ".spec.actions[]"
         assert at(kind, f"{item}.name")["enum"] == list(ACTION_NAMES)
     assert at("RescuePlan", ".status.phase")["enum"] == PHASES
+    steps = at("RescuePlan", ".status.completedSteps")
+    assert steps["items"]["enum"] == [step.value for step in Step]
+    assert steps["maxItems"] == len(Step)
     assert at("RescuePlan", ".status.transitions[].phase")["enum"] == PHASES
 
 
@@ -252,7 +262,8 @@ GOOD_WAITTIMES = [
     "1.5h",
     "0.25s",
     "30m1h",
-    "999999day",
+    "365day",
+    "8760h",
     "1h" * (WAITTIME_MAX_LENGTH // 2),
 ]
 BAD_WAITTIMES = [
@@ -275,7 +286,29 @@ BAD_WAITTIMES = [
     "1000000s",
     "\u0661h",  # an Arabic-Indic digit one
     "1h" * (WAITTIME_MAX_LENGTH // 2 + 1),
+    # fit the pattern and the length, but longer than 365 days
+    "999999d999999d",
+    "999999day",
+    "366day",
+    "365day0.5s",
 ]
+
+
+def cel_bound_accepts(text: str) -> bool:
+    """WAITTIME_CEL_RULE as the API server evaluates it, step by step, in Python."""
+    seconds = 0
+    for part in (m.group(0) for m in re.finditer(r"[0-9]+([.][0-9]+)?[a-z]+", text)):
+        whole = int(re.findall(r"[0-9]+", part)[0]) + (1 if "." in part else 0)
+        if part.endswith(("day", "d")):
+            unit = 86400
+        elif part.endswith("h"):
+            unit = 3600
+        elif part.endswith("s"):
+            unit = 1
+        else:
+            unit = 60
+        seconds += whole * unit
+    return seconds <= 31536000
 
 
 def crd_accepts(node: Schema, text: str) -> bool:
@@ -284,7 +317,11 @@ def crd_accepts(node: Schema, text: str) -> bool:
     pattern = node["pattern"]
     assert pattern.endswith("$") and not pattern.endswith(r"\$")
     go_equivalent = re.compile(pattern[:-1] + r"\Z", re.ASCII)
-    return len(text) <= node["maxLength"] and bool(go_equivalent.search(text))
+    if not (len(text) <= node["maxLength"] and go_equivalent.search(text)):
+        return False
+    rules = [v["rule"] for v in node.get("x-kubernetes-validations", [])]
+    assert WAITTIME_CEL_RULE in rules
+    return cel_bound_accepts(text)
 
 
 def parser_accepts(text: str) -> bool:
@@ -302,6 +339,8 @@ def test_every_duration_field_uses_the_parser_s_pattern_and_length() -> None:
         ("RescuePolicy", ".spec.rules[].actions[].attribute.waittime"),
         ("RescuePolicy", ".spec.rules[].threshold.window"),
         ("RescuePlan", ".spec.actions[].attribute.waittime"),
+        ("RescuePolicy", ".spec.rules[].validation.waittime"),
+        ("RescuePlan", ".spec.validation.waittime"),
     }
     for _, _, node in fields:
         assert node["pattern"] == WAITTIME_PATTERN
@@ -323,7 +362,11 @@ def test_a_bad_waittime_is_refused_by_the_crd_and_the_parser(text: str) -> None:
 
 
 def test_a_zero_threshold_window_is_refused_by_the_crd_rule() -> None:
-    (rule,) = at("RescuePolicy", ".spec.rules[].threshold.window")["x-kubernetes-validations"]
+    (rule,) = [
+        v
+        for v in at("RescuePolicy", ".spec.rules[].threshold.window")["x-kubernetes-validations"]
+        if v["rule"] != WAITTIME_CEL_RULE
+    ]
     # The rule is self.matches('[1-9]'): a duration is above zero exactly when a digit
     # other than 0 appears in it, since every part is a non-negative number of a unit.
     nonzero = re.compile(re.search(r"matches\('(.*)'\)", rule["rule"])[1])  # type: ignore[index]

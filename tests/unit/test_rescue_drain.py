@@ -12,6 +12,7 @@ from blackstart.rescue.controller.drain import (
     classify_pod,
     plan_drain_round,
 )
+from blackstart.rescue.crd.actions import RescueAction, action_from_object
 
 
 def pod(
@@ -107,3 +108,27 @@ def test_unmanaged_and_emptydir_pods_are_handled_as_told(
     if blocking:
         assert not round_.finished
         assert "no controller will recreate it" in round_.blocking[0][1]
+
+
+def test_by_default_unmanaged_and_emptydir_pods_stop_the_drain_as_in_kubectl() -> None:
+    # kubectl drain refuses both without --force / --delete-emptydir-data: a bare pod
+    # evicted is gone for good, an emptyDir's data with it
+    pods = [classify_pod(pod("bare", owner=None)), classify_pod(pod("cache", emptydir=True))]
+    round_ = plan_drain_round(pods, DrainOptions())
+    assert [p.name for p, _ in round_.blocking] == ["bare", "cache"]
+    assert not round_.evict
+
+
+def test_the_drain_action_opts_in_to_evicting_them_as_kubectls_flags_do() -> None:
+    forced = RescueAction("drain", force=True)
+    both = RescueAction("drain", force=True, delete_emptydir_data=True)
+    assert DrainOptions().for_action(forced) == DrainOptions(unmanaged="evict", emptydir="fail")
+    assert DrainOptions().for_action(both) == DrainOptions(unmanaged="evict", emptydir="evict")
+    assert DrainOptions(unmanaged="skip").for_action(None) == DrainOptions(unmanaged="skip")
+    assert (
+        action_from_object(
+            {"name": "drain", "attribute": {"force": "true", "deleteEmptyDirData": "true"}}
+        )
+        == both
+    )
+    assert both.to_object()["attribute"] == {"force": "true", "deleteEmptyDirData": "true"}

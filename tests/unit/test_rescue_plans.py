@@ -21,7 +21,8 @@ from blackstart.rescue.crd.plans import (
     should_uncordon,
     steps_for,
 )
-from blackstart.rescue.crd.policy import RescueAction
+from blackstart.rescue.crd.policy import PolicyError, RescueAction
+from blackstart.rescue.crd.validation import validation_from_object
 
 T0 = dt.datetime(2026, 11, 24, 8, 30, tzinfo=dt.UTC)
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
@@ -181,3 +182,59 @@ def test_terminal_phases(phase: str) -> None:
     status = PlanStatus()
     status.enter(phase, T0)  # type: ignore[arg-type]
     assert status.terminal
+
+
+def test_a_plan_for_more_than_64_reports_keeps_the_newest_ids() -> None:
+    # The condition holds the newest reports; a restarted controller compares them with the
+    # plan's ids: keeping the oldest 64 made the newest look unhandled (a second plan)
+    ids = [f"b:{n}" for n in range(1, 71)]
+    body = plan_body(
+        plan_name("gpu-3", ids[0]),
+        "gpu-3",
+        [62],
+        actions("cordon"),
+        source="policy",
+        dry_run=False,
+        node_was_cordoned=False,
+        report_ids=ids,
+    )
+    assert body["spec"]["reportIds"] == ids[-64:]
+    assert "b:70" in PlanRecord.from_object(body).handled_report_ids()
+
+
+def test_a_validation_gate_comes_after_the_reboot_and_before_the_uncordon() -> None:
+    reboot = actions("cordon", "reboot", uncordon_after_reboot=True)
+    assert steps_for(reboot, validate=True) == (
+        Step.CORDON, Step.REBOOT, Step.WAIT_READY, Step.VALIDATE, Step.UNCORDON,
+    )  # fmt: skip
+    assert Step.VALIDATE not in steps_for(actions("cordon", "unCordon"), validate=True)
+    status = PlanStatus(completed_steps=["cordon", "reboot", "waitReady"])
+    assert next_step(reboot, status, validate=True) is Step.VALIDATE
+    assert next_step(reboot, status) is Step.UNCORDON
+
+
+def test_a_rules_validation_is_copied_to_the_plan_and_reads_back() -> None:
+    obj = {"image": "nvcr.io/nvidia/cuda:12.4.1-base", "command": ["nvidia-smi", "-q"]}
+    check = validation_from_object({**obj, "waittime": "5min"})
+    body = plan_body(
+        "p", "gpu-3", [79], actions("cordon", "reboot"), source="policy", dry_run=False,
+        node_was_cordoned=False, validation=check,
+    )  # fmt: skip
+    assert body["spec"]["validation"] == {**obj, "waittime": "5min"}
+    assert PlanRecord.from_object(body).validation == check
+    assert validation_from_object(obj).waittime == dt.timedelta(minutes=10)
+
+
+@pytest.mark.parametrize(
+    ("obj", "says"),
+    [
+        ({"command": ["x"]}, "validation.image"),
+        ({"image": "i", "command": []}, "validation.command"),
+        ({"image": "i", "command": "nvidia-smi"}, "validation.command"),
+        ({"image": "i", "command": ["x"], "waittime": "0s"}, "longer than zero"),
+        ({"image": "i", "command": ["x"], "waittime": "999999d"}, "validation.waittime"),
+    ],
+)
+def test_a_malformed_validation_names_the_field(obj: dict[str, object], says: str) -> None:
+    with pytest.raises(PolicyError, match=says):
+        validation_from_object(obj)

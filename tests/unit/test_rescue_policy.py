@@ -169,6 +169,15 @@ def test_an_action_object_round_trips_through_the_plan_shape() -> None:
             "spec.rules[0].actions[0].attribute.waittime",
             "'10 min' is not a duration",
         ),
+        (
+            # fits the CRD's pattern and length; before the bound it broke the controller's
+            # intake when the plan's actions were written out
+            rule(
+                1, ["62"], actions=[{"name": "drain", "attribute": {"waittime": "999999d999999d"}}]
+            ),
+            "spec.rules[0].actions[0].attribute.waittime",
+            "longer than the longest allowed, 365day",
+        ),
         (rule(1, ["62"], "cordon", "explode"), "spec.rules[0].actions[1].name", "'explode'"),
         (rule(0, ["62"], "cordon"), "spec.rules[0].errorCode", "absent when priority is 0"),
         (
@@ -545,3 +554,20 @@ def test_a_rule_built_in_code_matches_like_a_parsed_one() -> None:
     assert built.matches(62, GPU_DEMO)
     assert not built.matches(62, {"app": "other"})
     assert not built.matches(48, GPU_DEMO)
+
+
+def test_a_threshold_counts_each_xid_code_apart() -> None:
+    # 13, 31, 43 and 45 are often one job's fault: one of each is not a GPU repeating itself
+    policy = parse(
+        rescue_policy(
+            "p", rule(5, ["13", "43"], "cordon", threshold={"count": 2, "window": "10min"})
+        )
+    )
+    app_errors = select_rule([policy], 13, {})
+    assert app_errors is not None
+    tracker = ThresholdTracker()
+
+    assert not tracker.should_act("gpu-1", app_errors, T0, xid=13)
+    assert not tracker.should_act("gpu-1", app_errors, T0 + timedelta(minutes=1), xid=43)
+    assert tracker.pending("gpu-1", app_errors, T0 + timedelta(minutes=1), xid=13) == 1
+    assert tracker.should_act("gpu-1", app_errors, T0 + timedelta(minutes=2), xid=13)

@@ -34,11 +34,19 @@ def test_not_ready_is_never_done() -> None:
     assert not rebooted_and_ready(node(ready=False, boot_id="b2"), "b1", ISSUED)
 
 
-def test_a_ready_transition_after_the_order_counts_where_boot_ids_do_not_change() -> None:
+def test_a_ready_flap_with_the_recorded_boot_id_is_not_a_reboot() -> None:
+    # a kubelet restart flips Ready without a reboot: with a boot ID on record, only a new
+    # one counts, or a node with a dead GPU is uncordoned without ever rebooting
     later = ISSUED + dt.timedelta(seconds=20)
-    assert rebooted_and_ready(node(ready=True, boot_id="b1", ready_since=later), "b1", ISSUED)
+    assert not rebooted_and_ready(node(ready=True, boot_id="b1", ready_since=later), "b1", ISSUED)
+
+
+def test_a_ready_transition_after_the_order_counts_only_where_there_is_no_boot_id() -> None:
+    later = ISSUED + dt.timedelta(seconds=20)
+    assert rebooted_and_ready(node(ready=True, boot_id="", ready_since=later), "", ISSUED)
+    assert rebooted_and_ready(node(ready=True, boot_id="", ready_since=later), None, ISSUED)
     earlier = ISSUED - dt.timedelta(hours=1)
-    assert not rebooted_and_ready(node(ready=True, boot_id="b1", ready_since=earlier), "b1", ISSUED)
+    assert not rebooted_and_ready(node(ready=True, boot_id="", ready_since=earlier), "", ISSUED)
 
 
 def test_a_synchronous_restart_counts_once_ready_after_the_grace() -> None:

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
+from kubernetes.client import ApiClient, Configuration
 
+from blackstart.rescue.controller.config import ControllerConfig
+from blackstart.rescue.controller.kube_api import KubeApi
+from blackstart.rescue.controller.metrics import ControllerMetrics
+from blackstart.rescue.controller.node_actions import NodeView
+from blackstart.rescue.controller.operator import Controller
 from blackstart.rescue.controller.storm_guard import StormGuard, parse_reboot_cap
+from blackstart.rescue.crd.actions import RescueAction
+from blackstart.rescue.crd.plans import PlanRecord, plan_body
 
 NOW = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.UTC)
 
@@ -87,3 +96,98 @@ def test_malformed_reboot_caps_say_how_to_write_them(text: str) -> None:
 def test_nonsense_limits_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         StormGuard(**kwargs)  # type: ignore[arg-type]
+
+
+# --- 11: the pool is counted by what does not move under remediation ---------------------------
+
+
+def gpu_node(name: str, capacity: int = 8, allocatable: int = 8, **kwargs: object) -> NodeView:
+    return NodeView.from_object(
+        {
+            "metadata": {"name": name, "labels": kwargs.get("labels", {})},
+            "spec": {"unschedulable": kwargs.get("unschedulable", False)},
+            "status": {
+                "capacity": {"nvidia.com/gpu": str(capacity)},
+                "allocatable": {"nvidia.com/gpu": str(allocatable)},
+            },
+        }
+    )
+
+
+def test_a_node_whose_device_plugin_dropped_allocatable_gpus_stays_a_gpu_node() -> None:
+    # the device plugin drops allocatable for unhealthy GPUs, and to nothing while it
+    # registers again after a reboot: the nodes under remediation
+    assert gpu_node("gpu-1", allocatable=0).gpus == 8
+    assert (
+        gpu_node("gpu-1", capacity=0, allocatable=0, labels={"nvidia.com/gpu.count": "8"}).gpus == 8
+    )
+    assert gpu_node("gpu-1", capacity=0, allocatable=0).gpus == 0
+
+
+def controller_with(nodes: list[NodeView], **guard: Any) -> Controller:
+    config = ControllerConfig(storm_guard=StormGuard(**guard))
+    api = KubeApi(ApiClient(Configuration()), ControllerMetrics())
+    controller = Controller(config, api, ControllerMetrics())
+    for node in nodes:
+        controller.remember(node)
+    return controller
+
+
+def test_nodes_under_remediation_stay_in_the_pool_and_in_the_held_count() -> None:
+    nodes = [gpu_node(f"gpu-{i}") for i in range(10)]
+    controller = controller_with(nodes, max_concurrent_plans=100, max_unavailable_share=0.2)
+    assert len(controller._pool(None)) == 10
+    # two nodes were cordoned by plans; while rebooting they report no GPUs at all
+    for name in ("gpu-0", "gpu-1"):
+        controller.plans[f"{name}-plan"] = PlanRecord.from_object(
+            plan_body(
+                f"{name}-plan",
+                name,
+                [62],
+                (RescueAction("cordon"),),
+                source="policy",
+                dry_run=False,
+                node_was_cordoned=False,
+            )
+        )
+        controller.remember(
+            NodeView.from_object(
+                {
+                    "metadata": {
+                        "name": name,
+                        "resourceVersion": "99",
+                        "annotations": {"rescue.blackstart.dev/cordoned-by": f"{name}-plan"},
+                    },
+                    "spec": {"unschedulable": True},
+                    "status": {"capacity": {}, "allocatable": {}},
+                }
+            )
+        )
+    assert len(controller._pool(None)) == 10  # before: 8, and 0 held: a third admitted
+    refusal = controller._admission_refusal(None)
+    assert refusal is not None and refusal.reason == "max-unavailable-share"
+
+
+def test_when_too_much_of_the_fleet_reports_xids_at_once_the_controller_stops_acting() -> None:
+    guard = StormGuard(max_reporting_share=0.3)
+    assert guard.fleet_refusal(reporting=3, pool=10) is None
+    refusal = guard.fleet_refusal(reporting=4, pool=10)
+    assert refusal is not None and refusal.reason == "fleet-xid-storm"
+    assert "4 of the 10 GPU nodes" in refusal.detail
+    assert "driver roll-out or a bad job" in refusal.detail
+
+
+def test_the_fleet_rule_counts_nodes_with_recent_xid_reports() -> None:
+    nodes = [gpu_node(f"gpu-{i}") for i in range(10)]
+    controller = controller_with(
+        nodes, max_concurrent_plans=100, max_unavailable_share=1.0, max_reporting_share=0.3
+    )
+    now = dt.datetime.now(dt.UTC)
+    for i in range(3):
+        controller.saw_xid(f"gpu-{i}", now)
+    controller.saw_xid("gpu-9", now - dt.timedelta(hours=2))  # long ago: not "at once"
+    assert controller._admission_refusal(None) is None
+    controller.saw_xid("gpu-3", now)
+    refusal = controller._admission_refusal(None)
+    assert refusal is not None and refusal.reason == "fleet-xid-storm"
+    assert controller.metrics.fleet_xid_storm._value.get() == 1

@@ -1,0 +1,115 @@
+"""The controller process: log in, hold the Lease, serve the decision API and metrics,
+run kopf with the :class:`~blackstart.rescue.controller.operator.Controller`.
+
+``blackstart rescue controller`` (:mod:`.cli`) parses the options and calls
+:func:`run_controller`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import click
+
+__all__ = ["controller_api_client", "run_controller"]
+
+log = logging.getLogger("blackstart.rescue.controller.operator")
+
+
+def controller_api_client(kubeconfig: str | None, context: str | None, pool_size: int = 16) -> Any:
+    """The controller's API client (in-cluster or kubeconfig); a bad kubeconfig is a usage error."""
+    from blackstart.kube import KubeconfigError, process_api_client
+
+    try:
+        return process_api_client(kubeconfig, context, pool_size=pool_size, timeout=30.0)
+    except KubeconfigError as err:
+        raise click.ClickException(str(err)) from err
+
+
+async def run_controller(
+    config: Any,
+    kubeconfig: str | None,
+    context: str | None,
+    metrics_host: str,
+    metrics_port: int | None,
+    decision_api: tuple[str, int] | None,
+    token: Any,
+    journal: str | None,
+    tls: Any = None,
+    lease_seconds: float | None = 15.0,
+) -> None:
+    """Run the controller until SIGTERM/SIGINT (kopf handles the signals).
+
+    With ``lease_seconds`` (leader election, :mod:`.leader`) it first waits to hold the
+    Lease, and exits (code 3) when it could not renew it.
+    """
+    import kopf
+
+    from blackstart.rescue.controller.decision_api import start_decision_api
+    from blackstart.rescue.controller.journal import Journal
+    from blackstart.rescue.controller.kopf_wiring import build_registry
+    from blackstart.rescue.controller.kube_api import KubeApi
+    from blackstart.rescue.controller.leader import LeaderElection
+    from blackstart.rescue.controller.metrics import ControllerMetrics
+    from blackstart.rescue.controller.operator import Controller
+
+    metrics = ControllerMetrics()
+    if metrics_port is not None:
+        metrics.serve(metrics_port, metrics_host)
+        log.info("metrics on http://%s:%d/metrics", metrics_host, metrics_port)
+    api = KubeApi(
+        controller_api_client(kubeconfig, context, pool_size=max(16, config.burst)),
+        metrics,
+        qps=config.qps,
+        burst=config.burst,
+    )
+    controller = Controller(config, api, metrics, Journal(journal))
+    elector = None
+    if lease_seconds is not None:
+        elector = LeaderElection(
+            api,
+            config.namespace,
+            lease_seconds=lease_seconds,
+            renew_seconds=lease_seconds * 2 / 3,
+            retry_seconds=max(0.2, lease_seconds / 7.5),
+        )
+        metrics.leader.set(0)
+        await elector.acquire()  # a standby replica waits here: no watches, no actions
+    metrics.leader.set(1)
+    runner = None
+    if decision_api is not None:
+        assert token is not None
+        runner = await start_decision_api(controller, token, metrics, *decision_api, tls=tls)
+        scheme = "https" if tls is not None else "http"
+        log.info("decision API on %s://%s:%d/v1/rescue-actions", scheme, *decision_api)
+    stop = asyncio.Event()
+    operator = asyncio.create_task(
+        kopf.operator(
+            registry=build_registry(controller, kubeconfig, context),
+            standalone=True,
+            clusterwide=True,
+            stop_flag=stop,
+        )
+    )
+    keeper = asyncio.create_task(elector.keep()) if elector is not None else None
+    lost: BaseException | None = None
+    try:
+        waiting = {operator} if keeper is None else {operator, keeper}
+        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if keeper is not None and keeper in done:
+            lost = keeper.exception()
+            log.error("%s", lost)
+            metrics.leader.set(0)
+            stop.set()
+        await operator
+    finally:
+        if keeper is not None:
+            keeper.cancel()
+        if runner is not None:
+            await runner.cleanup()
+        if elector is not None and lost is None:
+            await elector.release()
+    if lost is not None:
+        raise SystemExit(3)
