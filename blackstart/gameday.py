@@ -8,7 +8,9 @@ run each experiment with Chaos Toolkit as a subprocess::
         run --journal-path <out>/<name>/journal.json [--var k=v ...] <experiment>
 
 with ``BLACKSTART_CLUSTER=<name>`` in its environment (so the experiments'
-cluster control reuses the running cluster), write a page per experiment, an
+cluster control reuses the running cluster) or, with ``--context``,
+``BLACKSTART_CONTEXT=<context>`` (which every blackstart activity and control
+obeys over the experiment's own configuration; nothing is created), write a page per experiment, an
 index page and JUnit XML into the output folder, tear the cluster down
 unless ``--keep``, and exit with one of :class:`ExitCode`.
 
@@ -85,7 +87,9 @@ class ExitCode(IntEnum):
     AS_EXPECTED = 0  #: every experiment ended as its suite entry expects
     UNEXPECTED = 1  #: at least one ended otherwise (deviated, failed, timed out, ...)
     USAGE = 2  #: bad command line, suite file or experiment file; nothing was run
-    CLUSTER = 3  #: the cluster (or the rescue controller) could not be brought up
+    #: the cluster (or the rescue controller) could not be brought up, or the --context
+    #: could not be reached or is not allow-listed
+    CLUSTER = 3
     INTERRUPTED = 130  #: interrupted (Ctrl-C / SIGTERM); rollbacks ran, cluster torn down
 
 

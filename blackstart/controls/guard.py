@@ -4,7 +4,9 @@ A chaos tool that overloads a production API server by mistake would be the
 incident itself. This control:
 
 - refuses to start unless the target is a cluster blackstart created (local
-  or kind) or its kubeconfig context is allow-listed, in the ``allowed_contexts``
+  or kind) reached under blackstart's own name for it, or its kubeconfig context
+  is allow-listed (a context named from outside, as ``blackstart gameday
+  --context`` does, always needs the allow-list), in the ``allowed_contexts``
   argument, the configuration key ``blackstart_allowed_contexts`` or the
   environment variable ``BLACKSTART_ALLOWED_CONTEXTS`` (comma-separated);
 - interrupts the run (:class:`chaoslib.exceptions.InterruptExecution`, status
@@ -83,7 +85,27 @@ def allow_list(configuration: Configuration, argument: list[str] | None) -> list
 
 
 def target_allowed(target: Target, allowed: list[str]) -> tuple[bool, str]:
-    """(allowed, why): blackstart-created clusters and allow-listed contexts only."""
+    """(allowed, why): blackstart-created clusters and allow-listed contexts only.
+
+    A context the user named (``blackstart gameday --context``, or any context that is
+    not blackstart's own name for its cluster) must be allow-listed even when blackstart
+    created the cluster behind it: the name is what the user vouches for.
+    """
+    if target.named_context is not None:
+        if target.named_context in allowed:
+            return True, f"context {target.named_context!r} is allow-listed"
+        behind = (
+            f" (blackstart's {target.provider} cluster {target.cluster!r} is behind it, but a "
+            "context named from outside must be allow-listed too)"
+            if target.cluster
+            else ""
+        )
+        return False, (
+            f"refusing to inject faults through kubeconfig context {target.named_context!r}"
+            f"{behind}: it is not allow-listed; if you mean it, add it to ${ALLOWED_ENV} "
+            f"(comma-separated, e.g. {ALLOWED_ENV}={target.named_context}) or the guard's "
+            "allowed_contexts"
+        )
     if target.provider in ("local", "kind") and target.cluster:
         return True, f"{target.provider} cluster {target.cluster!r} was created by blackstart"
     if target.context and target.context in allowed:
