@@ -1,17 +1,7 @@
-"""Suite-wide pytest hooks: the skip policy (tests/skip_policy.py, `--allowed-skips`)."""
+"""Suite-wide pytest plugins (tests/ is on sys.path when pytest imports this conftest):
 
-from skip_policy import (  # tests/ is on sys.path: pytest imports this conftest from there
-    pytest_addoption,
-    pytest_configure,
-    pytest_runtest_logreport,
-    pytest_sessionfinish,
-    pytest_terminal_summary,
-)
+- tests/skip_policy.py: ``--allowed-skips FILE`` fails the run on a skip FILE does not list;
+- tests/tracked_files.py: a run that changes a file git tracks fails, naming it.
+"""
 
-__all__ = [
-    "pytest_addoption",
-    "pytest_configure",
-    "pytest_runtest_logreport",
-    "pytest_sessionfinish",
-    "pytest_terminal_summary",
-]
+pytest_plugins = ["skip_policy", "tracked_files"]

@@ -1,6 +1,7 @@
-"""The skip policy .ci/test runs with: a skip fails the run unless listed with its reason.
+"""The suite's own pytest plugins: a skip fails the run unless listed with its reason
+(tests/skip_policy.py), and a run that changes a tracked file fails (tests/tracked_files.py).
 
-Each test runs a real pytest, in a subprocess, on a small test file with a skip.
+Each test runs a real pytest, in a subprocess, on a small test file.
 """
 
 from __future__ import annotations
@@ -90,3 +91,32 @@ def test_ci_runs_the_suite_with_the_allowed_skips_file() -> None:
     from skip_policy import read_allowed
 
     read_allowed(TESTS / "allowed_skips.txt")  # well-formed
+
+
+def test_a_run_that_changes_a_tracked_file_fails_naming_it(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "picture.png").write_text("the real picture")
+    (repo / "draft.txt").write_text("committed")
+    (repo / "test_writes.py").write_text(
+        "from pathlib import Path\n\n"
+        "def test_overwrites_the_picture():\n"
+        "    Path(__file__).with_name('picture.png').write_text('a test picture')\n"
+    )
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    (repo / "draft.txt").write_text("work in progress, before the run")  # allowed: not the tests
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "tracked_files", "-p", "no:cacheprovider"],
+        cwd=repo,
+        env={**os.environ, "PYTHONPATH": str(TESTS)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout
+    changed = done.stdout.split("tracked files changed by the tests", 1)[1]
+    assert "CHANGED picture.png" in changed and "draft.txt" not in changed
