@@ -7,9 +7,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -495,9 +498,30 @@ def test_node_taints_are_copied_into_the_manifest() -> None:
     assert node.taints[0]["effect"] == "NoSchedule"  # a copy, not the spec's own dicts
 
 
+NODE_INFO_IN_ANOTHER_PROCESS = """
+import json
+from blackstart.clusters.kwok_nodes import node_manifest
+from blackstart.clusters.spec import load_spec
+print(json.dumps([node_manifest(n)["status"]["nodeInfo"] for n in load_spec().nodes()[:2]]))
+"""
+
+
 def test_node_identities_are_stable_across_runs_and_distinct_between_nodes() -> None:
+    """Another run (a new Python process, another hash seed) gives every node the same
+    machine id, system UUID and first boot id: a restarted cluster keeps its nodes."""
     a, b = load_spec().nodes()[:2]
-    assert node_manifest(a)["status"]["nodeInfo"] == node_manifest(a)["status"]["nodeInfo"]
+    other_run = subprocess.run(
+        [sys.executable, "-c", NODE_INFO_IN_ANOTHER_PROCESS],
+        env={**os.environ, "PYTHONHASHSEED": "random"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    here = [node_manifest(a)["status"]["nodeInfo"], node_manifest(b)["status"]["nodeInfo"]]
+    assert json.loads(other_run.stdout) == here
+    for key in ("machineID", "systemUUID", "bootID"):
+        assert here[0][key] and here[0][key] != here[1][key], key
     assert (
         node_manifest(a)["status"]["nodeInfo"]["systemUUID"]
         != node_manifest(b)["status"]["nodeInfo"]["systemUUID"]
