@@ -16,8 +16,9 @@ from kubernetes import client
 
 from blackstart.clusters.kwok_nodes import node_is_ready
 from blackstart.clusters.local import LocalProvider, processes_under
-from blackstart.clusters.processes import is_alive, is_stopped
+from blackstart.clusters.processes import is_alive, is_stopped, read_pid
 from blackstart.clusters.state import ClusterState
+from blackstart.probes.dns import query_once
 
 from .conftest import eventually
 
@@ -63,8 +64,20 @@ def test_hung_apiserver_keeps_its_process_but_answers_nothing_until_resumed(
 
 
 def test_coredns_restart_serves_again(cluster: ClusterState, local: LocalProvider):
+    """A new CoreDNS process (the old one gone), ready and answering from the API server:
+    its cache went with the old process."""
+    pid_before = read_pid(local.pid_file(cluster.name, "coredns"))
+    assert pid_before is not None and is_alive(pid_before)
     local.restart_component(cluster.name, "coredns")
+    assert not is_alive(pid_before)
+    pid_after = read_pid(local.pid_file(cluster.name, "coredns"))
+    assert pid_after is not None and pid_after != pid_before and is_alive(pid_after)
     eventually(lambda: local.coredns_ready(cluster.name), 30, "CoreDNS ready after restart")
+    host, port = cluster.dns_address.rsplit(":", 1)
+    name = "kubernetes.default.svc.cluster.local"
+    eventually(
+        lambda: query_once(host, int(port), name, "A", 1.0)[0] == "ok", 30, f"{name} resolves"
+    )
 
 
 def test_reboot_of_a_node_goes_not_ready_then_ready_with_a_new_boot_id(
