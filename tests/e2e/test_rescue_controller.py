@@ -34,7 +34,7 @@ from blackstart.clusters.kwok_nodes import node_is_ready
 from blackstart.clusters.local import LocalProvider, free_port
 from blackstart.clusters.state import ClusterState
 from blackstart.kube import api_client
-from blackstart.rescue.install import apply_documents, deploy_documents, wait_established
+from blackstart.rescue.install import deploy_documents, wait_established
 from blackstart.rescue.xid_signal import condition_patch, merge_reports, reports_from_node, rfc3339
 
 from .conftest import eventually, repo_root
@@ -140,12 +140,25 @@ class Controllers:
 
 @pytest.fixture(scope="module")
 def admin(cluster: ClusterState) -> client.ApiClient:
+    """The CRDs and RBAC installed as a user installs them: `blackstart rescue install`."""
+    done = subprocess.run(
+        [sys.executable, "-m", "blackstart.cli", "rescue", "install", "--kubeconfig",
+         cluster.kubeconfig],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    documents = deploy_documents()
+    expected = [f"{d['kind']}/{d['metadata']['name']}" for d in documents]
+    assert "ClusterRole/blackstart-rescue-controller" in expected
+    applied = [line.removeprefix("applied ") for line in done.stderr.splitlines()]
+    assert [line for line in applied if "/" in line] == expected, done.stderr
+    assert done.stdout.strip() == f"installed {len(expected)} objects"
     api = api_client(cluster.kubeconfig)
-    documents = deploy_documents(["crds.yaml", "controller-rbac.yaml"])
-    applied = apply_documents(api, documents, progress=lambda _: None)
-    assert "ClusterRole/blackstart-rescue-controller" in applied
     crds = [d["metadata"]["name"] for d in documents if d["kind"] == "CustomResourceDefinition"]
-    wait_established(api, crds)
+    wait_established(api, crds, timeout=1.0)  # already: the command waits for them
     return api
 
 
