@@ -609,29 +609,40 @@ def test_stop_ends_a_running_process_and_a_second_stop_reports_it_was_not_runnin
     assert stop_pid_file(pid_file, "coredns", timeout=5) is False
 
 
+def sigterm_recorder(marker: Path, then: str) -> list[str]:
+    """A shell that writes ``term`` to ``marker`` on SIGTERM, then runs ``then``."""
+    return [SH, "-c", f'trap "echo term >> {marker}; {then}" TERM; while :; do sleep 0.1; done']
+
+
 def test_stop_ends_a_hung_process_too(
-    started: Callable[[list[str]], tuple[int, Path]],
+    started: Callable[[list[str]], tuple[int, Path]], tmp_path: Path
 ) -> None:
-    pid, pid_file = started([SLEEP, "30"])
+    """A SIGSTOPped process gets SIGCONT, so it handles SIGTERM (and exits by itself)
+    instead of lying stopped until SIGKILL."""
+    marker = tmp_path / "got-sigterm"
+    pid, pid_file = started(sigterm_recorder(marker, "exit 0"))
+    assert eventually(
+        lambda: is_alive(pid) and b"while" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    )
     signal_pid_file(pid_file, signal.SIGSTOP, "coredns")
     assert eventually(lambda: is_stopped(pid))
-    began = time.monotonic()
-    assert stop_pid_file(pid_file, "coredns", timeout=5) is True
-    assert time.monotonic() - began < 2  # SIGCONT let SIGTERM act; no SIGKILL wait
+    assert stop_pid_file(pid_file, "coredns", timeout=30) is True
     assert not is_alive(pid)
+    assert marker.read_text() == "term\n"  # it ended on SIGTERM: resumed, not killed
 
 
 def test_a_process_that_ignores_sigterm_is_killed_after_the_timeout(
-    started: Callable[[list[str]], tuple[int, Path]],
+    started: Callable[[list[str]], tuple[int, Path]], tmp_path: Path
 ) -> None:
-    # exec: sleep itself inherits the ignored SIGTERM, so nothing is orphaned on SIGKILL
-    pid, pid_file = started([SH, "-c", 'trap "" TERM; exec sleep 30'])
-    assert eventually(lambda: Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"sleep"))
-    began = time.monotonic()
+    """SIGTERM first (the process saw it and carried on), then SIGKILL ends it."""
+    marker = tmp_path / "got-sigterm"
+    pid, pid_file = started(sigterm_recorder(marker, ":"))
+    assert eventually(
+        lambda: is_alive(pid) and b"while" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    )
     assert stop_pid_file(pid_file, "stubborn", timeout=1.0) is True
-    took = time.monotonic() - began
     assert not is_alive(pid)
-    assert 1.0 <= took < 3.0  # waited out the SIGTERM timeout, then SIGKILL
+    assert marker.read_text().startswith("term\n")  # SIGTERM came first and was survived
 
 
 def test_signalling_a_component_that_is_not_running_names_it_and_its_pid_file(
