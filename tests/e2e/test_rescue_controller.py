@@ -36,6 +36,7 @@ from blackstart.actions.xid import xid_body
 from blackstart.clusters.kwok_nodes import node_is_ready
 from blackstart.clusters.local import LocalProvider, free_port
 from blackstart.clusters.state import ClusterState
+from blackstart.health import parse_iso
 from blackstart.kube import api_client
 from blackstart.rescue.install import deploy_documents, wait_established
 from blackstart.rescue.xid_signal import condition_patch, merge_reports, reports_from_node, rfc3339
@@ -1150,3 +1151,148 @@ def test_ended_plans_are_deleted_after_the_ttl(
     assert plan["status"]["phase"] == "Succeeded"
     eventually(lambda: plans(custom, node) == [], 15, "the ended plan deleted after 3 s")
     assert cordoned(core, node)  # the record goes, the node stays as the plan left it
+
+
+# --- the reboot drivers for real nodes: annotation (kured style) and webhook ----------------
+
+
+def reboot_host(local: LocalProvider, cluster: ClusterState, node: str) -> None:
+    """What the host does when told to reboot: NotReady, then Ready with a new boot id."""
+    local.mark_node_not_ready(cluster.name, node)
+    local.mark_node_ready(cluster.name, node)
+
+
+REBOOT_62 = {
+    "priority": 10,
+    "errorCode": ["62"],
+    "actions": [
+        {"name": "cordon"},
+        {"name": "reboot", "attribute": {"waittime": "60s", "unCordon": "true"}},
+    ],
+}
+
+
+def test_reboot_through_the_annotation_driver_waits_for_the_nodes_own_agent(
+    cluster: ClusterState,
+    local: LocalProvider,
+    core: client.CoreV1Api,
+    custom: client.CustomObjectsApi,
+    controllers: Controllers,
+    agent: NodeAgent,
+) -> None:
+    """The controller annotates the node; the node's agent (played here, as kured would)
+    reboots the host on seeing it; the controller waits for Ready, then clears the
+    annotation and uncordons."""
+    node = "gpu-44"
+    boot_before = core.read_node(node).status.node_info.boot_id
+    policy(custom, "reboot-annotation", REBOOT_62)
+    controller = controllers.start("--reboot-driver", "annotation")
+    agent.log_xid(node, 62)
+
+    def requested() -> str | None:
+        annotations = core.read_node(node).metadata.annotations or {}
+        return annotations.get("rescue.blackstart.dev/reboot-requested")
+
+    plan_name = eventually(requested, 30, f"the reboot-requested annotation on {node}")
+    (plan,) = plans(custom, node)
+    assert plan_name == plan["metadata"]["name"]
+    assert plan["status"]["phase"] in ("Rebooting", "WaitingReady")  # waits for the host
+    assert node_is_ready(core.read_node(node))  # nothing rebooted it but its own agent
+    reboot_host(local, cluster, node)
+    ended = ended_plan(custom, node, timeout=60)
+    assert ended["status"]["phase"] == "Succeeded", ended["status"]
+    assert phases(ended) == [
+        "Pending", "Cordoned", "Rebooting", "WaitingReady", "Uncordoned", "Succeeded",
+    ]  # fmt: skip
+    after = core.read_node(node)
+    assert after.status.node_info.boot_id != boot_before
+    assert "rescue.blackstart.dev/reboot-requested" not in (after.metadata.annotations or {})
+    assert not after.spec.unschedulable
+    assert controller.metric("blackstart_rescue_controller_reboots_total", driver="annotation") == 1
+
+
+class RebootWebhook:
+    """A fleet API on loopback that takes reboot orders: records them, answers ``status``,
+    and reboots the node (in the background) when it accepts."""
+
+    def __init__(self, local: LocalProvider, cluster: ClusterState, token: str, status: int):
+        import http.server
+
+        self.orders: list[tuple[dict[str, Any], str]] = []
+        webhook = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                webhook.orders.append((body, self.headers.get("Authorization", "")))
+                answer = b'{"accepted": true}' if status < 300 else b'{"error": "fleet API down"}'
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+                if status < 300:
+                    threading.Thread(
+                        target=reboot_host, args=(local, cluster, body["node"]), daemon=True
+                    ).start()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1/reboots"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize(("status", "outcome"), [(202, "Succeeded"), (503, "Failed")])
+def test_reboot_through_the_webhook_driver_posts_the_order_and_fails_visibly_on_an_error(
+    cluster: ClusterState,
+    local: LocalProvider,
+    core: client.CoreV1Api,
+    custom: client.CustomObjectsApi,
+    controllers: Controllers,
+    agent: NodeAgent,
+    tmp_path: Path,
+    status: int,
+    outcome: str,
+) -> None:
+    node = "gpu-45" if status < 300 else "gpu-46"
+    boot_before = core.read_node(node).status.node_info.boot_id
+    token = f"fleet-token-{status}"
+    (tmp_path / "token").write_text(token + "\n")
+    webhook = RebootWebhook(local, cluster, token, status)
+    try:
+        policy(custom, "reboot-webhook", REBOOT_62)
+        controllers.start(
+            "--reboot-driver", "webhook", "--webhook-url", webhook.url,
+            "--webhook-token-file", str(tmp_path / "token"),
+        )  # fmt: skip
+        agent.log_xid(node, 62)
+        plan = ended_plan(custom, node, timeout=60)
+    finally:
+        webhook.close()
+    ((order, authorization),) = webhook.orders  # one order, never repeated
+    assert authorization == f"Bearer {token}"
+    assert (order["node"], order["plan"], order["action"]) == (
+        node,
+        plan["metadata"]["name"],
+        "reboot",
+    )
+    assert parse_iso(order["requestedAt"])  # an RFC 3339 time
+    assert plan["status"]["phase"] == outcome, plan["status"]
+    after = core.read_node(node)
+    if outcome == "Succeeded":
+        assert "Uncordoned" in phases(plan)
+        assert after.status.node_info.boot_id != boot_before
+        assert not after.spec.unschedulable
+    else:
+        message = plan["status"]["transitions"][-1].get("message", "")
+        assert f"reboot webhook {webhook.url} answered 503 for node {node}" in message
+        assert "fleet API down" in message
+        assert after.status.node_info.boot_id == boot_before
+        assert after.spec.unschedulable  # left cordoned for a person to look at
