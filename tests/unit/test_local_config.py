@@ -610,8 +610,16 @@ def test_stop_ends_a_running_process_and_a_second_stop_reports_it_was_not_runnin
 
 
 def sigterm_recorder(marker: Path, then: str) -> list[str]:
-    """A shell that writes ``term`` to ``marker`` on SIGTERM, then runs ``then``."""
-    return [SH, "-c", f'trap "echo term >> {marker}; {then}" TERM; while :; do sleep 0.1; done']
+    """A shell that writes ``term`` to ``marker`` on SIGTERM, then runs ``then``.
+
+    Once its trap is set it writes ``ready`` to ``marker`` + ``.ready``.
+    """
+    script = f'trap "echo term >> {marker}; {then}" TERM; echo ready > {marker}.ready; '
+    return [SH, "-c", script + "while :; do sleep 0.1; done"]
+
+
+def trap_set(marker: Path) -> bool:
+    return Path(f"{marker}.ready").exists()
 
 
 def test_stop_ends_a_hung_process_too(
@@ -621,9 +629,7 @@ def test_stop_ends_a_hung_process_too(
     instead of lying stopped until SIGKILL."""
     marker = tmp_path / "got-sigterm"
     pid, pid_file = started(sigterm_recorder(marker, "exit 0"))
-    assert eventually(
-        lambda: is_alive(pid) and b"while" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    )
+    assert eventually(lambda: trap_set(marker))
     signal_pid_file(pid_file, signal.SIGSTOP, "coredns")
     assert eventually(lambda: is_stopped(pid))
     assert stop_pid_file(pid_file, "coredns", timeout=30) is True
@@ -637,9 +643,7 @@ def test_a_process_that_ignores_sigterm_is_killed_after_the_timeout(
     """SIGTERM first (the process saw it and carried on), then SIGKILL ends it."""
     marker = tmp_path / "got-sigterm"
     pid, pid_file = started(sigterm_recorder(marker, ":"))
-    assert eventually(
-        lambda: is_alive(pid) and b"while" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    )
+    assert eventually(lambda: trap_set(marker))
     assert stop_pid_file(pid_file, "stubborn", timeout=1.0) is True
     assert not is_alive(pid)
     assert marker.read_text().startswith("term\n")  # SIGTERM came first and was survived
