@@ -255,7 +255,17 @@ class TextLogReader:
     ) -> None:
         self.path = Path(path)
         self._saved = cursor
-        self._from_end = from_end and cursor is None
+        if from_end and cursor is None:
+            # the end is where the log stands now, not at the first read: a line logged
+            # once the agent said it is ready is new (a log not there yet is all new)
+            try:
+                stat = os.stat(self.path)
+            except FileNotFoundError:
+                pass
+            else:
+                self._saved = Cursor(
+                    kind="file", boot_id="", position=stat.st_size, inode=stat.st_ino
+                )
         self._cursor: Cursor | None = None
         self._boot_id = boot_id
         self._partial_grace = partial_grace
@@ -275,11 +285,6 @@ class TextLogReader:
         except FileNotFoundError:
             return []
         boot = self._boot_id()
-        if self._from_end:
-            self._from_end = False
-            self._saved = Cursor(
-                kind="file", boot_id=boot, position=stat.st_size, inode=stat.st_ino
-            )
         cursor = resume_file_cursor(
             self._cursor or self._saved, stat.st_ino, stat.st_size, boot or self.cursor.boot_id
         )
