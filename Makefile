@@ -5,7 +5,7 @@ CACHE ?= $(or $(BLACKSTART_CACHE_DIR),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/bla
 BIN := $(CACHE)/venv/bin
 ARGS ?=
 
-.PHONY: gameday test setup fleet
+.PHONY: gameday test setup fleet screenshot
 gameday: setup  ## run the game-day suite on the local default and write the reports
 	$(BIN)/blackstart gameday $(ARGS)
 
@@ -14,6 +14,9 @@ test: setup  ## lint, type-check and run every test (unit + end-to-end)
 
 fleet: setup  ## bring up the default local GPU fleet and print its status
 	$(BIN)/blackstart cluster up $(ARGS)
+
+screenshot: setup  ## a real game day (coredns-outage) -> docs/report-screenshot.png + README caption
+	$(BIN)/python docs/make_screenshot.py $(ARGS)
 
 setup:
 	.ci/bootstrap

@@ -520,8 +520,9 @@ def report(
 @click.option(
     "--context",
     default=None,
-    help="Run against an existing cluster through this kubeconfig context instead "
-    "(nothing is created or deleted).",
+    help="Run every experiment on an existing cluster through this kubeconfig context "
+    "($KUBECONFIG), whatever cluster the experiments name; nothing is created or deleted. "
+    "The context must be in $BLACKSTART_ALLOWED_CONTEXTS.",
 )
 @click.option(
     "--out",
@@ -585,7 +586,8 @@ def gameday(
       0    every experiment ended as its suite entry expects
       1    at least one did not (deviated, failed, timed out, ...)
       2    usage error, or a wrong suite or experiment file; nothing was run
-      3    the cluster or the rescue controller could not be brought up
+      3    the cluster or the rescue controller could not be brought up, or the
+           --context cannot be reached or is not in $BLACKSTART_ALLOWED_CONTEXTS
       130  interrupted (Ctrl-C or SIGTERM); rollbacks ran, cluster torn down
     """
     from blackstart.gameday import (

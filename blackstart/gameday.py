@@ -8,7 +8,9 @@ run each experiment with Chaos Toolkit as a subprocess::
         run --journal-path <out>/<name>/journal.json [--var k=v ...] <experiment>
 
 with ``BLACKSTART_CLUSTER=<name>`` in its environment (so the experiments'
-cluster control reuses the running cluster), write a page per experiment, an
+cluster control reuses the running cluster) or, with ``--context``,
+``BLACKSTART_CONTEXT=<context>`` (which every blackstart activity and control
+obeys over the experiment's own configuration; nothing is created), write a page per experiment, an
 index page and JUnit XML into the output folder, tear the cluster down
 unless ``--keep``, and exit with one of :class:`ExitCode`.
 
@@ -74,6 +76,7 @@ __all__ = [
 DEFAULT_CLUSTER_NAME = "gameday"
 HEARTBEAT_S = 30.0
 KILL_AFTER_TERM_S = 15.0
+ORPHAN_OUTPUT_S = 10.0  # after chaos exits, how long to read what its children still print
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _LOG_LINE = re.compile(r"^\[(?P<when>[^\]]*?)\s(?P<level>[A-Z]+)\]\s?(?P<msg>.*)$")
 
@@ -86,7 +89,9 @@ class ExitCode(IntEnum):
     AS_EXPECTED = 0  #: every experiment ended as its suite entry expects
     UNEXPECTED = 1  #: at least one ended otherwise (deviated, failed, timed out, ...)
     USAGE = 2  #: bad command line, suite file or experiment file; nothing was run
-    CLUSTER = 3  #: the cluster (or the rescue controller) could not be brought up
+    #: the cluster (or the rescue controller) could not be brought up, or the --context
+    #: could not be reached or is not allow-listed
+    CLUSTER = 3
     INTERRUPTED = 130  #: interrupted (Ctrl-C / SIGTERM); rollbacks ran, cluster torn down
 
 
@@ -194,6 +199,16 @@ class _Progress:
             self.phase = "ended"
             return f"ended: {self.status}", None
         return None, None
+
+
+@dataclass(frozen=True)
+class _Ending:
+    """How a chaos run ended, as far as the runner had a hand in it."""
+
+    timed_out: bool = False
+    #: the signal the runner stopped chaos with when its rollbacks outlived
+    #: --rollback-grace ("SIGTERM", "SIGKILL"), else ""
+    stopped_by: str = ""
 
 
 @dataclass
@@ -377,7 +392,7 @@ class Gameday:
             f"{tag} 00:00 start (expect {entry.expect}, timeout {format_duration(entry.timeout)})"
         )
         t0 = time.monotonic()
-        timed_out = False
+        ending = _Ending()
         with log_path.open("w", encoding="utf-8") as log:
             log.write("$ " + " ".join(argv) + "\n")
             log.flush()
@@ -402,10 +417,18 @@ class Gameday:
             if self._interrupted.is_set():  # Ctrl-C while it was starting
                 _signal_group(child, signal.SIGINT)
             try:
-                timed_out = self._follow(child, entry, tag, t0, log)
+                ending = self._follow(child, entry, tag, t0, log)
             finally:
                 self._child = None
         duration = time.monotonic() - t0
+        timed_out = ending.timed_out
+        cut = ""
+        if ending.stopped_by:
+            cut = (
+                f"the rollbacks did not finish within --rollback-grace "
+                f"{format_duration(opts.rollback_grace)}: chaos was stopped with "
+                f"{ending.stopped_by}"
+            )
         journal: Journal | None = None
         error = ""
         try:
@@ -415,23 +438,39 @@ class Gameday:
                 f"chaos exited with code {child.returncode} and left no readable journal "
                 f"({err}); see {log_path.name}: {_tail(log_path)}"
             )
+            if cut:
+                error = (
+                    f"{cut} and left no readable journal ({err}): whether its rollbacks ran "
+                    f"is unknown, the cluster may still carry the fault; check it "
+                    f"(`blackstart cluster status`) before trusting the next experiment"
+                )
+        if cut:
+            self._rollbacks_cut(entry.name, cut, journal)
         if journal is None:
             measured = self._no_journal(entry, folder, t0, error)
             if timed_out:
                 measured.run = replace(measured.run, outcome="timeout")
             return measured
         outcome = "timeout" if timed_out else journal.outcome
+        if cut:
+            unfinished = _unfinished_rollbacks(journal)
+            error = (
+                f"{cut}; rollbacks not completed: {', '.join(unfinished) or 'none recorded'}; "
+                "the cluster may still carry the fault"
+            )
+            if timed_out:
+                error = f"timed out after {format_duration(entry.timeout)}; {error}"
+        elif timed_out:
+            error = (
+                f"timed out after {format_duration(entry.timeout)}; interrupted, rollbacks played"
+            )
         run = ExperimentRun(
             name=entry.name,
             outcome=outcome,
             expected=entry.expect,
             journal=journal,
             duration=duration,
-            error=(
-                f"timed out after {format_duration(entry.timeout)}; interrupted, rollbacks played"
-                if timed_out
-                else ""
-            ),
+            error=error,
             experiment_path=str(entry.path),
             report_href=f"{entry.name}/report.html",
             journal_href=f"{entry.name}/journal.json",
@@ -454,6 +493,18 @@ class Gameday:
         )
         return _Measured(run, size, render_s)
 
+    def _rollbacks_cut(self, name: str, cut: str, journal: Journal | None) -> None:
+        detail = (
+            f"rollbacks not completed: {', '.join(_unfinished_rollbacks(journal)) or 'none'}"
+            if journal is not None
+            else "no readable journal: whether they ran is unknown"
+        )
+        self.echo(f"[{name}] error: {cut}; {detail}")
+        self.notes.append(
+            f"{name}: {cut}; {detail}. The cluster may still carry that experiment's fault; "
+            "give rollbacks more time with --rollback-grace."
+        )
+
     def _no_journal(self, entry: SuiteEntry, folder: Path, t0: float, error: str) -> _Measured:
         self.echo(f"[{entry.name}] error: {error}")
         run = ExperimentRun(
@@ -469,8 +520,8 @@ class Gameday:
 
     def _follow(
         self, child: subprocess.Popen[str], entry: SuiteEntry, tag: str, t0: float, log: IO[str]
-    ) -> bool:
-        """Relay chaos' output until it exits; enforce the timeout. True if it timed out."""
+    ) -> _Ending:
+        """Relay chaos' output until it exits; enforce the timeout and the rollback grace."""
         lines: queue.Queue[str | None] = queue.Queue()
 
         def read() -> None:
@@ -487,6 +538,8 @@ class Gameday:
         termed = killed = False
         last_shown = time.monotonic()
         eof = False
+        orphans_ended = False
+        exited_at: float | None = None
         while not eof or child.poll() is None:
             try:
                 line = lines.get(timeout=0.5)
@@ -534,9 +587,22 @@ class Gameday:
                 last_shown = now
             if eof and child.poll() is None:
                 time.sleep(0.1)
+            if not eof and child.poll() is not None:
+                # chaos exited but something it started still holds its output
+                if termed and not orphans_ended:
+                    # stopped in a rollback: what that rollback started (a `sleep`, a
+                    # kubectl) would outlive it; chaos' session holds nothing else
+                    _signal_group(child, signal.SIGKILL)
+                    orphans_ended = True
+                exited_at = exited_at or now
+                if now - exited_at > ORPHAN_OUTPUT_S:
+                    self.echo(f"{tag} chaos exited; processes it started still run, not waited for")
+                    break
         child.wait()
+        if termed and not orphans_ended:
+            _signal_group(child, signal.SIGKILL)
         reader.join(timeout=5)
-        return timed_out
+        return _Ending(timed_out, "SIGKILL" if killed else "SIGTERM" if termed else "")
 
     # ------------------------------------------------------------ reports
     def _write_suite_reports(self, started_at: datetime, wall: float) -> None:
@@ -591,6 +657,33 @@ class Gameday:
 
 
 # ------------------------------------------------------------------ helpers
+def _unfinished_rollbacks(journal: Journal) -> list[str]:
+    """Rollbacks that did not succeed: ``name (status)``, or ``name (never ran)``."""
+    ran = {r.name: r for r in journal.rollbacks}
+    declared = [
+        str(a.get("name", "?"))
+        for a in (journal.raw.get("experiment") or {}).get("rollbacks") or []
+        if isinstance(a, dict)
+    ]
+
+    def how(name: str) -> str:
+        if name not in ran:
+            return "never ran"
+        status = ran[name].status
+        return status if status in ("failed", "skipped") else "did not finish"
+
+    unfinished = [
+        f"{name} ({how(name)})"
+        for name in declared
+        if name not in ran or ran[name].status != "succeeded"
+    ]
+    return unfinished + [
+        f"{r.name} ({how(r.name)})"
+        for r in journal.rollbacks
+        if r.name not in declared and r.status != "succeeded"
+    ]
+
+
 def _mmss(t0: float) -> str:
     seconds = int(time.monotonic() - t0)
     return f"{seconds // 60:02d}:{seconds % 60:02d}"

@@ -9,6 +9,7 @@ through :class:`ClusterSession`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -212,30 +213,88 @@ class KindSession:
 
 
 class ContextSession:
-    """An existing cluster reached through a kubeconfig context: not created, not deleted."""
+    """An existing cluster reached through a kubeconfig context: not created, not deleted.
 
-    def __init__(self, context: str) -> None:
+    Every experiment runs on that context: ``$BLACKSTART_CONTEXT`` pins it for
+    blackstart's activities and controls (over any cluster an experiment names,
+    see :mod:`blackstart.target`), ``$KUBERNETES_CONTEXT`` for chaostoolkit-kubernetes.
+    Before anything runs, :meth:`up` checks that the context exists, that its API
+    server answers and that it is allow-listed (``$BLACKSTART_ALLOWED_CONTEXTS``),
+    also when blackstart created the cluster behind it under another name.
+    """
+
+    def __init__(self, context: str, kubeconfig: str | None = None) -> None:
         self.context = context
+        found = kubeconfig or os.environ.get("KUBECONFIG")
+        self.kubeconfig = str(Path(found).expanduser().resolve()) if found else None
         self.description = f"kubeconfig context {context}"
+        self.behind: str | None = None
 
     def up(self) -> None:
-        return None
+        """Check the context exists, is allow-listed (before any request) and answers."""
+        from kubernetes import client
+
+        from blackstart.controls.guard import ALLOWED_ENV, allow_list, target_allowed
+        from blackstart.kube import KubeconfigError, api_client
+        from blackstart.target import context_target
+
+        where = self.kubeconfig or "~/.kube/config"
+        try:
+            api = api_client(self.kubeconfig, self.context, pool_size=1)
+        except KubeconfigError as err:
+            raise ClusterUnavailable(
+                f"kubeconfig context {self.context!r} cannot be used: {err}; pass a context "
+                f"of {where} (`kubectl config get-contexts`) or set KUBECONFIG"
+            ) from err
+        target = context_target(self.kubeconfig, self.context, pinned=True)
+        if target.cluster:
+            self.behind = f"{target.provider} cluster {target.cluster!r}"
+        ok, why = target_allowed(target, allow_list(None, None))
+        if not ok:
+            raise ClusterUnavailable(
+                f"{why} ({ALLOWED_ENV} is {os.environ.get(ALLOWED_ENV, '')!r})"
+            )
+        try:
+            version = client.VersionApi(api).get_code(_request_timeout=10)
+        except Exception as err:
+            raise ClusterUnavailable(
+                f"the API server of context {self.context!r} ({api.configuration.host}) does "
+                f"not answer: {err}"
+            ) from err
+        self.description = (
+            f"kubeconfig context {self.context} ({api.configuration.host}, Kubernetes "
+            f"{version.git_version}{', ' + self.behind if self.behind else ''}; {why})"
+        )
 
     def start_rescue(self) -> str:
-        return "existing context: the rescue controller is expected to be deployed already"
+        return (
+            "existing context: nothing is started; experiments that need the rescue controller "
+            "check that its CRDs are installed there (`blackstart rescue install`)"
+        )
 
     def down(self) -> str:
         return f"context {self.context!r} left as it was"
 
     def chaos_env(self) -> dict[str, str | None]:
-        # chaostoolkit-kubernetes and blackstart's activities read KUBERNETES_CONTEXT;
-        # BLACKSTART_CLUSTER would point them at a local cluster instead.
-        return {
+        from blackstart.clusters.state import CLUSTER_ENV
+        from blackstart.target import PINNED_CONTEXT_ENV
+
+        env: dict[str, str | None] = {
+            # blackstart's activities and controls: over any cluster the experiment names
+            PINNED_CONTEXT_ENV: self.context,
+            # chaostoolkit-kubernetes' activities
             "KUBERNETES_CONTEXT": self.context,
-            "BLACKSTART_CONTEXT": self.context,
             "BLACKSTART_PROVIDER": "context",
-            "BLACKSTART_CLUSTER": None,
+            CLUSTER_ENV: None,
         }
+        if self.kubeconfig:
+            env["KUBECONFIG"] = self.kubeconfig
+        return env
 
     def facts(self) -> dict[str, str]:
-        return {"provider": "existing cluster", "context": self.context}
+        facts = {"provider": "existing cluster", "context": self.context}
+        if self.kubeconfig:
+            facts["kubeconfig"] = self.kubeconfig
+        if self.behind:
+            facts["cluster behind the context"] = f"blackstart {self.behind}"
+        return facts

@@ -3,6 +3,11 @@
 Activities and controls take the target from the experiment's
 ``configuration`` and ``secrets``, in this order:
 
+0. ``$BLACKSTART_CONTEXT``: a kubeconfig context pinned from outside the
+   experiment (``blackstart gameday --context`` sets it for every run); it
+   overrides whatever the experiment's configuration names, so an experiment's
+   own default cluster can never take the run elsewhere. The kubeconfig is
+   ``$KUBECONFIG`` (or ``~/.kube/config``).
 1. ``blackstart_cluster``: the name of a cluster blackstart created
    (``blackstart cluster up --name ...``); its saved state gives the admin
    kubeconfig, the non-admin identities, CoreDNS and Prometheus addresses, and
@@ -14,6 +19,13 @@ Activities and controls take the target from the experiment's
 3. ``$BLACKSTART_CLUSTER`` or the default cluster ``blackstart``, when it exists.
 4. ``$KUBECONFIG`` / ``~/.kube/config``.
 
+A context reached by a kubeconfig that is not blackstart's own (a copy under
+another context name, say) still gets the blackstart cluster behind it, matched
+by API server address and certificate authority, so process-level faults
+(kernel logs, stopping the API server) work there; but such a target carries
+``named_context`` and the guard control then needs that context allow-listed,
+whoever created the cluster.
+
 A failure to find the target raises :class:`chaoslib.exceptions.ActivityFailed`
 naming what was looked for and how to fix it.
 """
@@ -23,7 +35,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +60,7 @@ from blackstart.kube import KubeconfigError, api_client
 from blackstart.paths import cache_dir
 
 CLUSTER_KEY = "blackstart_cluster"
+PINNED_CONTEXT_ENV = "BLACKSTART_CONTEXT"
 PROMETHEUS_KEY = "prometheus_url"
 DNS_SERVER_KEY = "dns_server"
 KIND_NODE_MAP = "kind-nodes.json"
@@ -70,6 +83,9 @@ class Target:
     state: ClusterState | None = None
     prometheus_url: str | None = None
     dns_server: str | None = None
+    #: the kubeconfig context the user named (``$BLACKSTART_CONTEXT``, or a context that
+    #: is not blackstart's own name for the cluster): the guard wants it allow-listed
+    named_context: str | None = None
 
     def api(self, pool_size: int = 8) -> client.ApiClient:
         """An admin ApiClient for the target."""
@@ -106,6 +122,11 @@ class Target:
         return self.prometheus_url
 
     def describe(self) -> str:
+        if self.named_context:
+            described = f"kubeconfig context {self.named_context!r}"
+            if self.cluster:
+                described += f" (blackstart {self.provider} cluster {self.cluster!r})"
+            return described
         if self.cluster:
             return f"{self.provider} cluster {self.cluster!r}"
         return (
@@ -167,6 +188,9 @@ def resolve_target(
     """The target of an activity (see the module documentation for the order)."""
     configuration = configuration or {}
     secrets = secrets or {}
+    pinned = os.environ.get(PINNED_CONTEXT_ENV)
+    if pinned:
+        return context_target(os.environ.get("KUBECONFIG"), pinned, configuration, pinned=True)
     named = _first(configuration.get(CLUSTER_KEY))
     if named:
         return cluster_target(named, configuration)
@@ -193,20 +217,40 @@ def resolve_target(
 
 
 def context_target(
-    kubeconfig: str | None, context: str | None, configuration: Mapping[str, Any] | None = None
+    kubeconfig: str | None,
+    context: str | None,
+    configuration: Mapping[str, Any] | None = None,
+    pinned: bool = False,
 ) -> Target:
-    """A target reached by kubeconfig/context; a blackstart cluster when it is one of ours."""
+    """A target reached by kubeconfig/context; a blackstart cluster when it is one of ours.
+
+    Through blackstart's own kubeconfig and context name the target is that cluster, as
+    if named by ``blackstart_cluster``. Through any other kubeconfig or context name
+    (or when ``pinned``), the target keeps that kubeconfig and context and carries
+    ``named_context``; the blackstart cluster behind it, if any, is still found (by API
+    server address and certificate authority) for the activities that need its state.
+    """
     configuration = configuration or {}
     path = kubeconfig or os.environ.get("KUBECONFIG")
     state = blackstart_state_for(path, context)
-    if state is not None:
+    if state is not None and not pinned:
         return _local_target(state, configuration)
+    state = state or blackstart_state_behind(path, context)
+    named = context or current_context(path)
+    if state is not None:
+        return replace(
+            _local_target(state, configuration),
+            kubeconfig=path,
+            context=context,
+            named_context=named or state.context,
+        )
     return Target(
         provider="context",
         kubeconfig=path,
         context=context,
         prometheus_url=_first(configuration.get(PROMETHEUS_KEY)),
         dns_server=_first(configuration.get(DNS_SERVER_KEY)),
+        named_context=named if pinned else None,
     )
 
 
@@ -235,6 +279,37 @@ def blackstart_state_for(kubeconfig: str | None, context: str | None) -> Cluster
     return None
 
 
+def _endpoint(kubeconfig: str | None, context: str | None) -> tuple[str, bytes] | None:
+    """(API server URL, CA certificate) of a kubeconfig context; None when it cannot load."""
+    try:
+        cfg = api_client(kubeconfig, context, pool_size=1).configuration
+    except (KubeconfigError, OSError, ValueError):
+        return None
+    ca = b""
+    if cfg.ssl_ca_cert:
+        try:
+            ca = Path(cfg.ssl_ca_cert).read_bytes()
+        except OSError:
+            return None
+    return str(cfg.host).rstrip("/"), ca
+
+
+def blackstart_state_behind(kubeconfig: str | None, context: str | None) -> ClusterState | None:
+    """The blackstart cluster a kubeconfig context reaches, whatever the file or context name.
+
+    Matched by API server URL and certificate authority (each cluster has its own
+    port and CA), so a copy of blackstart's kubeconfig under another context name
+    still finds the cluster.
+    """
+    wanted = _endpoint(kubeconfig, context)
+    if wanted is None:
+        return None
+    for state in list_states():
+        if state.kubeconfig and _endpoint(state.kubeconfig, state.context) == wanted:
+            return state
+    return None
+
+
 def target_summary(target: Target) -> dict[str, Any]:
     """A JSON-able description of the target, for journals and errors."""
     summary: dict[str, Any] = json.loads(
@@ -246,6 +321,7 @@ def target_summary(target: Target) -> dict[str, Any]:
                 "kubeconfig": target.kubeconfig,
                 "prometheus_url": target.prometheus_url,
                 "dns_server": target.dns_server,
+                "named_context": target.named_context,
             }
         )
     )

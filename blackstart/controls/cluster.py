@@ -15,6 +15,12 @@ gives a kubeconfig or context instead (``kubeconfig_path``,
 ``kubernetes_context``, or the ``KUBECONFIG``/``KUBERNETES_CONTEXT`` secrets),
 this control leaves the cluster alone and the activities use that context.
 
+When a context is pinned from outside (``$BLACKSTART_CONTEXT``, which
+``blackstart gameday --context`` sets), this control never creates, starts or
+deletes anything: the experiment runs on that context whatever its own
+configuration names, and ``rescue: true`` only checks that the rescue CRDs are
+installed there (the controller is expected to be deployed already).
+
 For a blackstart cluster it sets ``blackstart_cluster`` in the configuration
 and points ``$KUBECONFIG`` at the cluster's admin kubeconfig for the run, so
 chaostoolkit-kubernetes activities reach the same cluster. Rescue components
@@ -32,6 +38,7 @@ from typing import Any
 from chaoslib.exceptions import InterruptExecution
 from chaoslib.types import Configuration, Experiment, Journal, Secrets
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from blackstart.clusters.local.base import RESCUE_COMPONENTS
 from blackstart.clusters.local.provider import LocalProvider
@@ -43,7 +50,13 @@ from blackstart.clusters.toolchain import resolve
 from blackstart.controls.journal import blackstart_entry, environment
 from blackstart.health import wait_until
 from blackstart.paths import cache_dir
-from blackstart.target import CLUSTER_KEY, Target, cluster_target, resolve_target
+from blackstart.target import (
+    CLUSTER_KEY,
+    PINNED_CONTEXT_ENV,
+    Target,
+    cluster_target,
+    resolve_target,
+)
 
 logger = logging.getLogger("chaostoolkit")
 
@@ -54,6 +67,7 @@ __all__ = [
     "configure_control",
 ]
 
+RESCUE_PLANS_CRD = "rescueplans.rescue.blackstart.dev"
 _EXPLICIT_KEYS = ("kubeconfig_path", "kubernetes_context", "KUBECONFIG", "KUBERNETES_CONTEXT")
 
 
@@ -146,6 +160,10 @@ def before_experiment_control(
     _check_arguments(create, delete_after, rescue, rescue_args, timeout_s)
     if configuration is None:
         raise InterruptExecution("cluster control: the experiment has no configuration section")
+    pinned = os.environ.get(PINNED_CONTEXT_ENV)
+    if pinned:
+        _use_pinned_context(pinned, configuration, secrets, rescue)
+        return
     if _explicit_context(configuration, secrets):
         if rescue:
             raise InterruptExecution(
@@ -180,6 +198,52 @@ def before_experiment_control(
     _wait_nodes_settled(target, min(timeout_s, 90.0))
     if rescue:
         _start_rescue(provider, name, rescue_args, timeout_s)
+
+
+def _use_pinned_context(
+    context: str, configuration: Configuration, secrets: Secrets, rescue: bool
+) -> None:
+    """The run is pinned to ``context``: create nothing, check the rescue CRDs when needed."""
+    try:
+        target = resolve_target(configuration, secrets)
+    except Exception as err:
+        raise InterruptExecution(f"cluster control: context {context!r}: {err}") from err
+    _run.target = target
+    named = configuration.get(CLUSTER_KEY)
+    ignored = f" (the experiment's {CLUSTER_KEY} {named!r} is ignored)" if named else ""
+    logger.info(
+        f"cluster control: ${PINNED_CONTEXT_ENV} pins the run to {target.describe()}{ignored}; "
+        "no cluster is created or deleted"
+    )
+    if rescue:
+        _require_rescue_installed(target, context)
+
+
+def _require_rescue_installed(target: Target, context: str) -> None:
+    ext = client.ApiextensionsV1Api(target.api(1))
+    try:
+        ext.read_custom_resource_definition(RESCUE_PLANS_CRD, _request_timeout=10)
+    except ApiException as err:
+        if err.status != 404:
+            raise InterruptExecution(
+                f"cluster control: cannot check for the rescue CRDs on context {context!r}: "
+                f"{err.status} {err.reason}"
+            ) from err
+        raise InterruptExecution(
+            f"cluster control: the experiment needs the rescue controller, but context "
+            f"{context!r} has no {RESCUE_PLANS_CRD} CRD; install it with `blackstart rescue "
+            f"install --context {context}` and deploy the controller and agents there "
+            "(rescue/deploy), or run the game day without --context"
+        ) from None
+    except Exception as err:
+        raise InterruptExecution(
+            f"cluster control: cannot reach context {context!r} to check for the rescue "
+            f"controller: {err}"
+        ) from err
+    logger.info(
+        f"cluster control: the rescue CRDs are installed on {context!r}; the controller is "
+        "expected to run there already"
+    )
 
 
 NOT_READY_TAINTS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")

@@ -4,7 +4,9 @@ A chaos tool that overloads a production API server by mistake would be the
 incident itself. This control:
 
 - refuses to start unless the target is a cluster blackstart created (local
-  or kind) or its kubeconfig context is allow-listed, in the ``allowed_contexts``
+  or kind) reached under blackstart's own name for it, or its kubeconfig context
+  is allow-listed (a context named from outside, as ``blackstart gameday
+  --context`` does, always needs the allow-list), in the ``allowed_contexts``
   argument, the configuration key ``blackstart_allowed_contexts`` or the
   environment variable ``BLACKSTART_ALLOWED_CONTEXTS`` (comma-separated);
 - interrupts the run (:class:`chaoslib.exceptions.InterruptExecution`, status

@@ -29,7 +29,27 @@ def allow_list(configuration: Configuration, argument: list[str] | None) -> list
 
 
 def target_allowed(target: Target, allowed: list[str]) -> tuple[bool, str]:
-    """(allowed, why): blackstart-created clusters and allow-listed contexts only."""
+    """(allowed, why): blackstart-created clusters and allow-listed contexts only.
+
+    A context the user named (``blackstart gameday --context``, or any context that is
+    not blackstart's own name for its cluster) must be allow-listed even when blackstart
+    created the cluster behind it: the name is what the user vouches for.
+    """
+    if target.named_context is not None:
+        if target.named_context in allowed:
+            return True, f"context {target.named_context!r} is allow-listed"
+        behind = (
+            f" (blackstart's {target.provider} cluster {target.cluster!r} is behind it, but a "
+            "context named from outside must be allow-listed too)"
+            if target.cluster
+            else ""
+        )
+        return False, (
+            f"refusing to inject faults through kubeconfig context {target.named_context!r}"
+            f"{behind}: it is not allow-listed; if you mean it, add it to ${ALLOWED_ENV} "
+            f"(comma-separated, e.g. {ALLOWED_ENV}={target.named_context}) or the guard's "
+            "allowed_contexts"
+        )
     if target.provider in ("local", "kind") and target.cluster:
         return True, f"{target.provider} cluster {target.cluster!r} was created by blackstart"
     if target.context and target.context in allowed:

@@ -263,6 +263,8 @@ class TextLogReader:
         self.path = Path(path)
         self._saved = cursor
         if from_end and cursor is None:
+            # the end is where the log stands now, not at the first read: a line logged
+            # once the agent said it is ready is new (a log not there yet is all new)
             try:
                 stat = os.stat(self.path)
             except FileNotFoundError:

@@ -28,6 +28,7 @@ from blackstart.clusters.local.kwokctl import NODE_NOT_READY_LABEL
 from blackstart.clusters.local.provider import LocalProvider
 from blackstart.clusters.spec import GPU_RESOURCE, STANDBY_LABEL
 from blackstart.clusters.state import ClusterState
+from blackstart.health import parse_iso
 from blackstart.kube import api_client
 from blackstart.probes.dns import query_once
 from blackstart.suite import load_suite
@@ -229,11 +230,39 @@ def test_guard_interrupts_when_more_nodes_are_cordoned_than_allowed(
     )
     path = tmp_path / "guard.json"
     path.write_text(json.dumps(experiment))
-    done, journal, elapsed = run_chaos(path, tmp_path / "guard.journal.json", cluster)
+    done, journal, _ = run_chaos(path, tmp_path / "guard.journal.json", cluster)
     assert journal["status"] == "interrupted", done.stdout[-3000:]
-    assert elapsed < 45, "the guard must cut the 60 s pause short"
+    # the method's action ended, then the guard cut its 60 s pause: the rollback began
+    # before the pause could have ended
+    (action,) = journal["run"]
+    pause_end = parse_iso(action["end"]).timestamp() + 60
+    assert parse_iso(journal["rollbacks"][0]["start"]).timestamp() < pause_end
     guard = blackstart_extension(journal)["guard"]
     assert guard["tripped"] is True and "cordoned" in guard["reason"]
+    assert journal["rollbacks"][0]["status"] == "succeeded"
+    assert_steady(local, cluster)
+
+
+def test_guard_interrupts_when_the_api_server_p99_crosses_its_hard_limit(
+    cluster: ClusterState, local: LocalProvider, tmp_path: Path
+) -> None:
+    """A limit no real API server meets (0.1 ms): the guard reads the p99 from Prometheus,
+    trips during the method's pause and interrupts; the rollback still runs."""
+    experiment = _mini_experiment(
+        [_chaosk8s("cordon-cpu-2", "cordon_node", {"name": "cpu-2"}, pause=60)],
+        [_chaosk8s("uncordon-cpu-2", "uncordon_node", {"name": "cpu-2"})],
+        {"max_apiserver_p99_s": 0.0001, "p99_window": "1m", "interval_s": 0.5},
+    )
+    path = tmp_path / "p99.json"
+    path.write_text(json.dumps(experiment))
+    done, journal, _ = run_chaos(path, tmp_path / "p99.journal.json", cluster)
+    assert journal["status"] == "interrupted", done.stdout[-3000:]
+    guard = blackstart_extension(journal)["guard"]
+    assert guard["tripped"] is True
+    assert "API server p99 latency" in guard["reason"]
+    assert "above the guard's hard limit of 0.0001 s" in guard["reason"]
+    assert guard["max_apiserver_p99_seen_s"] > 0.0001
+    assert guard["limits"]["max_apiserver_p99_s"] == 0.0001
     assert journal["rollbacks"][0]["status"] == "succeeded"
     assert_steady(local, cluster)
 

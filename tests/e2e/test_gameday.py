@@ -191,3 +191,53 @@ def test_ctrl_c_runs_the_rollbacks_tears_down_and_leaves_nothing_running(tmp_pat
     assert "The game day was interrupted" in index
     assert not state_dir_for(name).exists(), "the cluster was not torn down"
     assert leftovers(name) == []
+
+
+SMALL_SPEC = """
+kind: ClusterSpec
+metadata: {name: keep}
+spec:
+  pools:
+    - {name: gpu, role: gpu, count: 2, capacity: {nvidia.com/gpu: "8"}}
+"""
+
+
+def test_keep_leaves_the_cluster_it_brought_up_running(tmp_path: Path) -> None:
+    """`--keep`: the game day's own cluster stays up, healthy, with its rescue controller."""
+    name = f"{BASE_NAME}-keep"
+    cleanup(name)
+    spec = tmp_path / "small.yaml"
+    spec.write_text(SMALL_SPEC)
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        "suite: keep\nexperiments:\n"
+        f"  - name: probe-holds\n    file: {FIXTURES / 'experiments' / 'probe-holds.json'}\n"
+    )
+    out = tmp_path / "out"
+    try:
+        result = subprocess.run(
+            [str(BLACKSTART), "gameday", "--suite", str(suite), "--name", name, "--spec",
+             str(spec), "--keep", "--out", str(out)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert f"--keep: local cluster {name} is left running" in result.stderr
+        assert "probe-holds  completed  completed    ok" in result.stdout
+        assert (state_dir_for(name) / "cluster.json").exists()
+        status = subprocess.run(
+            [str(BLACKSTART), "cluster", "status", "--name", name],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert status.returncode == 0, status.stdout
+        assert "rescue-controller" in status.stdout
+        assert leftovers(name) != []  # its processes are still there
+    finally:
+        cleanup(name)
+    assert leftovers(name) == []

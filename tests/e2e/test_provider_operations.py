@@ -14,10 +14,12 @@ import pytest
 import yaml
 from kubernetes import client
 
+from blackstart.actions._components import restart_exited_controllers
 from blackstart.clusters.local.kwok_nodes import node_is_ready
 from blackstart.clusters.local.provider import LocalProvider, processes_under
-from blackstart.clusters.processes import is_alive, is_stopped
+from blackstart.clusters.processes import is_alive, is_stopped, read_pid
 from blackstart.clusters.state import ClusterState
+from blackstart.probes.dns import query_once
 
 from .conftest import eventually
 
@@ -45,6 +47,23 @@ def test_stopped_apiserver_refuses_and_comes_back_on_start(
     local.start_component(cluster.name, "kube-apiserver")
     eventually(lambda: apiserver_ready(cluster, local), 60, "kube-apiserver ready again")
     assert local.kwok_cluster(cluster.name).pid("kube-apiserver") != pid_before
+    controllers_back_after_the_outage(cluster, local)
+
+
+def controllers_back_after_the_outage(cluster: ClusterState, local: LocalProvider) -> None:
+    """kube-controller-manager and kube-scheduler exit when an API server outage outlasts
+    their leader lease (a real node's kubelet restarts them); the catalogue's rollbacks
+    restart them as start_apiserver does, and so does this clean-up."""
+    restart_exited_controllers(local, cluster.name)
+    eventually(
+        lambda: all(
+            s.healthy
+            for s in local.status(cluster.name)
+            if s.name in ("kube-controller-manager", "kube-scheduler")
+        ),
+        60,
+        "kube-controller-manager and kube-scheduler healthy",
+    )
 
 
 def test_hung_apiserver_keeps_its_process_but_answers_nothing_until_resumed(
@@ -60,11 +79,24 @@ def test_hung_apiserver_keeps_its_process_but_answers_nothing_until_resumed(
         local.resume_component(cluster.name, "kube-apiserver")
     assert not is_stopped(pid)
     eventually(lambda: apiserver_ready(cluster, local), 30, "kube-apiserver ready after SIGCONT")
+    controllers_back_after_the_outage(cluster, local)
 
 
 def test_coredns_restart_serves_again(cluster: ClusterState, local: LocalProvider):
+    """A new CoreDNS process (the old one gone), ready and answering from the API server:
+    its cache went with the old process."""
+    pid_before = read_pid(local.pid_file(cluster.name, "coredns"))
+    assert pid_before is not None and is_alive(pid_before)
     local.restart_component(cluster.name, "coredns")
+    assert not is_alive(pid_before)
+    pid_after = read_pid(local.pid_file(cluster.name, "coredns"))
+    assert pid_after is not None and pid_after != pid_before and is_alive(pid_after)
     eventually(lambda: local.coredns_ready(cluster.name), 30, "CoreDNS ready after restart")
+    host, port = cluster.dns_address.rsplit(":", 1)
+    name = "kubernetes.default.svc.cluster.local"
+    eventually(
+        lambda: query_once(host, int(port), name, "A", 1.0)[0] == "ok", 30, f"{name} resolves"
+    )
 
 
 def test_reboot_of_a_node_goes_not_ready_then_ready_with_a_new_boot_id(

@@ -3,8 +3,8 @@
 Renders the blackstart fixture journal (metrics, faults, rescue plans) and a
 plain Chaos Toolkit journal, opens them from disk, and checks what a person
 would see: no console errors, no request leaving the file, the verdict and
-the charts drawn. Saves a screenshot (also as docs/report-screenshot.png for
-the README).
+the charts drawn. Screenshots go to the test's temporary folder; the README's
+picture comes from a real game day (`make screenshot`, docs/make_screenshot.py).
 """
 
 from __future__ import annotations
@@ -126,10 +126,6 @@ def test_the_report_shows_verdict_and_charts_without_errors(
         top = {"x": 0, "y": 0, "width": 1280, "height": 1950}
         page.screenshot(path=str(shot), full_page=True, clip=top)
         assert shot.stat().st_size > 50_000
-        if javascript:
-            docs = REPO / "docs"
-            docs.mkdir(exist_ok=True)
-            shutil.copy(shot, docs / "report-screenshot.png")
         # folded tracebacks and outputs open without JavaScript
         details = page.locator("details").first
         details.locator(":scope > summary").click()

@@ -4,9 +4,11 @@ reboot, swap in warm standbys and uncordon, as the RescuePolicies say; the storm
 holds the floor; a killed controller resumes without repeating; the decision API orders
 plans instead of the policies; dry-run changes nothing.
 
-The Xid signal is written as the agent writes it (the GPUXidError condition, per the
-contract in rescue/xid_signal.py, with the agent's own identity); the vendor demo goes
-end to end from a kernel-log line through the real agent.
+Every scenario starts where a real one does: an Xid line in a GPU node's kernel log,
+read by the real node agent (`blackstart rescue agent`, its own identity) that writes
+the GPUXidError condition the controller acts on. Only the tests about the controller
+alone (its restart, its TTL) write the condition directly, as the agent would, with the
+agent's identity; their docstrings say so.
 """
 
 from __future__ import annotations
@@ -30,12 +32,14 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 
+from blackstart.actions.xid import xid_body
 from blackstart.clusters.local.kwok_nodes import node_is_ready
 from blackstart.clusters.local.provider import LocalProvider
 from blackstart.clusters.net import free_port
 from blackstart.clusters.state import ClusterState
+from blackstart.health import parse_iso
 from blackstart.kube import api_client
-from blackstart.rescue.install import apply_documents, deploy_documents, wait_established
+from blackstart.rescue.install import deploy_documents, wait_established
 from blackstart.rescue.wire.signal import condition_patch, merge_reports, reports_from_node, rfc3339
 
 from .conftest import eventually, repo_root
@@ -141,12 +145,25 @@ class Controllers:
 
 @pytest.fixture(scope="module")
 def admin(cluster: ClusterState) -> client.ApiClient:
+    """The CRDs and RBAC installed as a user installs them: `blackstart rescue install`."""
+    done = subprocess.run(
+        [sys.executable, "-m", "blackstart.cli", "rescue", "install", "--kubeconfig",
+         cluster.kubeconfig],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    documents = deploy_documents()
+    expected = [f"{d['kind']}/{d['metadata']['name']}" for d in documents]
+    assert "ClusterRole/blackstart-rescue-controller" in expected
+    applied = [line.removeprefix("applied ") for line in done.stderr.splitlines()]
+    assert [line for line in applied if "/" in line] == expected, done.stderr
+    assert done.stdout.strip() == f"installed {len(expected)} objects"
     api = api_client(cluster.kubeconfig)
-    documents = deploy_documents(["crds.yaml", "controller-rbac.yaml"])
-    applied = apply_documents(api, documents, progress=lambda _: None)
-    assert "ClusterRole/blackstart-rescue-controller" in applied
     crds = [d["metadata"]["name"] for d in documents if d["kind"] == "CustomResourceDefinition"]
-    wait_established(api, crds)
+    wait_established(api, crds, timeout=1.0)  # already: the command waits for them
     return api
 
 
@@ -191,6 +208,53 @@ def controllers(
     reset_nodes(core, touched)
 
 
+@dataclass
+class NodeAgent:
+    """The real Xid agent of the session cluster, reading every GPU node's kernel log."""
+
+    process: subprocess.Popen[bytes]
+    log: Path
+    local: LocalProvider
+    cluster: ClusterState
+
+    def log_xid(self, node: str, xid: int, pci: str = "0000:03:00") -> None:
+        """Append one Xid line to ``node``'s kernel log, as the NVIDIA driver logs it."""
+        line = f"[ 1843.308145] {xid_body(xid, pci, '', 4242)}"
+        with self.local.kernel_log(self.cluster.name, node).open("a") as kernel_log:
+            kernel_log.write(line + "\n")
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def agent(cluster: ClusterState, local: LocalProvider, tmp_path: Path) -> Iterator[NodeAgent]:
+    """`blackstart rescue agent --cluster`: from the end of the logs, with a fresh state."""
+    log = tmp_path / "agent.log"
+    argv = [
+        sys.executable, "-m", "blackstart.cli", "rescue", "agent", "--cluster", cluster.name,
+        "--from-end", "--state-dir", str(tmp_path / "agent-state"), "--metrics-port", "0",
+    ]  # fmt: skip
+    with log.open("ab") as stream:
+        process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=stream, cwd=repo_root())
+    started = NodeAgent(process, log, local, cluster)
+    try:
+        eventually(
+            lambda: "; ready" in started.text() or process.poll() is not None,
+            30,
+            "the agent ready",
+        )
+        assert process.poll() is None, f"the agent exited:\n{started.text()}"
+        yield started
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
 def reset_nodes(core: client.CoreV1Api, names: list[str]) -> None:
     """Back to the fleet as created: no Xid condition, GPU nodes schedulable, standbys cordoned."""
     for name in names:
@@ -216,7 +280,10 @@ def reset_nodes(core: client.CoreV1Api, names: list[str]) -> None:
 
 
 def write_xid(core: client.CoreV1Api, node: str, xid: int, report_id: str | None = None) -> str:
-    """Add one Xid report to ``node``'s GPUXidError condition, as the agent does; its id."""
+    """Add one Xid report to ``node``'s GPUXidError condition, as the agent does; its id.
+
+    For the tests about the controller alone; pass ``agent_core``, the agent's identity.
+    """
     current = core.read_node(node)
     now = time.time()
     report_id = report_id or f"{current.status.node_info.boot_id}:{time.monotonic_ns()}"
@@ -342,6 +409,7 @@ def test_drain_evicts_through_the_eviction_api_retrying_a_pdb_and_skipping_daemo
     custom: client.CustomObjectsApi,
     controllers: Controllers,
     namespace: str,
+    agent: NodeAgent,
 ) -> None:
     node, spare = "gpu-25", "gpu-26"
     labels = {"app": "trainer"}
@@ -456,7 +524,7 @@ def test_drain_evicts_through_the_eviction_api_retrying_a_pdb_and_skipping_daemo
         },
     )
     controller = controllers.start()
-    write_xid(core, node, 62)
+    agent.log_xid(node, 62)
 
     def refused_by_the_budget() -> float:
         return controller.metric(
@@ -482,7 +550,10 @@ def test_drain_evicts_through_the_eviction_api_retrying_a_pdb_and_skipping_daemo
 
 
 def test_reboot_through_the_local_driver_goes_not_ready_then_ready_and_uncordons(
-    core: client.CoreV1Api, custom: client.CustomObjectsApi, controllers: Controllers
+    core: client.CoreV1Api,
+    custom: client.CustomObjectsApi,
+    controllers: Controllers,
+    agent: NodeAgent,
 ) -> None:
     node = "gpu-27"
     boot_before = core.read_node(node).status.node_info.boot_id
@@ -499,7 +570,7 @@ def test_reboot_through_the_local_driver_goes_not_ready_then_ready_and_uncordons
         },
     )
     controller = controllers.start("--reboot-driver", "local")
-    write_xid(core, node, 62)
+    agent.log_xid(node, 62)
     eventually(
         lambda: not node_is_ready(core.read_node(node)), 30, f"{node} NotReady", interval=0.1
     )
@@ -518,7 +589,10 @@ def test_reboot_through_the_local_driver_goes_not_ready_then_ready_and_uncordons
 
 
 def test_enable_warm_standby_swaps_a_standby_in_and_gpu_capacity_is_back(
-    core: client.CoreV1Api, custom: client.CustomObjectsApi, controllers: Controllers
+    core: client.CoreV1Api,
+    custom: client.CustomObjectsApi,
+    controllers: Controllers,
+    agent: NodeAgent,
 ) -> None:
     node = "gpu-28"
 
@@ -561,7 +635,7 @@ def test_enable_warm_standby_swaps_a_standby_in_and_gpu_capacity_is_back(
         },
     )
     controllers.start()
-    write_xid(core, node, 79)
+    agent.log_xid(node, 79)
     plan = ended_plan(custom, node)
     assert plan["status"]["phase"] == "Succeeded", plan["status"]
     assert phases(plan) == ["Pending", "Cordoned", "Replaced", "Succeeded"]
@@ -577,7 +651,10 @@ def test_enable_warm_standby_swaps_a_standby_in_and_gpu_capacity_is_back(
 
 
 def test_uncordon_action_puts_the_node_back_after_the_drain(
-    core: client.CoreV1Api, custom: client.CustomObjectsApi, controllers: Controllers
+    core: client.CoreV1Api,
+    custom: client.CustomObjectsApi,
+    controllers: Controllers,
+    agent: NodeAgent,
 ) -> None:
     node = "gpu-29"
     policy(
@@ -590,7 +667,7 @@ def test_uncordon_action_puts_the_node_back_after_the_drain(
         },
     )
     controllers.start()
-    write_xid(core, node, 13)
+    agent.log_xid(node, 13)
     plan = ended_plan(custom, node)
     assert phases(plan) == ["Pending", "Cordoned", "Draining", "Uncordoned", "Succeeded"]
     assert not cordoned(core, node)
@@ -603,7 +680,10 @@ def test_uncordon_action_puts_the_node_back_after_the_drain(
 
 
 def test_highest_priority_wins_and_any_all_selectors_match_as_written(
-    core: client.CoreV1Api, custom: client.CustomObjectsApi, controllers: Controllers
+    core: client.CoreV1Api,
+    custom: client.CustomObjectsApi,
+    controllers: Controllers,
+    agent: NodeAgent,
 ) -> None:
     policy(
         custom,
@@ -641,8 +721,8 @@ def test_highest_priority_wins_and_any_all_selectors_match_as_written(
         },
     )
     controllers.start()
-    write_xid(core, "gpu-30", 79)
-    write_xid(core, "gpu-31", 79)
+    agent.log_xid("gpu-30", 79)
+    agent.log_xid("gpu-31", 79)
     hot = ended_plan(custom, "gpu-30")
     other = ended_plan(custom, "gpu-31")
     assert hot["spec"]["rule"] == {"policy": "hot-node", "index": 0, "priority": 20}
@@ -652,10 +732,13 @@ def test_highest_priority_wins_and_any_all_selectors_match_as_written(
 
 
 def test_the_global_policy_and_the_built_in_default_cordon(
-    core: client.CoreV1Api, custom: client.CustomObjectsApi, controllers: Controllers
+    core: client.CoreV1Api,
+    custom: client.CustomObjectsApi,
+    controllers: Controllers,
+    agent: NodeAgent,
 ) -> None:
     first = controllers.start()
-    write_xid(core, "gpu-32", 45)  # no RescuePolicy at all: the built-in default
+    agent.log_xid("gpu-32", 45)  # no RescuePolicy at all: the built-in default
     default = ended_plan(custom, "gpu-32")
     assert "rule" not in default["spec"]
     assert [a["name"] for a in default["spec"]["actions"]] == ["cordon"]
@@ -672,8 +755,8 @@ def test_the_global_policy_and_the_built_in_default_cordon(
         CORDON_ON_62,
     )
     controllers.start()
-    write_xid(core, "gpu-33", 31)
-    write_xid(core, "gpu-34", 62)
+    agent.log_xid("gpu-33", 31)
+    agent.log_xid("gpu-34", 62)
     global_plan = ended_plan(custom, "gpu-33")
     specific = ended_plan(custom, "gpu-34")
     assert global_plan["spec"]["rule"] == {"policy": "global", "index": 0, "priority": 0}
@@ -685,14 +768,18 @@ def test_the_global_policy_and_the_built_in_default_cordon(
 
 
 def test_storm_guard_holds_the_floor_when_half_the_gpu_nodes_report_xid_48(
-    core: client.CoreV1Api, custom: client.CustomObjectsApi, controllers: Controllers
+    core: client.CoreV1Api,
+    custom: client.CustomObjectsApi,
+    controllers: Controllers,
+    agent: NodeAgent,
 ) -> None:
     storm = [f"gpu-{i}" for i in range(24)]  # half of the 48 GPU nodes
     policy(custom, "ecc", {"priority": 10, "errorCode": ["48"], "actions": [{"name": "cordon"}]})
     controller = controllers.start(
         "--max-unavailable-share", "0.25", "--max-concurrent-plans", "100"
     )
-    threads = [threading.Thread(target=write_xid, args=(core, n, 48)) for n in storm]
+    # the whole storm at once, each GPU node's driver logging its Xid 48
+    threads = [threading.Thread(target=agent.log_xid, args=(n, 48)) for n in storm]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -701,12 +788,14 @@ def test_storm_guard_holds_the_floor_when_half_the_gpu_nodes_report_xid_48(
     def out() -> list[str]:
         return [n for n in storm if cordoned(core, n)]
 
-    eventually(
-        lambda: controller.metric("blackstart_rescue_controller_storm_guard_refusals_total") == 12,
-        30,
-        "12 refusals",
-    )
-    time.sleep(2)  # nothing more happens
+    def settled() -> bool:
+        """12 refusals, and the 12 admitted plans ended: nothing is left to act."""
+        refusals = controller.metric("blackstart_rescue_controller_storm_guard_refusals_total")
+        made = [p for n in storm for p in plans(custom, n)]
+        ended = [p for p in made if p.get("status", {}).get("phase") == "Succeeded"]
+        return refusals == 12 and len(made) == len(ended) == 12
+
+    eventually(settled, 90, "12 refusals and 12 plans Succeeded")
     assert len(out()) == 12  # 25% of 48
     schedulable = [
         n for n in core.list_node(label_selector="blackstart.dev/pool=gpu").items
@@ -736,7 +825,10 @@ def test_a_controller_killed_mid_drain_resumes_without_repeating_a_step_or_the_r
     custom: client.CustomObjectsApi,
     controllers: Controllers,
     namespace: str,
+    agent_core: client.CoreV1Api,
 ) -> None:
+    """About the controller alone (killed twice, it resumes its plan): the Xid condition is
+    written directly, as the agent writes it, with the agent's identity."""
     node = "gpu-35"
     labels = {"app": "pinned"}
     apps.create_namespaced_deployment(
@@ -792,14 +884,24 @@ def test_a_controller_killed_mid_drain_resumes_without_repeating_a_step_or_the_r
         },
     )
     first = controllers.start()
-    write_xid(core, node, 62)
+    write_xid(agent_core, node, 62)
 
     def status() -> dict[str, Any]:
         found = plans(custom, node)
         return found[0].get("status", {}) if found else {}
 
     eventually(lambda: status().get("phase") == "Draining", 30, "the plan Draining")
-    time.sleep(1.5)  # the budget refuses every eviction: the drain is stuck
+    eventually(  # the budget refuses every eviction: the drain is stuck
+        lambda: (
+            status().get("evictionRetries", 0) >= 1
+            or first.metric(
+                "blackstart_rescue_controller_api_requests_total", verb="create", code="429"
+            )
+            >= 1
+        ),
+        30,
+        "an eviction refused by the budget",
+    )
     drain_started = status()["drainStartedAt"]
     first.stop(signal.SIGKILL)
 
@@ -831,6 +933,7 @@ def test_decision_api_orders_plans_and_answers_each_error_as_the_vendor(
     custom: client.CustomObjectsApi,
     controllers: Controllers,
     tmp_path: Path,
+    agent: NodeAgent,
 ) -> None:
     token = "e2e-token-7f3a"
     (tmp_path / "token").write_text(token + "\n")
@@ -860,7 +963,7 @@ def test_decision_api_orders_plans_and_answers_each_error_as_the_vendor(
         "actions": [{"name": "cordon", "waittime": ""}, {"name": "drain", "waittime": "10min"}],
     }
     # the policy is not acted on: plans come from orders only
-    write_xid(core, "gpu-38", 62)
+    agent.log_xid("gpu-38", 62)
     status, body, _ = post({**order, "nodeName": "gpu-99"})
     assert (status, body) == (
         400,
@@ -911,9 +1014,13 @@ def test_decision_api_orders_plans_and_answers_each_error_as_the_vendor(
     status, body, _ = post({**order, "nodeName": "gpu-37"})
     assert (status, body) == (429, {"code": "Error", "message": "Exceed the maximum plans limit 1"})
     assert not cordoned(core, "gpu-37")
+    eventually(
+        lambda: controller.metric("blackstart_rescue_controller_xids_total", xid="62") == 1,
+        30,
+        "the controller to see the Xid 62 the agent reported on gpu-38",
+    )
     assert plans(custom, "gpu-38") == []
     assert not cordoned(core, "gpu-38")
-    assert controller.metric("blackstart_rescue_controller_xids_total", xid="62") == 1
     assert (
         controller.metric("blackstart_rescue_controller_decision_api_requests_total", code="400")
         == 3
@@ -928,6 +1035,7 @@ def test_dry_run_records_the_plan_and_changes_nothing(
     custom: client.CustomObjectsApi,
     controllers: Controllers,
     tmp_path: Path,
+    agent: NodeAgent,
 ) -> None:
     node = "gpu-38"
     boot_before = core.read_node(node).status.node_info.boot_id
@@ -946,13 +1054,13 @@ def test_dry_run_records_the_plan_and_changes_nothing(
     )
     journal = tmp_path / "plans.jsonl"
     controllers.start("--dry-run", "--journal", str(journal))
-    write_xid(core, node, 62)
+    agent.log_xid(node, 62)
     plan = ended_plan(custom, node)
     assert plan["spec"]["dryRun"] is True
     assert plan["status"]["phase"] == "Succeeded"
     messages = [t.get("message", "") for t in plan["status"]["transitions"][1:]]
     assert all(m.startswith("dry run: would") for m in messages), messages
-    time.sleep(1)
+    # the plan ended after its last step: a real cordon or reboot would show by now
     after = core.read_node(node)
     assert not after.spec.unschedulable
     assert after.status.node_info.boot_id == boot_before
@@ -1006,7 +1114,10 @@ def test_malformed_policies_are_rejected_by_the_api_server_naming_the_field(
 
 
 def test_an_administrators_cordon_is_never_undone(
-    core: client.CoreV1Api, custom: client.CustomObjectsApi, controllers: Controllers
+    core: client.CoreV1Api,
+    custom: client.CustomObjectsApi,
+    controllers: Controllers,
+    agent: NodeAgent,
 ) -> None:
     node = "gpu-39"
     core.patch_node(node, {"spec": {"unschedulable": True}})  # kubectl cordon by a person
@@ -1024,7 +1135,7 @@ def test_an_administrators_cordon_is_never_undone(
         },
     )
     controllers.start()
-    write_xid(core, node, 62)
+    agent.log_xid(node, 62)
     plan = ended_plan(custom, node, timeout=60)
     assert plan["status"]["phase"] == "Succeeded"
     assert plan["status"]["nodeWasCordoned"] is True
@@ -1034,13 +1145,163 @@ def test_an_administrators_cordon_is_never_undone(
 
 
 def test_ended_plans_are_deleted_after_the_ttl(
-    core: client.CoreV1Api, custom: client.CustomObjectsApi, controllers: Controllers
+    core: client.CoreV1Api,
+    custom: client.CustomObjectsApi,
+    controllers: Controllers,
+    agent_core: client.CoreV1Api,
 ) -> None:
+    """About the controller alone (its clean-up of ended plans): the Xid condition is written
+    directly, as the agent writes it, with the agent's identity."""
     node = "gpu-37"
     ttl = ("--plans-ttl", "3s", "--max-report-age", "3s", "--reboot-cap", "3/3s")
     controllers.start(*ttl)
-    write_xid(core, node, 62)
+    write_xid(agent_core, node, 62)
     plan = ended_plan(custom, node)
     assert plan["status"]["phase"] == "Succeeded"
     eventually(lambda: plans(custom, node) == [], 15, "the ended plan deleted after 3 s")
     assert cordoned(core, node)  # the record goes, the node stays as the plan left it
+
+
+# --- the reboot drivers for real nodes: annotation (kured style) and webhook ----------------
+
+
+def reboot_host(local: LocalProvider, cluster: ClusterState, node: str) -> None:
+    """What the host does when told to reboot: NotReady, then Ready with a new boot id."""
+    local.mark_node_not_ready(cluster.name, node)
+    local.mark_node_ready(cluster.name, node)
+
+
+REBOOT_62 = {
+    "priority": 10,
+    "errorCode": ["62"],
+    "actions": [
+        {"name": "cordon"},
+        {"name": "reboot", "attribute": {"waittime": "60s", "unCordon": "true"}},
+    ],
+}
+
+
+def test_reboot_through_the_annotation_driver_waits_for_the_nodes_own_agent(
+    cluster: ClusterState,
+    local: LocalProvider,
+    core: client.CoreV1Api,
+    custom: client.CustomObjectsApi,
+    controllers: Controllers,
+    agent: NodeAgent,
+) -> None:
+    """The controller annotates the node; the node's agent (played here, as kured would)
+    reboots the host on seeing it; the controller waits for Ready, then clears the
+    annotation and uncordons."""
+    node = "gpu-44"
+    boot_before = core.read_node(node).status.node_info.boot_id
+    policy(custom, "reboot-annotation", REBOOT_62)
+    controller = controllers.start("--reboot-driver", "annotation")
+    agent.log_xid(node, 62)
+
+    def requested() -> str | None:
+        annotations = core.read_node(node).metadata.annotations or {}
+        return annotations.get("rescue.blackstart.dev/reboot-requested")
+
+    plan_name = eventually(requested, 30, f"the reboot-requested annotation on {node}")
+    (plan,) = plans(custom, node)
+    assert plan_name == plan["metadata"]["name"]
+    assert plan["status"]["phase"] in ("Rebooting", "WaitingReady")  # waits for the host
+    assert node_is_ready(core.read_node(node))  # nothing rebooted it but its own agent
+    reboot_host(local, cluster, node)
+    ended = ended_plan(custom, node, timeout=60)
+    assert ended["status"]["phase"] == "Succeeded", ended["status"]
+    assert phases(ended) == [
+        "Pending", "Cordoned", "Rebooting", "WaitingReady", "Uncordoned", "Succeeded",
+    ]  # fmt: skip
+    after = core.read_node(node)
+    assert after.status.node_info.boot_id != boot_before
+    assert "rescue.blackstart.dev/reboot-requested" not in (after.metadata.annotations or {})
+    assert not after.spec.unschedulable
+    assert controller.metric("blackstart_rescue_controller_reboots_total", driver="annotation") == 1
+
+
+class RebootWebhook:
+    """A fleet API on loopback that takes reboot orders: records them, answers ``status``,
+    and reboots the node (in the background) when it accepts."""
+
+    def __init__(self, local: LocalProvider, cluster: ClusterState, token: str, status: int):
+        import http.server
+
+        self.orders: list[tuple[dict[str, Any], str]] = []
+        webhook = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                webhook.orders.append((body, self.headers.get("Authorization", "")))
+                answer = b'{"accepted": true}' if status < 300 else b'{"error": "fleet API down"}'
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+                if status < 300:
+                    threading.Thread(
+                        target=reboot_host, args=(local, cluster, body["node"]), daemon=True
+                    ).start()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1/reboots"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize(("status", "outcome"), [(202, "Succeeded"), (503, "Failed")])
+def test_reboot_through_the_webhook_driver_posts_the_order_and_fails_visibly_on_an_error(
+    cluster: ClusterState,
+    local: LocalProvider,
+    core: client.CoreV1Api,
+    custom: client.CustomObjectsApi,
+    controllers: Controllers,
+    agent: NodeAgent,
+    tmp_path: Path,
+    status: int,
+    outcome: str,
+) -> None:
+    node = "gpu-45" if status < 300 else "gpu-46"
+    boot_before = core.read_node(node).status.node_info.boot_id
+    token = f"fleet-token-{status}"
+    (tmp_path / "token").write_text(token + "\n")
+    webhook = RebootWebhook(local, cluster, token, status)
+    try:
+        policy(custom, "reboot-webhook", REBOOT_62)
+        controllers.start(
+            "--reboot-driver", "webhook", "--webhook-url", webhook.url,
+            "--webhook-token-file", str(tmp_path / "token"),
+        )  # fmt: skip
+        agent.log_xid(node, 62)
+        plan = ended_plan(custom, node, timeout=60)
+    finally:
+        webhook.close()
+    ((order, authorization),) = webhook.orders  # one order, never repeated
+    assert authorization == f"Bearer {token}"
+    assert (order["node"], order["plan"], order["action"]) == (
+        node,
+        plan["metadata"]["name"],
+        "reboot",
+    )
+    assert parse_iso(order["requestedAt"])  # an RFC 3339 time
+    assert plan["status"]["phase"] == outcome, plan["status"]
+    after = core.read_node(node)
+    if outcome == "Succeeded":
+        assert "Uncordoned" in phases(plan)
+        assert after.status.node_info.boot_id != boot_before
+        assert not after.spec.unschedulable
+    else:
+        message = plan["status"]["transitions"][-1].get("message", "")
+        assert f"reboot webhook {webhook.url} answered 503 for node {node}" in message
+        assert "fleet API down" in message
+        assert after.status.node_info.boot_id == boot_before
+        assert after.spec.unschedulable  # left cordoned for a person to look at

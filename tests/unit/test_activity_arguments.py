@@ -304,11 +304,18 @@ def test_a_failed_action_of_the_method_interrupts_and_fails_the_run() -> None:
 
 
 def test_a_failed_probe_or_rollback_does_not_interrupt() -> None:
+    """Only a failed injection fails the run: a failed probe of the method is a measurement,
+    a failed rollback is reported by chaoslib itself; neither interrupts nor fails the run."""
     guard.configure_control()
     guard.before_method_control({})
-    guard.after_activity_control({"type": "probe"}, state={"status": "failed"})
+    guard.after_activity_control({"type": "probe"}, state={"status": "failed"})  # no raise
     guard.before_rollback_control({})
-    guard.after_activity_control({"type": "action"}, state={"status": "failed"})
+    guard.after_activity_control({"type": "action"}, state={"status": "failed"})  # no raise
+    journal: dict[str, Any] = {"status": "completed"}
+    guard.after_experiment_control({}, state=journal)
+    assert journal["status"] == "completed"
+    (entry,) = journal["extensions"]
+    assert entry["guard"]["failed_injection"] is None and entry["guard"]["reason"] is None
 
 
 def _activity(func: str, kind: str = "action") -> dict[str, Any]:

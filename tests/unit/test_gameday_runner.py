@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from blackstart import gameday
 from blackstart.gameday import (
     ClusterUnavailable,
     ExitCode,
@@ -23,6 +24,7 @@ from blackstart.gameday import (
     chaos_environment,
     default_out_dir,
 )
+from blackstart.reports.journal import parse_journal
 from blackstart.suite import load_suite
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -204,6 +206,94 @@ experiments:
     leftovers = [pid for pid in os.listdir("/proc") if pid.isdigit() and seconds in _cmdline(pid)]
     assert leftovers == []
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+
+
+def _processes_with(needle: str) -> list[str]:
+    return [pid for pid in os.listdir("/proc") if pid.isdigit() and needle in _cmdline(pid)]
+
+
+def _rollback_outlives_the_grace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seconds: str, stubborn: bool
+) -> tuple[int, list[str], Path, Path]:
+    monkeypatch.setenv("PYTHONPATH", str(FIXTURES / "gameday"))  # the fixture's rollback module
+    monkeypatch.setattr(gameday, "KILL_AFTER_TERM_S", 2.0)  # SIGKILL 2 s after SIGTERM
+    marker = tmp_path / "rolled-back"
+    code, lines, _, out = run_gameday(
+        tmp_path,
+        f"""
+experiments:
+  - name: slow-rollback
+    file: FIXTURES/gameday/slow-rollback.json
+    timeout: 3
+    variables: {{marker: "{marker}", seconds: "{seconds}", stubborn: {str(stubborn).lower()}}}
+""",
+        grace=2.0,
+    )
+    return code, lines, out, marker
+
+
+def test_rollbacks_outliving_the_grace_are_stopped_and_reported_as_not_completed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--rollback-grace: chaos is stopped (SIGTERM) in its rollbacks; the report says which
+    did not complete, never "rollbacks played", and the rollback's own process is ended."""
+    seconds = "118.25"  # unique, to look for a leftover `sleep`
+    code, lines, out, marker = _rollback_outlives_the_grace(tmp_path, monkeypatch, seconds, False)
+    assert code == ExitCode.UNEXPECTED
+    # SIGTERM fails the slow rollback; chaos goes on with the next one and ends
+    assert marker.exists()
+    error = ET.parse(out / "junit.xml").getroot().find(".//testcase[@name='slow-rollback']/error")
+    assert error is not None
+    message = error.get("message") or ""
+    assert "the rollbacks did not finish within --rollback-grace 2.00 s" in message
+    assert "stopped with SIGTERM" in message
+    assert "rollbacks not completed: slow-rollback (failed);" in message
+    assert "rollbacks played" not in message
+    index = (out / "index.html").read_text()
+    assert "may still carry that experiment&#39;s fault" in index or "may still carry" in index
+    assert any("rollbacks not completed" in line for line in lines)
+    assert _processes_with(f"sleep {seconds}") == []
+
+
+def test_a_chaos_that_ignores_sigterm_is_killed_and_the_missing_journal_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seconds = "118.75"
+    code, _, out, marker = _rollback_outlives_the_grace(tmp_path, monkeypatch, seconds, True)
+    assert code == ExitCode.UNEXPECTED
+    assert not marker.exists()
+    assert not (out / "slow-rollback" / "journal.json").exists()
+    error = ET.parse(out / "junit.xml").getroot().find(".//testcase[@name='slow-rollback']/error")
+    assert error is not None
+    message = error.get("message") or ""
+    assert "stopped with SIGKILL and left no readable journal" in message
+    assert "whether its rollbacks ran is unknown" in message
+    assert "blackstart cluster status" in message
+    assert _processes_with(f"sleep {seconds}") == []
+
+
+def test_unfinished_rollbacks_name_the_failed_the_cut_and_the_never_run() -> None:
+    journal = parse_journal(
+        {
+            "status": "interrupted",
+            "experiment": {
+                "title": "t",
+                "method": [],
+                "rollbacks": [{"name": n, "type": "action"} for n in ("a", "b", "c", "d")],
+            },
+            "run": [],
+            "rollbacks": [
+                {"activity": {"name": "a", "type": "action"}, "status": "succeeded"},
+                {"activity": {"name": "b", "type": "action"}, "status": "failed"},
+                {"activity": {"name": "c", "type": "action"}},
+            ],
+        }
+    )
+    assert gameday._unfinished_rollbacks(journal) == [
+        "b (failed)",
+        "c (did not finish)",
+        "d (never ran)",
+    ]
 
 
 def _cmdline(pid: str) -> str:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +47,44 @@ from blackstart.clusters.spec import (
     parse_spec,
 )
 from blackstart.clusters.state import ClusterNotFound
+from blackstart.clusters.toolchain import load_pins
 
-KIND_TYPES_GO = Path("/root/go/pkg/mod/sigs.k8s.io/kind@v0.29.0/pkg/apis/config/v1alpha4/types.go")
+KIND_TYPES = Path("pkg/apis/config/v1alpha4/types.go")
+
+
+def kind_types_go() -> Path:
+    """kind's config types at the pinned version, from the Go module cache.
+
+    Found as the toolchain finds modules when it builds kind: ``go mod download
+    -json <module>@<version>`` names the folder in ``$(go env GOMODCACHE)``,
+    fetching it through the module proxy when the cache lacks it. No ``go`` is a
+    failure naming what to install, never a skip.
+    """
+    kind = load_pins()["kind"]
+    go = shutil.which("go")
+    if go is None:
+        pytest.fail(
+            f"this test reads kind's Go types ({kind.module}@{kind.version}) from the Go module "
+            "cache: install Go 1.24 or newer (.ci/bootstrap needs it too)",
+            pytrace=False,
+        )
+    done = subprocess.run(
+        [go, "mod", "download", "-json", f"{kind.module}@{kind.version}"],
+        env={**os.environ, "GOTOOLCHAIN": "local", "GOWORK": "off", "GOFLAGS": "-mod=mod"},
+        cwd=Path(__file__).parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    info = json.loads(done.stdout or "{}")
+    if done.returncode != 0 or "Dir" not in info:
+        pytest.fail(
+            f"`go mod download -json {kind.module}@{kind.version}` failed (exit {done.returncode}):"
+            f" {info.get('Error') or done.stderr.strip()[-500:]}",
+            pytrace=False,
+        )
+    return Path(info["Dir"]) / KIND_TYPES
 
 
 @pytest.fixture
@@ -407,11 +446,8 @@ def _go_yaml_fields(source: str) -> dict[str, set[str]]:
     return structs
 
 
-@pytest.mark.skipif(
-    not KIND_TYPES_GO.exists(), reason="kind v0.29.0 module source not in the Go cache"
-)
 def test_the_schema_has_exactly_the_fields_of_kinds_go_types(schema: dict[str, Any]) -> None:
-    structs = _go_yaml_fields(KIND_TYPES_GO.read_text())
+    structs = _go_yaml_fields(kind_types_go().read_text())
     assert set(schema["properties"]) == structs["Cluster"]
     for name in ("Node", "Networking", "PatchJSON6902", "Mount", "PortMapping"):
         assert set(schema["$defs"][name]["properties"]) == structs[name], name

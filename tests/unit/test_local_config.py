@@ -7,9 +7,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -495,9 +498,30 @@ def test_node_taints_are_copied_into_the_manifest() -> None:
     assert node.taints[0]["effect"] == "NoSchedule"  # a copy, not the spec's own dicts
 
 
+NODE_INFO_IN_ANOTHER_PROCESS = """
+import json
+from blackstart.clusters.local.kwok_nodes import node_manifest
+from blackstart.clusters.spec import load_spec
+print(json.dumps([node_manifest(n)["status"]["nodeInfo"] for n in load_spec().nodes()[:2]]))
+"""
+
+
 def test_node_identities_are_stable_across_runs_and_distinct_between_nodes() -> None:
+    """Another run (a new Python process, another hash seed) gives every node the same
+    machine id, system UUID and first boot id: a restarted cluster keeps its nodes."""
     a, b = load_spec().nodes()[:2]
-    assert node_manifest(a)["status"]["nodeInfo"] == node_manifest(a)["status"]["nodeInfo"]
+    other_run = subprocess.run(
+        [sys.executable, "-c", NODE_INFO_IN_ANOTHER_PROCESS],
+        env={**os.environ, "PYTHONHASHSEED": "random"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    here = [node_manifest(a)["status"]["nodeInfo"], node_manifest(b)["status"]["nodeInfo"]]
+    assert json.loads(other_run.stdout) == here
+    for key in ("machineID", "systemUUID", "bootID"):
+        assert here[0][key] and here[0][key] != here[1][key], key
     assert (
         node_manifest(a)["status"]["nodeInfo"]["systemUUID"]
         != node_manifest(b)["status"]["nodeInfo"]["systemUUID"]
@@ -585,29 +609,44 @@ def test_stop_ends_a_running_process_and_a_second_stop_reports_it_was_not_runnin
     assert stop_pid_file(pid_file, "coredns", timeout=5) is False
 
 
+def sigterm_recorder(marker: Path, then: str) -> list[str]:
+    """A shell that writes ``term`` to ``marker`` on SIGTERM, then runs ``then``.
+
+    Once its trap is set it writes ``ready`` to ``marker`` + ``.ready``.
+    """
+    script = f'trap "echo term >> {marker}; {then}" TERM; echo ready > {marker}.ready; '
+    return [SH, "-c", script + "while :; do sleep 0.1; done"]
+
+
+def trap_set(marker: Path) -> bool:
+    return Path(f"{marker}.ready").exists()
+
+
 def test_stop_ends_a_hung_process_too(
-    started: Callable[[list[str]], tuple[int, Path]],
+    started: Callable[[list[str]], tuple[int, Path]], tmp_path: Path
 ) -> None:
-    pid, pid_file = started([SLEEP, "30"])
+    """A SIGSTOPped process gets SIGCONT, so it handles SIGTERM (and exits by itself)
+    instead of lying stopped until SIGKILL."""
+    marker = tmp_path / "got-sigterm"
+    pid, pid_file = started(sigterm_recorder(marker, "exit 0"))
+    assert eventually(lambda: trap_set(marker))
     signal_pid_file(pid_file, signal.SIGSTOP, "coredns")
     assert eventually(lambda: is_stopped(pid))
-    began = time.monotonic()
-    assert stop_pid_file(pid_file, "coredns", timeout=5) is True
-    assert time.monotonic() - began < 2  # SIGCONT let SIGTERM act; no SIGKILL wait
+    assert stop_pid_file(pid_file, "coredns", timeout=30) is True
     assert not is_alive(pid)
+    assert marker.read_text() == "term\n"  # it ended on SIGTERM: resumed, not killed
 
 
 def test_a_process_that_ignores_sigterm_is_killed_after_the_timeout(
-    started: Callable[[list[str]], tuple[int, Path]],
+    started: Callable[[list[str]], tuple[int, Path]], tmp_path: Path
 ) -> None:
-    # exec: sleep itself inherits the ignored SIGTERM, so nothing is orphaned on SIGKILL
-    pid, pid_file = started([SH, "-c", 'trap "" TERM; exec sleep 30'])
-    assert eventually(lambda: Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"sleep"))
-    began = time.monotonic()
+    """SIGTERM first (the process saw it and carried on), then SIGKILL ends it."""
+    marker = tmp_path / "got-sigterm"
+    pid, pid_file = started(sigterm_recorder(marker, ":"))
+    assert eventually(lambda: trap_set(marker))
     assert stop_pid_file(pid_file, "stubborn", timeout=1.0) is True
-    took = time.monotonic() - began
     assert not is_alive(pid)
-    assert 1.0 <= took < 3.0  # waited out the SIGTERM timeout, then SIGKILL
+    assert marker.read_text().startswith("term\n")  # SIGTERM came first and was survived
 
 
 def test_signalling_a_component_that_is_not_running_names_it_and_its_pid_file(

@@ -102,10 +102,46 @@ def test_each_probe_shows_its_tolerance_and_observed_values() -> None:
     assert "cpu-count python os.cpu_count in [1, 4096] ✓" in text
 
 
+def hypothesis_text(html: str) -> str:
+    """The text of the hypothesis section only."""
+    section = html[html.index('id="hypothesis"') :]
+    return Page(section[: section.index("<h2", 10)]).all_text
+
+
 def test_a_continuous_hypothesis_gets_a_during_column() -> None:
-    text = page_of("probe-holds").all_text
-    assert "During" in text
-    assert "of" in text and "met" in text
+    """Each probe's During cell counts the runs during the method, as the journal has them."""
+    raw = json.loads((JOURNALS / "probe-holds.json").read_text())
+    runs = Counter(
+        p["activity"]["name"] for h in raw["steady_states"]["during"] for p in h["probes"]
+    )
+    assert runs == {"python-is-3": 3, "tmp-is-a-folder": 3, "mean-of-3-and-5": 3}
+    text = hypothesis_text(render_report(load_journal(JOURNALS / "probe-holds.json")))
+    assert "Probe Tolerance Before the method During After the method" in text
+    assert (
+        "python-is-3 python platform.python_version matches /^3\\./ ✓ 3.11.7 ✓ 3.11.7 3 of 3 met"
+        in text
+    )
+    assert "tmp-is-a-folder python os.path.isdir == true ✓ true ✓ true 3 of 3 met ✓ true" in text
+
+
+def test_a_miss_during_the_method_shows_in_the_during_column() -> None:
+    raw = json.loads((JOURNALS / "probe-holds.json").read_text())
+    second = raw["steady_states"]["during"][1]["probes"][1]  # tmp-is-a-folder, 2nd run
+    second.update(output=False, tolerance_met=False)
+    text = hypothesis_text(render_report(parse_journal(raw)))
+    assert (
+        "tmp-is-a-folder python os.path.isdir == true ✓ true ✗ false 2 of 3 met (first miss" in text
+    )
+    assert (
+        "python-is-3 python platform.python_version matches /^3\\./ ✓ 3.11.7 ✓ 3.11.7 3 of 3 met"
+        in text
+    )
+
+
+def test_a_hypothesis_checked_only_before_and_after_has_no_during_column() -> None:
+    text = hypothesis_text(render_report(load_journal(JOURNALS / "flag-deviates.json")))
+    assert "Probe Tolerance Before the method After the method" in text
+    assert "During" not in text
 
 
 def test_errors_are_listed_with_tracebacks_folded() -> None:

@@ -22,22 +22,54 @@ def raw(name: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    ("name", "outcome"),
+    ("name", "outcome", "headline"),
     [
-        ("probe-holds", "completed"),
-        ("flag-deviates", "deviated"),
-        ("hypothesis-raises", "failed"),
-        ("interrupted", "interrupted"),
-        ("not-steady", "not-steady"),
-        ("blackstart-storm", "deviated"),
-        ("controls-coredns-kill", "deviated"),
+        ("probe-holds", "completed", "Steady state held: every probe stayed within its tolerance."),
+        ("flag-deviates", "deviated", "Steady state deviated after the method: flag-exists."),
+        ("hypothesis-raises", "failed", "The run failed: an activity raised (flag-size)."),
+        (
+            "interrupted",
+            "interrupted",
+            "The run was interrupted; rollbacks were played as configured.",
+        ),
+        (
+            "not-steady",
+            "not-steady",
+            "Steady state was not met before the method (missing-file-exists); the method did "
+            "not run.",
+        ),
+        (
+            "blackstart-storm",
+            "deviated",
+            "Steady state deviated after the method: data-plane-dns-success-ratio.",
+        ),
+        (
+            "controls-coredns-kill",
+            "deviated",
+            "Steady state deviated after the method: dns-success-ratio.",
+        ),
     ],
 )
-def test_each_fixture_journal_has_the_outcome_of_its_run(name: str, outcome: str) -> None:
+def test_each_fixture_journal_has_the_outcome_of_its_run(
+    name: str, outcome: str, headline: str
+) -> None:
+    """The verdict sentence names what the run did: the probe that deviated, the activity
+    that raised, the probe that was not steady before."""
     journal = load_journal(JOURNALS / f"{name}.json")
     assert journal.outcome == outcome
     assert journal.problems == ()
-    assert journal.headline
+    assert journal.headline == headline
+
+
+def test_a_run_interrupted_by_the_guard_says_why_in_its_headline() -> None:
+    data = raw("interrupted")
+    data.setdefault("extensions", []).append(
+        {"name": "blackstart", "guard": {"tripped": True, "reason": "API server p99 12.00 s"}}
+    )
+    assert parse_journal(data).headline == (
+        "The run was interrupted by the guard: API server p99 12.00 s; rollbacks were played "
+        "as configured."
+    )
 
 
 def test_a_deviated_run_names_the_probe_its_tolerance_and_what_was_observed() -> None:

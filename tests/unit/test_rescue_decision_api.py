@@ -134,6 +134,7 @@ class Backend:
     def __init__(self) -> None:
         self.orders: list[RescueOrder] = []
         self.refuse: OrderRefused | None = None
+        self.listed_for: list[str] = []  # the nodeName of each list request it was asked
 
     def node_exists(self, name: str) -> bool:
         return name in NODES
@@ -148,7 +149,8 @@ class Backend:
         return {"name": name, "status": {"phase": "Cordoned"}} if name == "gpu-3-api-1" else None
 
     def plan_summaries(self, node: str) -> list[dict[str, Any]]:
-        return [{"name": f"{node}-api-1"}]
+        self.listed_for.append(node)
+        return [{"name": "gpu-3-api-1", "status": {"phase": "Cordoned"}}] if node == "gpu-3" else []
 
 
 def serve(
@@ -255,9 +257,33 @@ def test_http_get_of_an_unknown_plan_is_404() -> None:
     async def check(client: TestClient[Any, Any], backend: Backend, m: ControllerMetrics) -> None:
         response = await client.get("/v1/rescue-plans/nope", headers=AUTH)
         assert response.status == 404
-        assert (await response.json())["code"] == "Error"
-        listed = await client.get("/v1/rescue-plans?nodeName=gpu-4", headers=AUTH)
-        assert (await listed.json())["plans"] == [{"name": "gpu-4-api-1"}]
+        assert await response.json() == {
+            "code": "Error",
+            "message": "Parameter error:no RescuePlan named 'nope'",
+        }
+
+    serve(check)
+
+
+def test_http_lists_the_plans_of_the_node_asked_for_in_the_vendors_envelope() -> None:
+    async def check(client: TestClient[Any, Any], backend: Backend, m: ControllerMetrics) -> None:
+        listed = await client.get("/v1/rescue-plans?nodeName=gpu-3", headers=AUTH)
+        assert listed.status == 200
+        assert await listed.json() == {
+            "code": "Success",
+            "message": "Success",
+            "plans": [{"name": "gpu-3-api-1", "status": {"phase": "Cordoned"}}],
+        }
+        none = await client.get("/v1/rescue-plans?nodeName=gpu-4", headers=AUTH)
+        assert await none.json() == {"code": "Success", "message": "Success", "plans": []}
+        assert backend.listed_for == ["gpu-3", "gpu-4"]
+        missing = await client.get("/v1/rescue-plans", headers=AUTH)
+        assert missing.status == 400
+        assert await missing.json() == {
+            "code": "Error",
+            "message": "Parameter error:give ?nodeName=<node> to list plans",
+        }
+        assert backend.listed_for == ["gpu-3", "gpu-4"]  # not asked without a node
 
     serve(check)
 

@@ -240,6 +240,28 @@ def test_from_end_skips_what_a_log_already_holds(tmp_path: Path) -> None:
     assert texts(r.read()) == ["later"]
 
 
+def test_from_end_is_the_end_when_the_reader_is_made_not_at_its_first_read(
+    tmp_path: Path,
+) -> None:
+    """The agent says "ready" once its readers exist: a line logged after that, before the
+    reader's first poll, is new and must be read, not skipped as old."""
+    log = tmp_path / "gpu-0.log"
+    log.write_text(XID_62 + "\n")
+    r = reader(log, from_end=True)
+    with log.open("a") as f:
+        f.write("logged after ready\n")
+    assert texts(r.read()) == ["logged after ready"]
+
+
+def test_from_end_on_a_log_that_does_not_exist_yet_reads_all_it_will_hold(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "gpu-0.log"
+    r = reader(log, from_end=True)
+    log.write_text("first line of a new log\n")
+    assert texts(r.read()) == ["first line of a new log"]
+
+
 def test_from_end_does_not_apply_when_a_cursor_was_saved(tmp_path: Path) -> None:
     log = tmp_path / "gpu-0.log"
     log.write_text("a\nb\n")
