@@ -3,9 +3,11 @@
 import signal
 import ssl
 import time
+from dataclasses import replace
 
 from blackstart.clusters.local import kwokctl
 from blackstart.clusters.local.base import OWN_COMPONENTS, RESCUE_COMPONENTS
+from blackstart.clusters.local.control_plane import LocalControlPlane
 from blackstart.clusters.local.dns import LocalDns
 from blackstart.clusters.local.rescue_processes import LocalRescue
 from blackstart.clusters.net import http_ok
@@ -19,14 +21,17 @@ from blackstart.clusters.processes import (
 from blackstart.clusters.provider import ClusterError, ComponentStatus
 
 
-class LocalComponents(LocalDns, LocalRescue):
+class LocalComponents(LocalDns, LocalRescue, LocalControlPlane):
     def stop_component(self, name: str, component: str, grace: float = 5.0) -> bool:
         """Stop one component (kube-apiserver, etcd, coredns, kwok-controller, ...).
 
         SIGTERM, then SIGKILL after ``grace`` seconds. The pid file goes too: a killed
         process whose parent (kwokctl) is gone can linger as a zombie that kwokctl
-        would take for running, and then never start it again.
+        would take for running, and then never start it again. A supervised
+        component (kube-apiserver) is held down: its supervisor leaves it stopped
+        until :meth:`start_component` (or :meth:`release`).
         """
+        self.hold(name, component)
         pid_file = self._component_pid_file(name, component)
         stopped = stop_pid_file(pid_file, component, timeout=grace)
         pid_file.unlink(missing_ok=True)
@@ -52,6 +57,7 @@ class LocalComponents(LocalDns, LocalRescue):
 
     def start_component(self, name: str, component: str) -> None:
         """Start a stopped component again (no-op when it runs)."""
+        self.release(name, component)
         if component in RESCUE_COMPONENTS:
             self._start_rescue_component(name, component)
             return
@@ -110,4 +116,14 @@ class LocalComponents(LocalDns, LocalRescue):
                 continue
             ok, detail = http_ok(url, context)
             result.append(ComponentStatus(component, pid, url, "running", ok, detail))
-        return result
+        return [self._with_restarts(name, s) for s in result]
+
+    def _with_restarts(self, name: str, status: ComponentStatus) -> ComponentStatus:
+        """Add the supervisor's restart count (and the last exit reason) to a component."""
+        record = (self.supervisor_status(name).get("components") or {}).get(status.name)
+        if not isinstance(record, dict) or not record.get("restarts"):
+            return status
+        detail = status.detail
+        if record.get("last_exit"):
+            detail = f"last exit {record['last_exit']}; {detail}".strip("; ")
+        return replace(status, restarts=int(record["restarts"]), detail=detail)
