@@ -98,6 +98,7 @@ def ensure_running(provider: LocalProvider, cluster: str, component: str) -> str
 
 def _start(provider: LocalProvider, cluster: str, component: str) -> None:
     """Start a stopped component; kwokctl's own wait is bounded (its default is 2 minutes)."""
+    provider.release(cluster, component)  # its supervisor may restart it again from now on
     if component in OWN_COMPONENTS:
         provider.start_component(cluster, component)
         return

@@ -19,7 +19,17 @@ import pytest
 from chaoslib.exceptions import ActivityFailed, InterruptExecution
 
 from blackstart import discover
-from blackstart.actions import apf, apiserver, dns, nodes, rescue_policy, seed, workload, xid
+from blackstart.actions import (
+    _storm,
+    apf,
+    apiserver,
+    dns,
+    nodes,
+    rescue_policy,
+    seed,
+    workload,
+    xid,
+)
 from blackstart.actions import telemetry_storm as storm
 from blackstart.clusters.local.coredns import CorednsConfig, render_corefile
 from blackstart.controls import guard, metrics
@@ -89,9 +99,9 @@ def test_stopping_a_storm_that_never_started_is_a_safe_rollback() -> None:
 
 def test_percentile_by_nearest_rank() -> None:
     values = [float(v) for v in range(1, 101)]
-    assert storm.percentile(values, 0.5) == 50.0
-    assert storm.percentile(values, 0.99) == 99.0
-    assert storm.percentile([], 0.99) is None
+    assert _storm.percentile(values, 0.5) == 50.0
+    assert _storm.percentile(values, 0.99) == 99.0
+    assert _storm.percentile([], 0.99) is None
 
 
 def test_storm_refuses_an_api_server_off_loopback() -> None:
