@@ -64,6 +64,14 @@ def active_storms() -> list[str]:
         return [storm_id for storm_id, storm in _storms.items() if storm.running]
 
 
+def latest_storm_start() -> float | None:
+    """``time.monotonic()`` at the start of the latest storm of this process, None if none."""
+    with _storms_lock:
+        if not _storms:
+            return None
+        return next(reversed(_storms.values())).started_at
+
+
 def storm_report(storm_id: str = "") -> dict[str, Any]:
     """Figures of storm ``storm_id`` (default: the latest storm of this process)."""
     return _find(storm_id).report()
