@@ -23,6 +23,7 @@ ACTION_MODULES = (
     "blackstart.actions.apf",
     "blackstart.actions.control_plane",
     "blackstart.actions.dns",
+    "blackstart.actions.dns_survival",
     "blackstart.actions.network",
     "blackstart.actions.nodes",
     "blackstart.actions.rescue_policy",
