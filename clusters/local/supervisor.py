@@ -87,6 +87,24 @@ def exit_reason(oom_kills_before: int, oom_kills_now: int) -> str:
     return "OOMKilled" if oom_kills_now > oom_kills_before else "Error"
 
 
+def process_usage(pid: int | None) -> tuple[int, float] | None:
+    """(resident bytes, CPU seconds) of ``pid`` from /proc, None when it is gone."""
+    if pid is None:
+        return None
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
+    except OSError:
+        return None
+    rss = 0
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1]) * 1024
+    ticks = os.sysconf("SC_CLK_TCK")
+    # fields after the command: state is [0]; utime and stime are fields 14 and 15 of stat
+    return rss, (int(stat[11]) + int(stat[12])) / ticks
+
+
 def hold_file(state_dir: Path, component: str) -> Path:
     """The file that says ``component`` was stopped on purpose and must stay down."""
     return state_dir / HOLD_DIR / component
@@ -190,9 +208,15 @@ class Supervisor:
             data = asdict(record)
             data.pop("backoff")
             components[component] = data
+        processes = {}
+        for component in CONFINED:
+            found = process_usage(self.kc.pid(component))
+            if found is not None:
+                processes[component] = {"memory_bytes": found[0], "cpu_seconds": found[1]}
         return {
             "cluster": self.cluster,
             "pid": os.getpid(),
+            "processes": processes,
             "updated_at": time.time(),
             "cgroup": str(self.cgroup.relative) if usage else None,
             "usage": asdict(usage) if usage else None,
@@ -252,6 +276,24 @@ def metrics_lines(data: dict[str, Any]) -> list[str]:
     for name, record in components.items():
         lines.append(f'blackstart_control_plane_up{{component="{name}"}} '
                      f"{1 if record.get('pid') else 0}")  # fmt: skip
+    processes = data.get("processes") or {}
+    if processes:
+        lines += [
+            "# HELP blackstart_control_plane_process_memory_bytes Resident memory of a "
+            "control-plane process.",
+            "# TYPE blackstart_control_plane_process_memory_bytes gauge",
+        ]
+        for name, usage in processes.items():
+            lines.append(f'blackstart_control_plane_process_memory_bytes{{component="{name}"}} '
+                         f"{usage['memory_bytes']}")  # fmt: skip
+        lines += [
+            "# HELP blackstart_control_plane_process_cpu_seconds_total CPU seconds of a "
+            "control-plane process (from its start).",
+            "# TYPE blackstart_control_plane_process_cpu_seconds_total counter",
+        ]
+        for name, usage in processes.items():
+            metric = "blackstart_control_plane_process_cpu_seconds_total"
+            lines.append(f'{metric}{{component="{name}"}} {usage["cpu_seconds"]}')
     usage = data.get("usage")
     if usage:
         gauges = {
