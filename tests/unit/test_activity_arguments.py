@@ -42,6 +42,7 @@ from blackstart.target import Target, cluster_target
 
 REPO = Path(__file__).resolve().parents[2]
 EXPERIMENTS = sorted((REPO / "experiments").glob("*.json"))
+INCIDENT = sorted((REPO / "experiments" / "incident").glob("*.json"))
 
 
 @pytest.fixture(autouse=True)
@@ -382,7 +383,7 @@ def test_chaos_discover_blackstart_lists_the_activities(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------- experiments
-@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", EXPERIMENTS + INCIDENT, ids=lambda p: p.stem)
 def test_catalogue_experiment_is_valid_and_always_rolls_back(path: Path) -> None:
     from chaoslib.experiment import ensure_experiment_is_valid
 
