@@ -86,13 +86,13 @@ def figures(folder: Path) -> list[tuple[str, Any]]:
         rows.append((f"time to recovery: {remedy} (s)", run.get("time-to-recovery")))
         if remedy == "remove-telemetry-service":
             removed = run.get("remove-telemetry-service")
-            rows.append(("  lockout: DELETE accepted after (s, failed tries)",
-                         (_get(removed, "seconds_until_deleted"), _get(removed, "failed_tries"))))  # fmt: skip
+            took = (_get(removed, "seconds_until_deleted"), _get(removed, "failed_tries"))
+            rows.append(("  lockout: DELETE accepted after (s, failed tries)", took))
     staged = load(folder, "staged-rollout-guard").get("staged-roll-out-1-10-50-100-percent")
-    rows.append(("staged roll-out stopped at (%, agents)",
-                 (_get(staged, "stopped_at_percent"), _get(staged, "stopped_at_clients"))))  # fmt: skip
-    rows.append(("staged roll-out kept (%, agents)",
-                 (_get(staged, "kept_percent"), _get(staged, "kept_clients"))))  # fmt: skip
+    stop = (_get(staged, "stopped_at_percent"), _get(staged, "stopped_at_clients"))
+    rows.append(("staged roll-out stopped at (%, agents)", stop))
+    kept = (_get(staged, "kept_percent"), _get(staged, "kept_clients"))
+    rows.append(("staged roll-out kept (%, agents)", kept))
     rows.append(("staged roll-out reason", _get(staged, "reason")))
     return rows
 
