@@ -157,9 +157,9 @@ class Supervisor:
         alive = is_alive(pid)
         held = hold_file(self.state_dir, component).exists()
         if alive:
-            if record.pid != pid:
+            if record.pid != pid:  # (re)started, by us or by anyone else
                 record.pid = pid
-                record.last_start_at = record.last_start_at or now
+                record.last_start_at = now
             record.next_start_at = 0.0
             return False
         if record.pid is not None:  # it was running and has gone
