@@ -78,7 +78,7 @@ class LocalControlPlane(LocalPrometheus):
             return read_pid(pid_file) or 0
         port = int(self.control_plane_info(name).get("metrics_port") or free_port())
         argv = [
-            sys.executable, "-m", "blackstart.clusters.local.supervisor",
+            sys.executable, "-P", "-m", "blackstart.clusters.local.supervisor",
             "--cluster", name,
             "--state-dir", str(self.state_dir(name)),
             "--kwok-workdir", str(self.kwok_workdir()),

@@ -55,7 +55,7 @@ class LocalDns(LocalBase):
         kubeconfig = state.identity_kubeconfig(COREDNS.user)
         if snapshot:
             path = self.snapshot_file(name)
-            argv = [sys.executable, "-m", "blackstart.clusters.local.dns_snapshot",
+            argv = [sys.executable, "-P", "-m", "blackstart.clusters.local.dns_snapshot",
                     "--kubeconfig", kubeconfig, "--out", str(path)]  # fmt: skip
             first = subprocess.run(
                 [*argv, "--once"], capture_output=True, text=True, timeout=60, check=False
