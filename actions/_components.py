@@ -108,6 +108,7 @@ def _start(provider: LocalProvider, cluster: str, component: str) -> None:
             provider.kwok_workdir(),
             ["start", "cluster", "--name", cluster, "--timeout", f"{KWOKCTL_START_TIMEOUT_S}s"],
             timeout=KWOKCTL_START_TIMEOUT_S + 30,
+            preexec=provider.control_plane_preexec(cluster),
         )
     except kwokctl.KwokctlError as err:
         raise ActivityFailed(f"kwokctl could not start {component} of {cluster}: {err}") from err

@@ -164,6 +164,20 @@ class ControlPlaneCgroup:
             with contextlib.suppress(OSError):
                 Path(f"/proc/{pid}/oom_score_adj").write_text(str(oom_score_adj))
 
+    def join_self(self) -> None:
+        """Move the calling process into the cgroup: a ``preexec_fn``, so that what it starts
+        (kwokctl, and the control plane kwokctl starts) is born there, its memory charged
+        from the first page (cgroup v1 no longer moves charges with a process)."""
+        self.add(os.getpid())
+
+    def release(self, pid: int) -> None:
+        """Move ``pid`` out, to the root of each hierarchy (a process that is not control plane)."""
+        for controller, directory in self._dirs().items():
+            top = self.root if self.version == 2 else self.root / controller
+            if directory.is_dir():
+                with contextlib.suppress(OSError):
+                    (top / "cgroup.procs").write_text(str(pid))
+
     def contains(self, pid: int) -> bool:
         """True when ``pid`` is in the cgroup (its memory controller's, on v1)."""
         try:

@@ -8,12 +8,14 @@ back-off and counts it. What was set is in ``state.extra["control_plane"]``.
 
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from blackstart.clusters.local.cgroups import CgroupError, ControlPlaneCgroup
 from blackstart.clusters.local.prometheus import LocalPrometheus
 from blackstart.clusters.local.supervisor import (
     CONFINED,
+    NOT_CONTROL_PLANE,
     SUPERVISED,
     hold_file,
     read_status,
@@ -33,11 +35,37 @@ class LocalControlPlane(LocalPrometheus):
         info = self.state(name).extra.get("control_plane")
         return dict(info) if isinstance(info, dict) else {}
 
+    def prepare_control_plane_cgroup(
+        self, name: str, size: ControlPlaneSize
+    ) -> Callable[[], None] | None:
+        """Create the control plane's cgroup before kwokctl starts anything.
+
+        Returns the ``preexec`` that puts kwokctl (and so every process it
+        starts) in it, or None when this machine has no usable cgroups.
+        """
+        cgroup = ControlPlaneCgroup(name)
+        if not cgroup.available:
+            return None
+        try:
+            cgroup.create(size.cpus, size.memory)
+        except CgroupError as err:
+            self.progress(f"[{name}] control plane left unlimited: {err}")
+            return None
+        return cgroup.join_self
+
+    def control_plane_preexec(self, name: str) -> Callable[[], None] | None:
+        """The ``preexec`` that starts a process inside the control plane's cgroup, if any."""
+        cgroup = ControlPlaneCgroup(name)
+        return cgroup.join_self if cgroup.exists() else None
+
     def limit_control_plane(self, name: str, size: ControlPlaneSize) -> dict[str, Any]:
         """Put kube-apiserver and etcd of ``name`` in a cgroup limited to ``size``.
 
-        Where this machine has no writable cgroups the control plane runs
-        unlimited, and ``limited`` says so (a storm then cannot take it down).
+        kube-controller-manager and kube-scheduler share the control plane's
+        machine as on a real fleet; the kwok controller (the simulated kubelets)
+        and Prometheus are moved out. Where this machine has no writable cgroups
+        the control plane runs unlimited, and ``limited`` says so (a storm then
+        cannot take it down).
         """
         cgroup = ControlPlaneCgroup(name)
         info: dict[str, Any] = {
@@ -56,6 +84,10 @@ class LocalControlPlane(LocalPrometheus):
                     pid = kc.pid(component)
                     if is_alive(pid) and pid is not None:
                         cgroup.add(pid, adj)
+                for component in NOT_CONTROL_PLANE:
+                    pid = kc.pid(component)
+                    if pid is not None and cgroup.contains(pid):
+                        cgroup.release(pid)
                 info.update(limited=True, cgroup=str(cgroup.relative), version=cgroup.version)
             except CgroupError as err:
                 self.progress(f"[{name}] control plane left unlimited: {err}")

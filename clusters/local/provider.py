@@ -72,8 +72,10 @@ class LocalProvider(LocalComponents, LocalNodes):
             component_ports={c: free_port() for c in kwokctl.PORT_FLAGS},
         )
         argv += ["--kubeconfig", str(state_dir / "admin.kubeconfig")]
+        # kwokctl starts the control plane inside its cgroup, so its memory counts from the start
+        join = self.prepare_control_plane_cgroup(name, spec.control_plane)
         try:
-            kwokctl.run_kwokctl(self.toolchain, self.kwok_workdir(), argv)
+            kwokctl.run_kwokctl(self.toolchain, self.kwok_workdir(), argv, preexec=join)
         except kwokctl.KwokctlError as err:
             self._teardown(name)
             raise ClusterError(f"kwokctl could not create {name}: {err}") from err

@@ -44,6 +44,8 @@ BACKOFF_MAX_S = 300.0
 BACKOFF_RESET_S = 120.0
 SUPERVISED = ("kube-apiserver",)
 CONFINED = {"kube-apiserver": APISERVER_OOM_SCORE_ADJ, "etcd": ETCD_OOM_SCORE_ADJ}
+# what kwokctl starts that is not the control plane's machine: kept out of its cgroup
+NOT_CONTROL_PLANE = ("kwok-controller", "prometheus")
 STATUS_FILE = "supervisor.json"
 HOLD_DIR = "holds"
 
@@ -142,6 +144,10 @@ class Supervisor:
             if limited and is_alive(pid) and pid is not None and not self.cgroup.contains(pid):
                 with contextlib.suppress(Exception):  # it may exit right now
                     self.cgroup.add(pid, adj)
+        for component in NOT_CONTROL_PLANE if limited else ():
+            pid = self.kc.pid(component)
+            if pid is not None and is_alive(pid) and self.cgroup.contains(pid):
+                self.cgroup.release(pid)
         due = [
             component
             for component, record in self.records.items()
@@ -197,8 +203,12 @@ class Supervisor:
         env = {**os.environ, "KWOK_WORKDIR": str(self.kc.workdir)}
         argv = [str(self.kwokctl_bin), "start", "cluster", "--name", self.cluster]
         argv += ["--timeout", "20s"]
+        # started from inside the control plane's cgroup: the new process is born there
+        join = self.cgroup.join_self if self.cgroup.exists() else None
         with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-            subprocess.run(argv, env=env, capture_output=True, timeout=60, check=False)
+            subprocess.run(
+                argv, env=env, capture_output=True, timeout=60, check=False, preexec_fn=join
+            )
         return is_alive(self.kc.pid(component))
 
     def snapshot(self) -> dict[str, Any]:
