@@ -116,6 +116,7 @@ def deploy_telemetry_service(
     resources: list[str] | None = None,
     threads: int = 48,
     clients: int = 0,
+    request_timeout_s: float = 15.0,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict[str, Any]:
@@ -125,7 +126,8 @@ def deploy_telemetry_service(
     its agents: one per node (or ``clients``), each LISTing ``resources``
     (default ``["pods"]``) cluster-wide ``rate_per_client`` times a second
     without resourceVersion, for ``duration_s`` seconds at most (the storm
-    stops by itself). ``threads``: requests in flight at most (1-64). Returns
+    stops by itself). ``threads``: requests in flight at most (1-64);
+    ``request_timeout_s``: how long an agent waits for one answer. Returns
     the storm's figures plus ``{"daemonset", "nodes"}``. Roll back with
     ``remove_telemetry_service``.
     """
@@ -139,6 +141,7 @@ def deploy_telemetry_service(
             duration_s=duration_s,
             resources=resources or ["pods"],
             threads=threads,
+            request_timeout_s=request_timeout_s,
             configuration=configuration,
             secrets=secrets,
         )

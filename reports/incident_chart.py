@@ -23,8 +23,10 @@ from blackstart.reports.charts import (
     SERIES_COLOURS,
     WIDTH_IN,
     Chart,
+    _label_rows,
     _run_end,
     _seconds,
+    _shade_faults,
     _svg,
     time_origin,
 )
@@ -74,11 +76,19 @@ def incident_chart(journal: Journal) -> Chart | None:
         if any(n in by_name and by_name[n].values for n in names)
     ]
     end = _run_end(journal, origin)
+    # fixed margins (inches): room for the row labels on the left, the fault names on top
+    top, bottom, left, right = 0.3 + 0.16 * _label_rows(journal.faults), 0.5, 1.6, 0.2
+    height = top + bottom + ROW_HEIGHT_IN * len(rows)
     with rc_context(_RC):
-        fig = Figure(figsize=(WIDTH_IN, 0.9 + ROW_HEIGHT_IN * len(rows)), layout="constrained")
+        fig = Figure(figsize=(WIDTH_IN, height))
+        fig.subplots_adjust(left=left / WIDTH_IN, right=1 - right / WIDTH_IN,
+                            bottom=bottom / height, top=1 - top / height, hspace=0.25)  # fmt: skip
         axes = fig.subplots(len(rows), 1, sharex=True, squeeze=False)[:, 0]
-        for ax, (label, unit, scale, group) in zip(axes, rows, strict=True):
-            _shade(ax, journal.faults, origin, end)
+        for index, (ax, (label, unit, scale, group)) in enumerate(zip(axes, rows, strict=True)):
+            if index == 0:  # shaded and named once, above the first row
+                _shade_faults(ax, journal.faults, origin, end)
+            else:
+                _shade(ax, journal.faults, origin, end)
             for i, series in enumerate(group):
                 _draw(ax, series, origin, scale, SERIES_COLOURS[i % len(SERIES_COLOURS)])
             ax.set_ylabel(f"{label}\n({unit})", fontsize=7.5, rotation=0, ha="right",
@@ -93,11 +103,6 @@ def incident_chart(journal: Journal) -> Chart | None:
                 ax.legend(fontsize=6.5, loc="upper left", frameon=False)
         axes[-1].set_xlim(0, max(end, 1.0) * 1.02)
         axes[-1].set_xlabel("seconds since the experiment started")
-        for fault in journal.faults:
-            axes[0].annotate(fault.name, xy=(_seconds(fault.start, origin), 1.0),
-                             xycoords=axes[0].get_xaxis_transform(), xytext=(1, 3),
-                             textcoords="offset points", fontsize=7, color="#9c2f2f",
-                             annotation_clip=False)  # fmt: skip
         svg = _svg(fig, "incident", "Control plane and CoreDNS on one time axis", tight=False)
     return Chart(
         key="incident",
