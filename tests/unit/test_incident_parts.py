@@ -16,11 +16,14 @@ import pytest
 from chaoslib.exceptions import ActivityFailed
 from kubernetes import client
 
-from blackstart.actions import rollout
+from blackstart.actions import control_plane, dns_survival, rollout
+from blackstart.actions import telemetry_storm as storm
 from blackstart.actions._storm import StormSettings, TelemetryStorm
 from blackstart.actions.network import block_rule
 from blackstart.clusters.local.coredns import CorednsConfig, render_corefile
 from blackstart.clusters.local.dns_snapshot import render_hosts, service_records
+from blackstart.probes import dns as dns_probes
+from blackstart.probes import lockout
 from blackstart.probes.dns import outage_figures
 
 BODY = b'{"kind":"PodList","items":[' + b'{"x":1},' * 2000 + b'{"x":1}]}'
@@ -201,3 +204,32 @@ def test_outage_figures_find_the_first_failure_and_the_longest_outage() -> None:
     assert figures["longest_outage_s"] == 2.0
     assert figures["success_ratio"] == 0.5
     assert outage_figures([])["success_ratio"] is None
+
+
+@pytest.mark.parametrize(
+    ("call", "words"),
+    [
+        (lambda: rollout.remove_telemetry_service(timeout_s=0), ("timeout_s", "1 to 3600")),
+        (lambda: rollout.remove_telemetry_service(attempt_timeout_s=100), ("attempt_timeout_s",)),
+        (lambda: rollout.roll_out_telemetry_service(hold_s=0), ("hold_s", "1 to 300")),
+        (lambda: control_plane.grow_control_plane(cpus=0), ("cpus", "0.1 to 256")),
+        (lambda: control_plane.grow_control_plane(memory="lots"), ("memory", "2Gi")),
+        (lambda: dns_survival.enable_dns_survival(serve_stale_s=0, snapshot=False),
+         ("nothing to enable",)),
+        (lambda: dns_survival.enable_dns_survival(enabled="yes"), ("enabled", "true or false")),
+        (lambda: storm.scale_telemetry_storm(clients=0), ("clients", "1 to 5000")),
+        (lambda: dns_probes.dns_over_time(duration_s=0), ("duration_s",)),
+        (lambda: lockout.seconds_until_recovered(max_p99_s=0), ("max_p99_s",)),
+    ],
+)  # fmt: skip
+def test_the_incident_activities_refuse_bad_arguments_naming_them(
+    call: Any, words: tuple[str, ...]
+) -> None:
+    with pytest.raises(ActivityFailed) as caught:
+        call()
+    for word in words:
+        assert word in str(caught.value)
+
+
+def test_disabled_dns_mitigation_does_nothing_and_needs_no_cluster() -> None:
+    assert dns_survival.enable_dns_survival(enabled=False) == {"enabled": False}
