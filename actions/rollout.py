@@ -175,15 +175,17 @@ def roll_out_telemetry_service(
     rate_per_client: float = 1.0,
     resources: list[str] | None = None,
     duration_s: float = 300.0,
+    check_every_s: float = 2.0,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict[str, Any]:
     """Roll the telemetry service out in stages and halt when the API server suffers.
 
     ``stages``: percentages of the nodes that run the agent, in order
-    (default ``[1, 10, 50, 100]``). Each stage runs ``hold_s`` seconds, then
-    the guard (``blackstart.probes.lockout.rollout_health``) times small
-    requests as a system identity and reads the API server's 429 rate: when
+    (default ``[1, 10, 50, 100]``). Each stage runs ``hold_s`` seconds while
+    the guard (``blackstart.probes.lockout.rollout_health``), every
+    ``check_every_s``, times small requests as a system identity and reads
+    the API server's 429 rate: when
     the p99 is above ``max_p99_s`` or 429s above ``max_429_per_s`` per
     second, or the API server does not answer, the roll-out halts and goes
     back to the last healthy stage (none when the first one failed). The
@@ -198,6 +200,7 @@ def roll_out_telemetry_service(
     number("hold_s", hold_s, 1, 300)
     number("max_p99_s", max_p99_s, 0.01, 60)
     number("max_429_per_s", max_429_per_s, 0, 10000)
+    number("check_every_s", check_every_s, 0.5, 60)
     target = resolve_target(configuration, secrets)
     nodes = _create_service(target)
     history: list[dict[str, Any]] = []
@@ -220,9 +223,8 @@ def roll_out_telemetry_service(
             storm_id = str(started["storm_id"])
         else:
             storm.scale_telemetry_storm(clients, storm_id, configuration, secrets)
-        time.sleep(float(hold_s))
-        health = rollout_health(max_p99_s, max_429_per_s, configuration=configuration,
-                                secrets=secrets)  # fmt: skip
+        health = _watch_stage(float(hold_s), float(check_every_s), max_p99_s, max_429_per_s,
+                              configuration, secrets)  # fmt: skip
         step = {"percent": percent, "clients": clients, "at": utc_now_iso(), **health}
         history.append(step)
         if not health["healthy"]:
@@ -245,6 +247,27 @@ def roll_out_telemetry_service(
         "stages": history,
         "storm_id": storm_id,
     }
+
+
+def _watch_stage(
+    hold_s: float,
+    every_s: float,
+    max_p99_s: float,
+    max_429_per_s: float,
+    configuration: Configuration,
+    secrets: Secrets,
+) -> dict[str, Any]:
+    """Check the guard every ``every_s`` through a stage's ``hold_s``; stop at the first breach
+    (an overload can take the API server down well within one stage)."""
+    deadline = time.monotonic() + hold_s
+    checks = 0
+    while True:
+        time.sleep(max(0.0, min(every_s, deadline - time.monotonic())))
+        health = rollout_health(max_p99_s, max_429_per_s, 3, configuration=configuration,
+                                secrets=secrets)  # fmt: skip
+        checks += 1
+        if not health["healthy"] or time.monotonic() >= deadline:
+            return {**health, "checks": checks}
 
 
 def _delete_daemonset(api: client.ApiClient, timeout_s: float) -> str:
