@@ -52,9 +52,8 @@ def _seconds(name: str, value: Any, low: float, high: float) -> float:
     return float(value)
 
 
-def _system_answers(target: Target, identity: str, within_s: float) -> tuple[bool, float]:
-    """One small request as ``identity``: (answered 2xx in time, seconds)."""
-    api = target.identity_api(identity, 1)
+def _system_answers(api: client.ApiClient, within_s: float) -> tuple[bool, float]:
+    """One small request through ``api`` (a system identity's): (answered 2xx in time, seconds)."""
     started = time.monotonic()
     try:
         response = api.rest_client.request(  # type: ignore[no-untyped-call]
@@ -87,12 +86,13 @@ def seconds_until_apiserver_unavailable(
     within = _seconds("answer_within_s", answer_within_s, 0.5, 60)
     target = resolve_target(configuration, secrets)
     admin = api_client(target.kubeconfig, target.context, pool_size=1, timeout=2.0)
+    system = target.identity_api(identity, 1)
     origin = latest_storm_start() or time.monotonic()
     misses = 0
     while time.monotonic() - origin < limit:
         tick = time.monotonic()
         ready, _ = apiserver_readyz(admin, 2.0)
-        answered = ready and _system_answers(target, identity, within)[0]
+        answered = ready and _system_answers(system, within)[0]
         misses = 0 if answered else misses + 1
         if misses >= 2:
             return round(time.monotonic() - origin, 3)
@@ -164,10 +164,11 @@ def seconds_until_recovered(
     target = resolve_target(configuration, secrets)
     admin = api_client(target.kubeconfig, target.context, pool_size=1, timeout=5.0)
     core = client.CoreV1Api(admin)
+    system = target.identity_api(identity, 1)
     started = time.monotonic()
     while time.monotonic() - started < wait:
         tick = time.monotonic()
-        if _recovered(target, admin, core, identity, limit, dns):
+        if _recovered(target, admin, core, system, limit, dns):
             return round(time.monotonic() - started, 3)
         time.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
     return wait + 1.0
@@ -177,7 +178,7 @@ def _recovered(
     target: Target,
     admin: client.ApiClient,
     core: client.CoreV1Api,
-    identity: str,
+    system: client.ApiClient,
     limit: float,
     dns: bool,
 ) -> bool:
@@ -188,7 +189,7 @@ def _recovered(
     except Exception:
         return False
     for _ in range(3):
-        ok, seconds = _system_answers(target, identity, max(limit * 2, 2.0))
+        ok, seconds = _system_answers(system, max(limit * 2, 2.0))
         if not ok or seconds > limit:
             return False
     return not dns or _dns_answers(target)
