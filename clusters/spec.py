@@ -59,9 +59,9 @@ _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 ADVICE_CPUS_PER_100_NODES = 4.0
 ADVICE_MEMORY_PER_100_NODES = 8 * 1024**3
 # A KWOK node costs the API server far less than a real one (no kubelet, no
-# images, no pods of its own): the local control plane gets this share of the
+# images, no pods of its own): the local control plane gets a third of the
 # advice, so that the objects a storm lists weigh on it as a real fleet's do.
-LOCAL_MEMORY_SCALE = 0.25
+LOCAL_MEMORY_SCALE = 1 / 3
 # Bounds: what the control plane can run in at all, and what this machine can spare.
 MIN_CONTROL_PLANE_CPUS = 0.5
 MIN_CONTROL_PLANE_MEMORY = 768 * 1024**2

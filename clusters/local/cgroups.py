@@ -150,9 +150,19 @@ class ControlPlaneCgroup:
                 _write(dirs["unified"] / "memory.swap.max", "0")
             _write(dirs["unified"] / "cpu.max", f"{quota} {CPU_PERIOD_US}")
             return
-        _write(dirs["memory"] / "memory.limit_in_bytes", str(memory))
-        with contextlib.suppress(CgroupError):
-            _write(dirs["memory"] / "memory.memsw.limit_in_bytes", str(memory))
+        # v1 keeps limit <= memsw.limit (memory + swap) at every step: raise memsw first when
+        # growing, lower it last when shrinking
+        limit, memsw = (
+            dirs["memory"] / "memory.limit_in_bytes",
+            dirs["memory"] / "memory.memsw.limit_in_bytes",
+        )
+        order = [memsw, limit] if memory > _read_int(limit) else [limit, memsw]
+        for path in order:
+            if path == memsw:
+                with contextlib.suppress(CgroupError):  # no swap accounting on this kernel
+                    _write(path, str(memory))
+            else:
+                _write(path, str(memory))
         _write(dirs["cpu"] / "cpu.cfs_period_us", str(CPU_PERIOD_US))
         _write(dirs["cpu"] / "cpu.cfs_quota_us", str(quota))
 
