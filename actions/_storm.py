@@ -195,6 +195,7 @@ class TelemetryStorm:
         s = self.settings
         period = 1.0 / s.rate_per_client
         deadline = self.started_at + s.duration_s
+        counted = 0.0  # this thread's CPU seconds already added to the figures
         try:
             while not self.stop_event.is_set():
                 item = self._next()
@@ -218,13 +219,16 @@ class TelemetryStorm:
                 resource = s.resources[(client_no + number) % len(s.resources)]
                 self._one_request(resource, late=lateness > period)
                 next_due = max(due + period, time.monotonic())
+                cpu = time.thread_time()
                 with self.lock:
                     heapq.heappush(self._queue, (next_due, client_no, number + 1))
                     self._wake.notify()
+                    self.figures.thread_cpu_s += cpu - counted  # the figure grows as it runs
+                counted = cpu
         finally:
             cpu = time.thread_time()
             with self.lock:
-                self.figures.thread_cpu_s += cpu
+                self.figures.thread_cpu_s += cpu - counted
                 self._running -= 1
                 if self._running == 0:
                     self.ended_wall = utc_now_iso()

@@ -32,6 +32,16 @@ def activity_outputs(journal: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
+def series_delta(journal: dict[str, Any], name: str) -> float | None:
+    """How much a sampled counter (e.g. ``apiserver_restarts``) rose during the run."""
+    for ext in journal.get("extensions", []):
+        for series in (ext.get("metrics") or {}).get("series", []) if ext.get("name") else []:
+            if series.get("name") == name:
+                values = [v for _, v in series.get("points", []) if v is not None]
+                return max(values) - values[0] if values else None
+    return None
+
+
 def load(folder: Path, name: str) -> dict[str, Any]:
     path = folder / name / "journal.json"
     if not path.exists():
@@ -39,6 +49,7 @@ def load(folder: Path, name: str) -> dict[str, Any]:
     journal = json.loads(path.read_text())
     outputs = activity_outputs(journal)
     outputs["__status__"] = "deviated" if journal.get("deviated") else journal.get("status")
+    outputs["__restarts__"] = series_delta(journal, "apiserver_restarts")
     return outputs
 
 
@@ -57,7 +68,7 @@ def figures(folder: Path) -> list[tuple[str, Any]]:
         ("telemetry-storm outcome", storm.get("__status__")),
         ("storm start -> API unavailable (s)",
          storm.get("seconds-from-storm-start-to-api-unavailable")),
-        ("kube-apiserver restarts during the storm", storm.get("kube-apiserver-restarts")),
+        ("kube-apiserver restarts during the run", storm.get("__restarts__")),
         ("kube-apiserver OOM kills",
          _get(storm.get("control-plane-usage"), "components", "kube-apiserver", "oom_kills")),
         ("control plane memory peak (MiB)",
@@ -72,7 +83,7 @@ def figures(folder: Path) -> list[tuple[str, Any]]:
          (_get(storm.get("rollback:remove-telemetry-service"), "seconds_until_deleted"),
           _get(storm.get("rollback:remove-telemetry-service"), "failed_tries"))),
         ("admin rollback, dry run, with APF (s)", apf.get("admin-rollback-latency-with-apf")),
-        ("telemetry-storm-apf outcome", apf.get("__status__")),
+        ("telemetry-storm-apf outcome, restarts", (apf.get("__status__"), apf.get("__restarts__"))),
     ]  # fmt: skip
     for name, label in (
         ("dns-chain-during-storm", "without"),
@@ -81,9 +92,12 @@ def figures(folder: Path) -> list[tuple[str, Any]]:
         chain = load(folder, name)
         rows.append((f"DNS success during the outage, {label} mitigation",
                      _get(chain.get("data-plane-dns-over-60s"), "success_ratio")))  # fmt: skip
+        rows.append(("  outcome", chain.get("__status__")))
     for remedy in ("remove-telemetry-service", "block-network", "scale-down", "grow-apiserver"):
         run = load(folder, f"remedy-{remedy}")
         rows.append((f"time to recovery: {remedy} (s)", run.get("time-to-recovery")))
+        rows.append(("  outcome, kube-apiserver restarts", (run.get("__status__"),
+                                                            run.get("__restarts__"))))  # fmt: skip
         if remedy == "remove-telemetry-service":
             removed = run.get("remove-telemetry-service")
             took = (_get(removed, "seconds_until_deleted"), _get(removed, "failed_tries"))

@@ -35,7 +35,9 @@ def service_records(services: list[Any], slices: list[Any]) -> list[tuple[str, s
         if meta is None or spec is None:
             continue
         fqdn = f"{meta.name}.{meta.namespace}.svc.{DOMAIN}"
-        ips = [ip for ip in (spec.cluster_i_ps or [spec.cluster_ip]) if ip and ip != "None"]
+        # clusterIPs: ``cluster_ips`` in the current client, ``cluster_i_ps`` in older ones
+        listed = getattr(spec, "cluster_ips", None) or getattr(spec, "cluster_i_ps", None)
+        ips = [ip for ip in (listed or [spec.cluster_ip]) if ip and ip != "None"]
         if ips:
             records.update((ip, fqdn) for ip in ips)
         elif spec.type != "ExternalName":

@@ -164,7 +164,7 @@ def test_the_firewall_rule_resets_only_the_agents_packets_to_the_api_server() ->
 def _svc(ns: str, name: str, ip: str | None, kind: str = "ClusterIP") -> Any:
     return SimpleNamespace(
         metadata=SimpleNamespace(namespace=ns, name=name),
-        spec=SimpleNamespace(cluster_i_ps=[ip] if ip else None, cluster_ip=ip or "None", type=kind),
+        spec=SimpleNamespace(cluster_ips=[ip] if ip else None, cluster_ip=ip or "None", type=kind),
     )
 
 
@@ -233,3 +233,17 @@ def test_the_incident_activities_refuse_bad_arguments_naming_them(
 
 def test_disabled_dns_mitigation_does_nothing_and_needs_no_cluster() -> None:
     assert dns_survival.enable_dns_survival(enabled=False) == {"enabled": False}
+
+
+def test_the_storms_client_cpu_is_counted_while_it_runs(apiserver: tuple[str, _Seen]) -> None:
+    host, _ = apiserver
+    storm = _storm(host, clients=4, duration=30.0, threads=4)
+    storm.start()
+    try:
+        deadline = time.monotonic() + 10
+        while storm.report()["requests"] < 40 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert storm.running
+        assert storm.report()["client_cpu_s"] > 0
+    finally:
+        storm.stop(10.0)
