@@ -19,6 +19,7 @@ from chaoslib.types import Configuration, Secrets
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from blackstart.health import apiserver_readyz, wait_until
 from blackstart.target import resolve_target
 
 __all__ = ["remove_seeded_objects", "seed_objects"]
@@ -173,10 +174,18 @@ def remove_seeded_objects(
     ``namespace``: one namespace to remove; empty removes every namespace
     labelled ``blackstart.dev/seeded=true``. Pods are deleted at once (grace
     period 0). Safe when nothing is seeded: returns ``{"removed": []}``.
-    Raises when a namespace still exists after ``timeout_s`` seconds.
+    Raises when a namespace still exists after ``timeout_s`` seconds. An API
+    server that is still coming back (after a storm, say) gets up to
+    ``timeout_s`` to answer.
     """
     target = resolve_target(configuration, secrets)
     core = client.CoreV1Api(target.api())
+    answered, _ = wait_until(lambda: apiserver_readyz(target.api(1), 2.0)[0], timeout_s, 1.0)
+    if not answered:
+        raise ActivityFailed(
+            f"the API server of {target.describe()} did not answer within {timeout_s:g} s: "
+            "the seeded objects could not be removed"
+        )
     if namespace:
         names = [namespace]
     else:
