@@ -21,8 +21,8 @@ from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CPU_PERIOD_US = 100_000
-# kube-apiserver is the victim of an OOM in its cgroup, never etcd: etcd loses data
-# consistency guarantees on the node far less gracefully, and kubelet ranks it so too.
+# kube-apiserver is the victim of an OOM in its cgroup, not etcd (whose loss is far harder
+# on the cluster): a high adjustment for the one, a low one for the other where allowed.
 ETCD_OOM_SCORE_ADJ = -900
 APISERVER_OOM_SCORE_ADJ = 900
 
@@ -85,6 +85,16 @@ def _keyed(path: Path) -> dict[str, int]:
         with contextlib.suppress(ValueError):
             values[key] = int(value.strip())
     return values
+
+
+def set_oom_score_adj(pid: int, adj: int) -> bool:
+    """Set ``pid``'s OOM score adjustment; False when not allowed (a negative one needs
+    CAP_SYS_RESOURCE, which a sandboxed root may lack) or the process is gone."""
+    try:
+        Path(f"/proc/{pid}/oom_score_adj").write_text(str(adj))
+    except OSError:
+        return False
+    return True
 
 
 class ControlPlaneCgroup:
@@ -171,8 +181,7 @@ class ControlPlaneCgroup:
         for directory in self._dirs().values():
             _write(directory / "cgroup.procs", str(pid))
         if oom_score_adj is not None:
-            with contextlib.suppress(OSError):
-                Path(f"/proc/{pid}/oom_score_adj").write_text(str(oom_score_adj))
+            set_oom_score_adj(pid, oom_score_adj)
 
     def join_self(self) -> None:
         """Move the calling process into the cgroup: a ``preexec_fn``, so that what it starts

@@ -35,6 +35,7 @@ from blackstart.clusters.local.cgroups import (
     APISERVER_OOM_SCORE_ADJ,
     ETCD_OOM_SCORE_ADJ,
     ControlPlaneCgroup,
+    set_oom_score_adj,
 )
 from blackstart.clusters.processes import is_alive
 
@@ -132,6 +133,7 @@ class Supervisor:
         self.cgroup = ControlPlaneCgroup(cluster)
         self.records = {c: ComponentRecord() for c in SUPERVISED}
         self.oom_seen = 0
+        self.adjusted: dict[str, int] = {}  # component -> pid whose OOM score was adjusted
         self.stop = threading.Event()
         self.lock = threading.Lock()
 
@@ -141,9 +143,14 @@ class Supervisor:
         usage = self.cgroup.usage() if limited else None
         for component, adj in CONFINED.items():
             pid = self.kc.pid(component)
-            if limited and is_alive(pid) and pid is not None and not self.cgroup.contains(pid):
+            if not limited or pid is None or not is_alive(pid):
+                continue
+            if not self.cgroup.contains(pid):  # started outside (by kwokctl for a fault's rollback)
                 with contextlib.suppress(Exception):  # it may exit right now
-                    self.cgroup.add(pid, adj)
+                    self.cgroup.add(pid)
+            if self.adjusted.get(component) != pid:  # born inside: adjust once per process
+                set_oom_score_adj(pid, adj)
+                self.adjusted[component] = pid
         for component in NOT_CONTROL_PLANE if limited else ():
             pid = self.kc.pid(component)
             if pid is not None and is_alive(pid) and self.cgroup.contains(pid):
