@@ -8,19 +8,22 @@ namespace labelled ``blackstart.dev/seeded=true``. :func:`remove_seeded_objects`
 (the rollback) deletes them and waits until they are gone.
 """
 
+from __future__ import annotations
+
 import time
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import urllib3
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from blackstart.arguments import whole_number as _whole
-from blackstart.health import wait_until
 from blackstart.kube import namespace_gone
+from blackstart.health import apiserver_readyz, wait_until
 from blackstart.target import resolve_target
 
 __all__ = ["remove_seeded_objects", "seed_objects"]
@@ -158,6 +161,37 @@ def seed_objects(
     }
 
 
+def _remove_namespaces(
+    core: client.CoreV1Api, namespace: str, started: float, timeout_s: float
+) -> list[str]:
+    """Delete the seeded namespaces' pods, ConfigMaps and the namespaces; wait until gone."""
+    if namespace:
+        names = [namespace]
+    else:
+        namespaces: list[Any] = core.list_namespace(label_selector=f"{SEEDED_LABEL}=true").items
+        names = [str(n.metadata.name) for n in namespaces]
+    removed = []
+    for name in names:
+        try:
+            core.delete_collection_namespaced_pod(name, grace_period_seconds=0)
+            core.delete_collection_namespaced_config_map(name)
+            core.delete_namespace(name)
+            removed.append(name)
+        except ApiException as err:
+            if err.status == 409:  # already terminating (an earlier try deleted it): wait for it
+                removed.append(name)
+            elif err.status != 404:
+                raise
+    for name in removed:
+        left = max(0.0, timeout_s - (time.monotonic() - started))
+        if not wait_until(partial(namespace_gone, core, name), left, 0.5, (ApiException,))[0]:
+            raise ActivityFailed(
+                f"namespace {name} still exists {timeout_s:g} s after it was deleted; "
+                f"check `kubectl get ns {name} -o yaml` for stuck finalizers"
+            )
+    return removed
+
+
 def remove_seeded_objects(
     namespace: str = "",
     timeout_s: float = 180.0,
@@ -169,33 +203,25 @@ def remove_seeded_objects(
     ``namespace``: one namespace to remove; empty removes every namespace
     labelled ``blackstart.dev/seeded=true``. Pods are deleted at once (grace
     period 0). Safe when nothing is seeded: returns ``{"removed": []}``.
-    Raises when a namespace still exists after ``timeout_s`` seconds.
+    Raises when a namespace still exists after ``timeout_s`` seconds. An API
+    server that is still coming back (after a storm, say) gets up to
+    ``timeout_s`` to answer.
     """
     target = resolve_target(configuration, secrets)
     core = client.CoreV1Api(target.api())
-    if namespace:
-        names = [namespace]
-    else:
-        namespaces: list[Any] = core.list_namespace(label_selector=f"{SEEDED_LABEL}=true").items
-        names = [str(n.metadata.name) for n in namespaces]
     started = time.monotonic()
-    removed = []
-    for name in names:
+    while True:  # an API server that goes away meanwhile (OOM-killed, restarting) is waited for
         try:
-            core.delete_collection_namespaced_pod(name, grace_period_seconds=0)
-            core.delete_collection_namespaced_config_map(name)
-            core.delete_namespace(name)
-            removed.append(name)
-        except ApiException as err:
-            if err.status != 404:
+            removed = _remove_namespaces(core, namespace, started, timeout_s)
+            break
+        except (ApiException, urllib3.exceptions.HTTPError) as err:
+            status = getattr(err, "status", None)
+            if isinstance(err, ApiException) and status not in (429, 500, 503, 504):
+                raise ActivityFailed(f"removing seeded objects failed: {status} {err}") from err
+            if time.monotonic() - started > timeout_s:
                 raise ActivityFailed(
-                    f"deleting namespace {name} failed: {err.status} {err.reason}"
+                    f"the API server of {target.describe()} did not take the deletions within "
+                    f"{timeout_s:g} s ({type(err).__name__}); the seeded objects are still there"
                 ) from err
-    for name in removed:
-        left = max(0.0, timeout_s - (time.monotonic() - started))
-        if not wait_until(partial(namespace_gone, core, name), left, 0.5, (ApiException,))[0]:
-            raise ActivityFailed(
-                f"namespace {name} still exists {timeout_s:g} s after it was deleted; "
-                f"check `kubectl get ns {name} -o yaml` for stuck finalizers"
-            )
+            wait_until(lambda: apiserver_readyz(target.api(1), 2.0)[0], 30.0, 1.0)
     return {"removed": removed, "seconds": round(time.monotonic() - started, 2)}

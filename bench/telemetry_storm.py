@@ -27,7 +27,7 @@ import threading
 import time
 from typing import Any
 
-from blackstart.actions import apf, seed
+from blackstart.actions import _storm, apf, seed
 from blackstart.actions import telemetry_storm as storm
 from blackstart.clusters.local.provider import LocalProvider
 from blackstart.clusters.spec import load_spec
@@ -88,7 +88,7 @@ def one_run(
         "cpu_core_share": round(figures["client_cpu_s"] / elapsed, 2),
         "server_p99_s": None if p99 is None else round(p99, 3),
         "server_429_per_s": None if rate_429 is None else round(rate_429, 2),
-        "system_p99_s": round(storm.percentile(seen, 0.99) or 0.0, 3),
+        "system_p99_s": round(_storm.percentile(seen, 0.99) or 0.0, 3),
     }
 
 

@@ -368,11 +368,20 @@ def _print_status(local: LocalProvider, name: str) -> bool:
     click.echo(f"coredns     {state.dns_address} (zone cluster.local)")
     click.echo(f"prometheus  {state.prometheus_url}")
     click.echo(f"kernel logs {state.kernel_log_dir}")
+    size = local.control_plane_info(name)
+    if size:
+        how = f"cgroup {size['cgroup']}" if size.get("limited") else "not limited (no cgroups)"
+        click.echo(f"control plane {size.get('cpus')} CPU, {size.get('memory')} memory, {how}")
     click.echo("")
-    click.echo(f"{'COMPONENT':<25} {'PID':>8}  {'STATE':<8} {'HEALTH':<7} ENDPOINT")
+    click.echo(
+        f"{'COMPONENT':<25} {'PID':>8}  {'STATE':<8} {'HEALTH':<7} {'RESTARTS':>8}  ENDPOINT"
+    )
     for s in statuses:
         health = "ok" if s.healthy else "FAIL"
-        click.echo(f"{s.name:<25} {s.pid or '-':>8}  {s.state:<8} {health:<7} {s.endpoint}")
+        click.echo(
+            f"{s.name:<25} {s.pid or '-':>8}  {s.state:<8} {health:<7} {s.restarts:>8}  "
+            f"{s.endpoint}"
+        )
     return all(s.healthy for s in statuses)
 
 

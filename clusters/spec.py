@@ -17,11 +17,19 @@ A spec file looks like::
 Node names are ``<pool>-<index>``. Every node carries ``blackstart.dev/pool``
 and ``blackstart.dev/role``; standby nodes also ``blackstart.dev/standby=true``
 and start unschedulable. Errors name the file and the field that was wrong.
+
+``controlPlane`` sizes the machine the control plane runs on (kube-apiserver
+and etcd share it, as on a control-plane VM); the local provider enforces it
+with cgroups, so a storm can exhaust it. Without it the size follows the
+sizing advice (about 4 cores and 8 GiB per 100 nodes) scaled to this machine,
+see :func:`default_control_plane`.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import math
+import os
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -54,6 +62,23 @@ _LABEL_KEY = re.compile(
     r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 )
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+
+
+# Sizing advice for a real control plane: cores and memory per 100 nodes.
+ADVICE_CPUS_PER_100_NODES = 4.0
+ADVICE_MEMORY_PER_100_NODES = 8 * 1024**3
+# A KWOK node costs the API server far less than a real one (no kubelet, no
+# images, no pods of its own): the local control plane gets a third of the
+# advice, so that the objects a storm lists weigh on it as a real fleet's do.
+LOCAL_MEMORY_SCALE = 1 / 3
+# Bounds: what the control plane can run in at all, and what this machine can spare.
+MIN_CONTROL_PLANE_CPUS = 0.5
+MIN_CONTROL_PLANE_MEMORY = 768 * 1024**2
+MAX_SHARE_OF_HOST_CPUS = 0.5
+MAX_SHARE_OF_HOST_MEMORY = 0.25
+
+_BINARY_UNITS = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4}
+_DECIMAL_UNITS = {"k": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4}
 
 
 class SpecError(ValueError):
@@ -106,12 +131,98 @@ class NodePool:
         ]
 
 
+def memory_bytes(quantity: str) -> int:
+    """A Kubernetes memory quantity (``1536Mi``, ``2Gi``, ``500M``, ``1073741824``) in bytes."""
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|k|M|G|T)?", quantity.strip())
+    if not match:
+        raise ValueError(f"{quantity!r} is not a memory quantity such as 1536Mi or 2Gi")
+    unit = match.group(2) or ""
+    factor = _BINARY_UNITS.get(unit) or _DECIMAL_UNITS.get(unit) or 1
+    return int(float(match.group(1)) * factor)
+
+
+def format_memory(size: int) -> str:
+    """Bytes as the largest whole binary unit: 1610612736 -> ``1536Mi``."""
+    for unit in ("Ti", "Gi", "Mi", "Ki"):
+        if size % _BINARY_UNITS[unit] == 0:
+            return f"{size // _BINARY_UNITS[unit]}{unit}"
+    return str(size)
+
+
+@dataclass(frozen=True)
+class ControlPlaneSize:
+    """The machine the control plane runs on: CPU cores and memory (bytes)."""
+
+    cpus: float
+    memory: int
+    from_advice: bool = False
+
+    @property
+    def memory_text(self) -> str:
+        return format_memory(self.memory)
+
+    def describe(self) -> str:
+        origin = (
+            " (sizing advice for this fleet, scaled to this machine)" if self.from_advice else ""
+        )
+        return f"{self.cpus:g} CPU, {self.memory_text} memory{origin}"
+
+
+def host_resources() -> tuple[int, int]:
+    """(cores, bytes of memory) of this machine."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return int(cores or 1), int(memory)
+
+
+def default_control_plane(
+    nodes: int, host_cpus: int | None = None, host_memory: int | None = None
+) -> ControlPlaneSize:
+    """The control plane for ``nodes`` nodes by the sizing advice, scaled to this machine.
+
+    Advice: about 4 cores and 8 GiB per 100 nodes. Memory is scaled by
+    :data:`LOCAL_MEMORY_SCALE` (simulated nodes are light); both are kept
+    within what a control plane needs at least and what this machine can
+    spare (half its cores, a quarter of its memory). Cores are rounded to
+    half cores and memory to 256 MiB.
+    """
+    if host_cpus is None or host_memory is None:
+        detected = host_resources()
+        host_cpus = host_cpus or detected[0]
+        host_memory = host_memory or detected[1]
+    cpus = ADVICE_CPUS_PER_100_NODES * nodes / 100
+    cpus = min(
+        max(cpus, MIN_CONTROL_PLANE_CPUS),
+        max(MIN_CONTROL_PLANE_CPUS, host_cpus * MAX_SHARE_OF_HOST_CPUS),
+    )
+    cpus = max(MIN_CONTROL_PLANE_CPUS, math.floor(cpus * 2) / 2)
+    memory = ADVICE_MEMORY_PER_100_NODES * nodes / 100 * LOCAL_MEMORY_SCALE
+    memory = min(max(memory, MIN_CONTROL_PLANE_MEMORY), host_memory * MAX_SHARE_OF_HOST_MEMORY)
+    step = 256 * 1024**2
+    memory_rounded = max(MIN_CONTROL_PLANE_MEMORY, int(memory // step) * step)
+    return ControlPlaneSize(cpus=cpus, memory=memory_rounded, from_advice=True)
+
+
 @dataclass(frozen=True)
 class ClusterSpec:
     name: str
     pools: tuple[NodePool, ...]
     service_cidr: str = "10.96.0.0/16"
     source: str = "<memory>"
+    # spec.controlPlane as written; None where the sizing advice decides
+    control_plane_cpus: float | None = None
+    control_plane_memory: int | None = None
+
+    @property
+    def control_plane(self) -> ControlPlaneSize:
+        """The control plane's size: the spec's ``controlPlane``, the sizing advice for the rest."""
+        advice = default_control_plane(sum(p.count for p in self.pools))
+        if self.control_plane_cpus is None and self.control_plane_memory is None:
+            return advice
+        return ControlPlaneSize(
+            cpus=self.control_plane_cpus if self.control_plane_cpus is not None else advice.cpus,
+            memory=self.control_plane_memory or advice.memory,
+        )
 
     def nodes(self) -> list[NodeSpec]:
         return [node for pool in self.pools for node in pool.nodes()]
@@ -292,4 +403,48 @@ def parse_spec(document: Any, source: str = "<memory>") -> ClusterSpec:
                 taints=_taints(raw.get("taints"), source, f"{where}.taints"),
             )
         )
-    return ClusterSpec(name=name, pools=tuple(pools), service_cidr=cidr, source=source)
+    cp_cpus, cp_memory = _control_plane(body.get("controlPlane"), source)
+    return ClusterSpec(
+        name=name,
+        pools=tuple(pools),
+        service_cidr=cidr,
+        source=source,
+        control_plane_cpus=cp_cpus,
+        control_plane_memory=cp_memory,
+    )
+
+
+def _control_plane(value: Any, source: str) -> tuple[float | None, int | None]:
+    """``spec.controlPlane``: ``{cpus: 2, memory: 2Gi}``; either may be left to the advice."""
+    if value is None:
+        return None, None
+    where = "spec.controlPlane"
+    _require(
+        isinstance(value, dict), source, where, "must be a mapping such as {cpus: 2, memory: 2Gi}"
+    )
+    unknown = sorted(set(value) - {"cpus", "memory"})
+    _require(
+        not unknown, source, where, f"unknown field(s) {', '.join(unknown)}; use cpus and memory"
+    )
+    cpus = value.get("cpus")
+    if cpus is not None:
+        _require(
+            isinstance(cpus, int | float) and not isinstance(cpus, bool) and 0.1 <= cpus <= 256,
+            source,
+            f"{where}.cpus",
+            f"{cpus!r} is not a number of cores from 0.1 to 256",
+        )
+    memory = value.get("memory")
+    size: int | None = None
+    if memory is not None:
+        try:
+            size = memory_bytes(str(memory))
+        except ValueError as err:
+            raise SpecError(f"{source}: {where}.memory: {err}") from None
+        _require(
+            256 * 1024**2 <= size <= 4 * 1024**4,
+            source,
+            f"{where}.memory",
+            f"{memory!r} is outside 256Mi to 4Ti (kube-apiserver and etcd need 256Mi at least)",
+        )
+    return (float(cpus) if cpus is not None else None), size

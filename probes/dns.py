@@ -23,6 +23,7 @@ from blackstart.stats import percentile
 from blackstart.target import resolve_target
 
 __all__ = [
+    "dns_over_time",
     "dns_p99_seconds",
     "dns_resolution",
     "dns_success_ratio",
@@ -179,3 +180,67 @@ def seconds_until_dns_answers(
             return round(time.monotonic() - started, 3)
         time.sleep(0.1)
     return float(timeout_s) + 1.0
+
+
+def outage_figures(points: list[tuple[float, bool]]) -> dict[str, Any]:
+    """From (seconds, answered) samples: the success ratio, first failure, longest outage."""
+    if not points:
+        return {"success_ratio": None, "first_failure_s": None, "longest_outage_s": 0.0}
+    first_failure = next((t for t, ok in points if not ok), None)
+    longest = 0.0
+    down_since: float | None = None
+    for t, ok in points:
+        if not ok and down_since is None:
+            down_since = t
+        if ok and down_since is not None:
+            longest = max(longest, t - down_since)
+            down_since = None
+    if down_since is not None:
+        longest = max(longest, points[-1][0] - down_since)
+    return {
+        "success_ratio": round(sum(1 for _, ok in points if ok) / len(points), 4),
+        "first_failure_s": first_failure,
+        "longest_outage_s": round(longest, 3),
+    }
+
+
+def dns_over_time(
+    duration_s: float = 30.0,
+    interval_s: float = 1.0,
+    name: str = DEFAULT_NAMES[0],
+    timeout_s: float = 0.5,
+    server: str = "",
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict[str, Any]:
+    """Query ``name`` every ``interval_s`` for ``duration_s`` seconds: data-plane DNS over time.
+
+    Returns ``{"success_ratio", "first_failure_s", "longest_outage_s",
+    "failures": {outcome: n}, "points": [[seconds, outcome], ...]}``, seconds
+    counted from the probe's start. Changes nothing; takes ``duration_s``.
+    """
+    if isinstance(duration_s, bool) or not isinstance(duration_s, int | float):
+        raise ActivityFailed(f"duration_s must be seconds, not {duration_s!r}")
+    if not 1 <= duration_s <= 3600 or not 0.1 <= interval_s <= 60:
+        raise ActivityFailed(
+            f"duration_s must be 1-3600 and interval_s 0.1-60, not {duration_s}/{interval_s}"
+        )
+    _check(1, timeout_s)
+    host, port = _server(configuration, secrets, server)
+    started = time.monotonic()
+    samples: list[tuple[float, bool]] = []
+    raw: list[list[Any]] = []
+    outcomes: Counter[str] = Counter()
+    while time.monotonic() - started < duration_s:
+        tick = time.monotonic()
+        outcome, _ = query_once(host, port, name, "A", float(timeout_s))
+        at = round(tick - started, 3)
+        samples.append((at, outcome == "ok"))
+        raw.append([at, outcome])
+        outcomes[outcome] += 1
+        time.sleep(max(0.0, interval_s - (time.monotonic() - tick)))
+    return {
+        **outage_figures(samples),
+        "failures": {k: v for k, v in outcomes.items() if k != "ok"},
+        "points": raw,
+    }

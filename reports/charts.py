@@ -72,6 +72,14 @@ STANDARD_CHARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Nodes Ready", ("nodes_ready",)),
     ("Nodes cordoned", ("nodes_cordoned",)),
     ("Xid to cordon", ("xid_to_cordon_seconds",)),
+    ("kube-apiserver memory", ("apiserver_memory_bytes", "control_plane_memory_limit_bytes")),
+    ("kube-apiserver CPU", ("apiserver_cpu_cores",)),
+    ("kube-apiserver restarts", ("apiserver_restarts",)),
+    (
+        "CoreDNS requests and failures",
+        ("coredns_requests_per_second", "coredns_failures_per_second"),
+    ),
+    ("CoreDNS p99 latency", ("coredns_p99_seconds",)),
 )
 POINT_SERIES = ("xid_to_cordon_seconds",)  # events, not a continuous signal
 RATIO_SERIES = ("dns_success_ratio",)

@@ -26,6 +26,7 @@ from markupsafe import Markup
 
 from blackstart import __version__
 from blackstart.reports.charts import Chart, metric_charts, time_origin, timeline_chart
+from blackstart.reports.incident_chart import incident_chart
 from blackstart.reports.journal import ActivityResult, Hypothesis, Journal
 from blackstart.reports.values import describe_tolerance, summarize_value
 
@@ -345,7 +346,8 @@ def render_report(
     origin = time_origin(journal)
     timeline: Chart | None = timeline_chart(journal)
     timeline_rows, quiet_during = _timeline_rows(journal, origin)
-    charts = metric_charts(journal)
+    dashboard = incident_chart(journal)
+    charts = ([dashboard] if dashboard else []) + metric_charts(journal)
     facts, versions, spec = _environment_rows(journal)
     ext = journal.extension
     errors = [

@@ -41,6 +41,7 @@ from kubernetes.client.exceptions import ApiException
 
 from blackstart.clusters.local.kwok_nodes import node_is_ready
 from blackstart.controls.journal import blackstart_entry, environment
+from blackstart.controls.series import CONTROL_PLANE_QUERIES, STANDARD_SERIES
 from blackstart.health import parse_iso, to_iso, utc_now_iso
 from blackstart.names import RESCUE_GROUP, RESCUE_VERSION, STANDBY_LABEL
 from blackstart.names import RESCUE_PLANS as RESCUE_PLURAL
@@ -77,7 +78,13 @@ FAULT_UNDONE_BY: dict[str, tuple[str, ...]] = {
     "drop_dns_answers": ("restore_coredns",),
     "add_dns_latency": ("restore_coredns",),
     "cut_coredns_from_apiserver": ("restore_coredns",),
-    "start_telemetry_storm": ("stop_telemetry_storm", "wait_for_telemetry_storm"),
+    "start_telemetry_storm": (
+        "stop_telemetry_storm",
+        "wait_for_telemetry_storm",
+        "remove_telemetry_service",
+    ),
+    "deploy_telemetry_service": ("remove_telemetry_service",),
+    "roll_out_telemetry_service": ("remove_telemetry_service",),
     "stop_kwok_controller": ("start_kwok_controller",),
     "inject_xid": ("restore_xid_nodes",),
     "xid_storm": ("restore_xid_nodes",),
@@ -85,16 +92,6 @@ FAULT_UNDONE_BY: dict[str, tuple[str, ...]] = {
     "drain_nodes": ("uncordon_node",),
 }
 
-STANDARD_SERIES: dict[str, tuple[str, str]] = {
-    "apiserver_p99_seconds": ("API server p99 latency", "s"),
-    "apiserver_429_per_second": ("API server 429 answers", "1/s"),
-    "dns_success_ratio": ("Data-plane DNS success ratio", "ratio"),
-    "dns_p99_seconds": ("Data-plane DNS p99 latency", "s"),
-    "nodes_ready": ("Nodes Ready", "nodes"),
-    "nodes_cordoned": ("Nodes cordoned (standbys excluded)", "nodes"),
-    "schedulable_gpus": ("Schedulable GPUs", "GPUs"),
-    "xid_to_cordon_seconds": ("Seconds from Xid to cordon", "s"),
-}
 PROBES = ("dns", "nodes")
 
 
@@ -342,6 +339,8 @@ def before_experiment_control(
         {"name": "apiserver_p99_seconds", "query": p99_query("30s")},
         {"name": "apiserver_429_per_second", "query": rate_429_query("30s")},
     ]
+    if target.state is not None and target.provider == "local":
+        standard += [{"name": name, "query": query} for name, query in CONTROL_PLANE_QUERIES]
     s.queries = standard + [q for q in queries if q["name"] not in STANDARD_SERIES]
     for spec in s.queries:
         s.add_series(spec["name"], spec["query"], spec.get("title", ""), spec.get("unit", ""))

@@ -3,9 +3,11 @@
 import signal
 import ssl
 import time
+from dataclasses import replace
 
 from blackstart.clusters.local import kwokctl
 from blackstart.clusters.local.base import OWN_COMPONENTS, RESCUE_COMPONENTS
+from blackstart.clusters.local.control_plane import LocalControlPlane
 from blackstart.clusters.local.dns import LocalDns
 from blackstart.clusters.local.rescue_processes import LocalRescue
 from blackstart.clusters.net import http_ok
@@ -22,14 +24,17 @@ KWOKCTL_START_TIMEOUT_S = 60
 PORT_RETRIES = 4
 
 
-class LocalComponents(LocalDns, LocalRescue):
+class LocalComponents(LocalDns, LocalRescue, LocalControlPlane):
     def stop_component(self, name: str, component: str, grace: float = 5.0) -> bool:
         """Stop one component (kube-apiserver, etcd, coredns, kwok-controller, ...).
 
         SIGTERM, then SIGKILL after ``grace`` seconds. The pid file goes too: a killed
         process whose parent (kwokctl) is gone can linger as a zombie that kwokctl
-        would take for running, and then never start it again.
+        would take for running, and then never start it again. A supervised
+        component (kube-apiserver) is held down: its supervisor leaves it stopped
+        until :meth:`start_component` (or :meth:`release`).
         """
+        self.hold(name, component)
         pid_file = self._component_pid_file(name, component)
         stopped = stop_pid_file(pid_file, component, timeout=grace)
         pid_file.unlink(missing_ok=True)
@@ -76,6 +81,7 @@ class LocalComponents(LocalDns, LocalRescue):
         tried again a few times (the other process may let go); when it still
         does not run, the error quotes the end of its log.
         """
+        self.release(name, component)  # its supervisor may restart it again from now on
         if component in RESCUE_COMPONENTS:
             self._start_rescue_component(name, component)
             return
@@ -85,7 +91,10 @@ class LocalComponents(LocalDns, LocalRescue):
                     self.start_coredns(name)
             else:
                 kwokctl.start_stopped_components(
-                    self.toolchain, self.kwok_cluster(name), timeout_s=KWOKCTL_START_TIMEOUT_S
+                    self.toolchain,
+                    self.kwok_cluster(name),
+                    timeout_s=KWOKCTL_START_TIMEOUT_S,
+                    preexec=self.control_plane_preexec(name),
                 )
             if is_alive(self.component_pid(name, component)):
                 return
@@ -164,4 +173,14 @@ class LocalComponents(LocalDns, LocalRescue):
                 continue
             ok, detail = http_ok(url, context)
             result.append(ComponentStatus(component, pid, url, "running", ok, detail))
-        return result
+        return [self._with_restarts(name, s) for s in result]
+
+    def _with_restarts(self, name: str, status: ComponentStatus) -> ComponentStatus:
+        """Add the supervisor's restart count (and the last exit reason) to a component."""
+        record = (self.supervisor_status(name).get("components") or {}).get(status.name)
+        if not isinstance(record, dict) or not record.get("restarts"):
+            return status
+        detail = status.detail
+        if record.get("last_exit"):
+            detail = f"last exit {record['last_exit']}; {detail}".strip("; ")
+        return replace(status, restarts=int(record["restarts"]), detail=detail)

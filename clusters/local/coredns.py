@@ -4,6 +4,15 @@ It serves ``cluster.local`` (and the reverse zones) from the cluster's API with
 the ``kubernetes`` plugin, as the cluster DNS of a real fleet does, with the
 ``ready``, ``health``, ``prometheus``, ``cache`` and ``reload`` plugins. The
 ``erratic`` plugin can be switched on to drop or delay answers.
+
+The data-plane DNS mitigation (``serve_stale_s``, ``snapshot``) makes it
+survive the control plane: the ``cache`` plugin serves expired answers while
+the API server cannot be asked, and the ``hosts`` plugin answers Service names
+from a snapshot of the cluster's records written to disk while the API server
+was up (see :mod:`.dns_snapshot`), so a CoreDNS that (re)starts during an API
+outage has something to serve. ``hosts`` runs before ``kubernetes`` in
+CoreDNS's plugin chain: a Service in the snapshot is answered from it (at
+most one snapshot interval stale); names it lacks fall through to the API.
 """
 
 from __future__ import annotations
@@ -33,6 +42,10 @@ class CorednsConfig:
     erratic_delay_ms: int = 0
     # a deliberately broken Corefile (fault injection): an unknown directive
     broken: bool = False
+    # the data-plane DNS mitigation: serve expired cache entries this long (0 = off) ...
+    serve_stale_s: int = 0
+    # ... and answer Service names from this hosts-format snapshot (None = off)
+    snapshot: Path | None = None
 
     @property
     def address(self) -> str:
@@ -54,6 +67,20 @@ def render_corefile(cfg: CorednsConfig) -> str:
         lines.append("    }")
         erratic = "\n".join(lines) + "\n"
     broken = "    blackstart-broken-directive\n" if cfg.broken else ""
+    hosts = ""
+    if cfg.snapshot is not None:
+        hosts = (
+            f"    hosts {cfg.snapshot} {CLUSTER_DOMAIN} {{\n"
+            f"        ttl {cfg.ttl_seconds}\n"
+            f"        reload {cfg.reload_seconds}s\n"
+            "        fallthrough\n"
+            "    }\n"
+        )
+    cache = f"    cache {cfg.cache_seconds}\n"
+    if cfg.serve_stale_s:
+        cache = (
+            f"    cache {cfg.cache_seconds} {{\n        serve_stale {cfg.serve_stale_s}s\n    }}\n"
+        )
     return (
         f"{CLUSTER_DOMAIN}:{cfg.dns_port} in-addr.arpa:{cfg.dns_port} ip6.arpa:{cfg.dns_port} {{\n"
         f"    bind {cfg.bind}\n"
@@ -62,6 +89,7 @@ def render_corefile(cfg: CorednsConfig) -> str:
         f"    ready {cfg.bind}:{cfg.ready_port}\n"
         f"{broken}"
         f"{erratic}"
+        f"{hosts}"
         f"    kubernetes {CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{\n"
         f"        kubeconfig {cfg.kubeconfig}\n"
         "        pods insecure\n"
@@ -69,7 +97,7 @@ def render_corefile(cfg: CorednsConfig) -> str:
         f"        ttl {cfg.ttl_seconds}\n"
         "    }\n"
         f"    prometheus {cfg.bind}:{cfg.metrics_port}\n"
-        f"    cache {cfg.cache_seconds}\n"
+        f"{cache}"
         f"    reload {cfg.reload_seconds}s\n"
         "}\n"
     )

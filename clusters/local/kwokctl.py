@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -196,9 +196,17 @@ def create_command(
 
 
 def run_kwokctl(
-    toolchain: Toolchain, workdir: Path, args: list[str], timeout: float = 600
+    toolchain: Toolchain,
+    workdir: Path,
+    args: list[str],
+    timeout: float = 600,
+    preexec: Callable[[], None] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run kwokctl with ``KWOK_WORKDIR`` set and the toolchain first on PATH."""
+    """Run kwokctl with ``KWOK_WORKDIR`` set and the toolchain first on PATH.
+
+    ``preexec`` runs in the child before kwokctl starts (to put it, and what it
+    starts, in the control plane's cgroup).
+    """
     env = toolchain.env()
     env["KWOK_WORKDIR"] = str(workdir)
     argv = (
@@ -206,7 +214,13 @@ def run_kwokctl(
     )
     try:
         result = subprocess.run(
-            argv, env=env, capture_output=True, text=True, timeout=timeout, check=False
+            argv,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            preexec_fn=preexec,
         )
     except subprocess.TimeoutExpired as err:
         raise KwokctlError(f"`{' '.join(argv[:4])}` did not finish in {timeout:.0f} s") from err
@@ -234,11 +248,15 @@ def resume_component(cluster: KwokCluster, component: str) -> int:
 
 
 def start_stopped_components(
-    toolchain: Toolchain, cluster: KwokCluster, timeout_s: float = 120.0
+    toolchain: Toolchain,
+    cluster: KwokCluster,
+    timeout_s: float = 120.0,
+    preexec: Callable[[], None] | None = None,
 ) -> None:
     """Start every component that is not running (``kwokctl start cluster`` skips running ones).
 
-    ``timeout_s`` bounds kwokctl's own wait (its default is 2 minutes).
+    ``timeout_s`` bounds kwokctl's own wait (its default is 2 minutes); ``preexec``
+    as for :func:`run_kwokctl`.
     """
     try:
         run_kwokctl(
@@ -246,6 +264,7 @@ def start_stopped_components(
             cluster.workdir,
             ["start", "cluster", "--name", cluster.name, "--timeout", f"{timeout_s:.0f}s"],
             timeout=timeout_s + 30,
+            preexec=preexec,
         )
     except KwokctlError as err:
         raise ProcessError(

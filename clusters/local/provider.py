@@ -72,8 +72,10 @@ class LocalProvider(LocalComponents, LocalNodes):
             component_ports={c: free_port() for c in kwokctl.PORT_FLAGS},
         )
         argv += ["--kubeconfig", str(state_dir / "admin.kubeconfig")]
+        # kwokctl starts the control plane inside its cgroup, so its memory counts from the start
+        join = self.prepare_control_plane_cgroup(name, spec.control_plane)
         try:
-            kwokctl.run_kwokctl(self.toolchain, self.kwok_workdir(), argv)
+            kwokctl.run_kwokctl(self.toolchain, self.kwok_workdir(), argv, preexec=join)
         except kwokctl.KwokctlError as err:
             self._teardown(name)
             raise ClusterError(f"kwokctl could not create {name}: {err}") from err
@@ -98,6 +100,7 @@ class LocalProvider(LocalComponents, LocalNodes):
     ) -> ClusterState:
         kc = self.kwok_cluster(name)
         admin = state_dir / "admin.kubeconfig"
+        size = spec.control_plane
         kubeconfig = yaml.safe_load(admin.read_text())
         context = str(kubeconfig["current-context"])
         server = next(
@@ -151,6 +154,9 @@ class LocalProvider(LocalComponents, LocalNodes):
             created_at=time.time(),
         )
         state.save()
+        self.progress(f"[{name}] control plane sized {size.describe()}")
+        self.limit_control_plane(name, size)
+        self.start_supervisor(name)
 
         self.progress(f"[{name}] creating {state.nodes} KWOK nodes from {spec.source}")
         core = client.CoreV1Api(api_client(admin))
@@ -237,6 +243,7 @@ class LocalProvider(LocalComponents, LocalNodes):
                 continue
             wait_gone(pid, 5.0)
             stopped.append(f"pid {pid}")
+        self.remove_control_plane_cgroup(name)
         _remove_tree(kc.cluster_dir)
         _remove_tree(state_dir)
         return stopped

@@ -58,7 +58,7 @@ class LocalRescue(LocalPrometheus):
         ports = {"rescue-controller": free_port()}
         journal = folder / "plans.jsonl"
         controller = [
-            python, "-m", "blackstart.cli", "rescue", "controller",
+            python, "-P", "-m", "blackstart.cli", "rescue", "controller",
             "--kubeconfig", state.identity_kubeconfig("blackstart:rescue-controller"),
             "--metrics-port", str(ports["rescue-controller"]),
             "--journal", str(journal),
@@ -81,7 +81,7 @@ class LocalRescue(LocalPrometheus):
         if agent:
             ports["rescue-agent"] = free_port()
             argv["rescue-agent"] = [
-                python, "-m", "blackstart.cli", "rescue", "agent", "--cluster", name,
+                python, "-P", "-m", "blackstart.cli", "rescue", "agent", "--cluster", name,
                 "--metrics-port", str(ports["rescue-agent"]), *extra_agent_args,
             ]  # fmt: skip
         info["metrics_ports"] = ports

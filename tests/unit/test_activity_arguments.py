@@ -19,7 +19,17 @@ import pytest
 from chaoslib.exceptions import ActivityFailed, InterruptExecution
 
 from blackstart import discover
-from blackstart.actions import apf, apiserver, dns, nodes, rescue_policy, seed, workload, xid
+from blackstart.actions import (
+    _storm,
+    apf,
+    apiserver,
+    dns,
+    nodes,
+    rescue_policy,
+    seed,
+    workload,
+    xid,
+)
 from blackstart.actions import telemetry_storm as storm
 from blackstart.clusters.local.coredns import CorednsConfig, render_corefile
 from blackstart.controls import guard, metrics
@@ -32,6 +42,7 @@ from blackstart.target import Target, cluster_target
 
 REPO = Path(__file__).resolve().parents[2]
 EXPERIMENTS = sorted((REPO / "experiments").glob("*.json"))
+INCIDENT = sorted((REPO / "experiments" / "incident").glob("*.json"))
 
 
 @pytest.fixture(autouse=True)
@@ -89,9 +100,9 @@ def test_stopping_a_storm_that_never_started_is_a_safe_rollback() -> None:
 
 def test_percentile_by_nearest_rank() -> None:
     values = [float(v) for v in range(1, 101)]
-    assert storm.percentile(values, 0.5) == 50.0
-    assert storm.percentile(values, 0.99) == 99.0
-    assert storm.percentile([], 0.99) is None
+    assert _storm.percentile(values, 0.5) == 50.0
+    assert _storm.percentile(values, 0.99) == 99.0
+    assert _storm.percentile([], 0.99) is None
 
 
 def test_storm_refuses_an_api_server_off_loopback() -> None:
@@ -417,7 +428,7 @@ def test_chaos_discover_blackstart_lists_the_activities(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------- experiments
-@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", EXPERIMENTS + INCIDENT, ids=lambda p: p.stem)
 def test_catalogue_experiment_is_valid_and_always_rolls_back(path: Path) -> None:
     from chaoslib.experiment import ensure_experiment_is_valid
 

@@ -1,0 +1,122 @@
+"""Control-plane size: grow the API server's machine, as the incident's responders did.
+
+On a local cluster kube-apiserver and etcd run in a cgroup sized by the
+spec's ``controlPlane`` (see ``blackstart cluster status``).
+:func:`grow_control_plane` raises its memory and CPU limits and restarts
+kube-apiserver on the bigger machine (a restart also ends a crash-loop
+back-off); :func:`restore_control_plane_size` puts the size back (the
+rollback) without a restart.
+"""
+
+import time
+from typing import Any
+
+from chaoslib.exceptions import ActivityFailed
+from chaoslib.types import Configuration, Secrets
+
+from blackstart.actions import _components as components
+from blackstart.actions._checks import flag, number
+from blackstart.clusters.provider import ClusterError
+from blackstart.clusters.spec import memory_bytes
+from blackstart.health import apiserver_readyz, utc_now_iso, wait_until
+from blackstart.target import local_provider, resolve_target
+
+__all__ = ["grow_control_plane", "restore_control_plane_size"]
+
+APISERVER = "kube-apiserver"
+_original: dict[str, tuple[float, int]] = {}  # cluster -> size before the first growth
+
+
+def grow_control_plane(
+    cpus: float = 2.0,
+    memory: str = "4Gi",
+    restart: bool = True,
+    timeout_s: float = 120.0,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict[str, Any]:
+    """Give the control plane a bigger machine: ``cpus`` cores and ``memory`` (e.g. ``4Gi``).
+
+    Sets the new limits on the control plane's cgroup; with ``restart``
+    (default) kube-apiserver is restarted at once on it, as a responder
+    resizing an API server VM does, and the action waits (up to ``timeout_s``)
+    until ``/readyz`` answers. Returns ``{"cluster", "before", "after",
+    "restarted", "ready_after_s", "grown_at"}``. Raises when the cluster's
+    control plane has no cgroup or the API server is not ready in time.
+    Roll back with ``restore_control_plane_size``.
+    """
+    number("cpus", cpus, 0.1, 256)
+    number("timeout_s", timeout_s, 1, 600)
+    flag("restart", restart)
+    try:
+        size = memory_bytes(str(memory))
+    except ValueError as err:
+        raise ActivityFailed(f"memory: {err}") from None
+    target = resolve_target(configuration, secrets)
+    provider = local_provider(target, "grow_control_plane")
+    cluster = str(target.cluster)
+    info = provider.control_plane_info(cluster)
+    try:
+        result = provider.resize_control_plane(cluster, float(cpus), size)
+    except ClusterError as err:
+        raise ActivityFailed(str(err)) from err
+    _original.setdefault(
+        cluster, (float(info.get("cpus") or 0), int(info.get("memory_bytes") or 0))
+    )
+    ready_after = None
+    if restart:
+        started = time.monotonic()
+        if components.component_state(provider, cluster, APISERVER) != "stopped":
+            components.stop(provider, cluster, APISERVER, grace=5.0)
+        components.ensure_running(provider, cluster, APISERVER)
+        admin = target.api(1)
+        ready, _ = wait_until(lambda: apiserver_readyz(admin, 2.0)[0], float(timeout_s), 0.5)
+        if not ready:
+            raise ActivityFailed(
+                f"kube-apiserver of {cluster} was not ready {timeout_s:g} s after its restart on "
+                f"the grown control plane; see `blackstart cluster status --name {cluster}`"
+            )
+        ready_after = round(time.monotonic() - started, 3)
+    return {
+        "cluster": cluster,
+        **result,
+        "restarted": restart,
+        "ready_after_s": ready_after,
+        "grown_at": utc_now_iso(),
+    }
+
+
+def restore_control_plane_size(
+    configuration: Configuration = None, secrets: Secrets = None
+) -> dict[str, Any]:
+    """Put the control plane's limits back to what they were before ``grow_control_plane``.
+
+    No restart: the running API server keeps what it holds and the next
+    restart starts on the original size; only when it holds more memory than
+    the original limit is it restarted into it. Safe when nothing was grown
+    (returns ``{"restored": false}``). Returns ``{"cluster", "restored",
+    "size", "restarted"}``.
+    """
+    target = resolve_target(configuration, secrets)
+    provider = local_provider(target, "restore_control_plane_size")
+    cluster = str(target.cluster)
+    original = _original.pop(cluster, None)
+    if original is None or not original[0] or not original[1]:
+        return {"cluster": cluster, "restored": False, "size": provider.control_plane_info(cluster)}
+    restarted = False
+    try:
+        result = provider.resize_control_plane(cluster, original[0], original[1])
+    except ClusterError:
+        # the API server holds more than the old limit (the kernel refuses to shrink below
+        # what it cannot reclaim): restart it into the original size
+        restarted = True
+        components.stop(provider, cluster, APISERVER, grace=5.0)
+        try:
+            result = provider.resize_control_plane(cluster, original[0], original[1])
+        except ClusterError as err:
+            raise ActivityFailed(str(err)) from err
+        finally:
+            components.ensure_running(provider, cluster, APISERVER)
+        admin = target.api(1)
+        wait_until(lambda: apiserver_readyz(admin, 2.0)[0], 90.0, 0.5)
+    return {"cluster": cluster, "restored": True, "size": result["after"], "restarted": restarted}

@@ -1,0 +1,352 @@
+"""The telemetry service of the December 2024 incident: rolled out, staged, rolled back.
+
+The service is what it was: a DaemonSet, ``telemetry-agent`` in namespace
+``blackstart-telemetry``, one agent per node; on a local cluster its pods are
+KWOK's, and the calls each agent makes are the telemetry storm's clients (see
+:mod:`blackstart.actions.telemetry_storm`), one per node.
+
+- :func:`deploy_telemetry_service`: the incident's roll-out, every node at once;
+- :func:`roll_out_telemetry_service`: the fix, a staged roll-out (1 %, 10 %,
+  50 %, 100 % of the nodes) that halts itself when the API server's p99 or
+  its 429s cross a limit, and says at which stage it stopped;
+- :func:`remove_telemetry_service`: the rollback as an operator does it, as
+  admin, retrying until the API server takes the DELETE: it returns how long
+  that took and how many tries failed (the lockout), then the agents stop.
+"""
+
+import contextlib
+import math
+import time
+from typing import Any
+
+from chaoslib.exceptions import ActivityFailed
+from chaoslib.types import Configuration, Secrets
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from blackstart.actions import telemetry_storm as storm
+from blackstart.actions._checks import number
+from blackstart.actions._storm import MAX_THREADS
+from blackstart.health import utc_now_iso
+from blackstart.kube import api_client
+from blackstart.probes.lockout import rollout_health
+from blackstart.target import Target, resolve_target
+
+__all__ = [
+    "deploy_telemetry_service",
+    "remove_telemetry_service",
+    "roll_out_telemetry_service",
+]
+
+NAMESPACE = "blackstart-telemetry"
+DAEMONSET = "telemetry-agent"
+SERVICE_LABEL = "blackstart.dev/telemetry"
+DEFAULT_STAGES = [1.0, 10.0, 50.0, 100.0]
+STORM_DEFAULTS: dict[str, Any] = {"rate_per_client": 1.0, "resources": ["pods"], "threads": 48}
+
+
+def daemonset_body(image: str = "registry.k8s.io/pause:3.10") -> dict[str, Any]:
+    """The telemetry agent's DaemonSet: one pod per node, every taint tolerated."""
+    labels = {"app": DAEMONSET, SERVICE_LABEL: "true"}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {"name": DAEMONSET, "namespace": NAMESPACE, "labels": labels},
+        "spec": {
+            "selector": {"matchLabels": {"app": DAEMONSET}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "containers": [{"name": "agent", "image": image}],
+                    "tolerations": [{"operator": "Exists"}],
+                    "terminationGracePeriodSeconds": 0,
+                },
+            },
+        },
+    }
+
+
+def stage_clients(nodes: int, percent: float) -> int:
+    """Agents at a stage of ``percent`` % of ``nodes`` nodes: at least one, at most all."""
+    return max(1, min(nodes, math.ceil(nodes * percent / 100)))
+
+
+def _create_service(target: Target) -> int:
+    """Create the namespace and the DaemonSet (as admin); returns the number of nodes."""
+    api = target.api()
+    core = client.CoreV1Api(api)
+    apps = client.AppsV1Api(api)
+    nodes = len(core.list_node().items)
+    if not nodes:
+        raise ActivityFailed(f"{target.describe()} has no nodes: nowhere to roll the agent out")
+    deadline = time.monotonic() + 120.0
+    while True:  # the namespace of an earlier roll-back may still be terminating
+        try:
+            core.create_namespace(
+                {"metadata": {"name": NAMESPACE, "labels": {SERVICE_LABEL: "true"}}}  # type: ignore[arg-type]
+            )
+            break
+        except ApiException as err:
+            if err.status != 409:
+                raise ActivityFailed(
+                    f"creating namespace {NAMESPACE} failed: {err.reason}"
+                ) from err
+        status = core.read_namespace(NAMESPACE).status
+        phase = status.phase if status else None
+        if phase != "Terminating":
+            break
+        if time.monotonic() > deadline:
+            raise ActivityFailed(f"namespace {NAMESPACE} is still terminating after 120 s")
+        time.sleep(1.0)
+    try:
+        apps.create_namespaced_daemon_set(NAMESPACE, daemonset_body())  # type: ignore[arg-type]
+    except ApiException as err:
+        if err.status == 409:
+            raise ActivityFailed(
+                f"the telemetry service already runs (DaemonSet {NAMESPACE}/{DAEMONSET}); "
+                "remove it first with remove_telemetry_service"
+            ) from err
+        raise ActivityFailed(f"creating DaemonSet {DAEMONSET} failed: {err.reason}") from err
+    return nodes
+
+
+def deploy_telemetry_service(
+    duration_s: float = 90.0,
+    rate_per_client: float = 1.0,
+    resources: list[str] | None = None,
+    threads: int = 48,
+    clients: int = 0,
+    request_timeout_s: float = 15.0,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict[str, Any]:
+    """Roll the telemetry service out to every node at once, as in December 2024.
+
+    Creates the DaemonSet ``blackstart-telemetry/telemetry-agent`` and starts
+    its agents: one per node (or ``clients``), each LISTing ``resources``
+    (default ``["pods"]``) cluster-wide ``rate_per_client`` times a second
+    without resourceVersion, for ``duration_s`` seconds at most (the storm
+    stops by itself). ``threads``: requests in flight at most (1-64);
+    ``request_timeout_s``: how long an agent waits for one answer. Returns
+    the storm's figures plus ``{"daemonset", "nodes"}``. Roll back with
+    ``remove_telemetry_service``.
+    """
+    target = resolve_target(configuration, secrets)
+    nodes = _create_service(target)
+    agents = clients or nodes
+    try:
+        result = storm.start_telemetry_storm(
+            clients=agents,
+            rate_per_client=rate_per_client,
+            duration_s=duration_s,
+            resources=resources or ["pods"],
+            threads=threads,
+            request_timeout_s=request_timeout_s,
+            configuration=configuration,
+            secrets=secrets,
+        )
+    except Exception:
+        _delete_daemonset(target.api(), 10.0)
+        raise
+    return {**result, "daemonset": f"{NAMESPACE}/{DAEMONSET}", "nodes": nodes}
+
+
+def _check_stages(stages: list[float]) -> list[float]:
+    if not isinstance(stages, list) or not stages:
+        raise ActivityFailed(f"stages must be a list of percentages such as [1, 10, 50, 100], "
+                             f"not {stages!r}")  # fmt: skip
+    values = []
+    for value in stages:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 100:
+            raise ActivityFailed(
+                f"each stage must be a percentage above 0 up to 100, not {value!r}"
+            )
+        values.append(float(value))
+    if values != sorted(values):
+        raise ActivityFailed(f"stages must grow, not {stages!r}")
+    return values
+
+
+def roll_out_telemetry_service(
+    stages: list[float] | None = None,
+    hold_s: float = 20.0,
+    max_p99_s: float = 1.0,
+    max_429_per_s: float = 5.0,
+    rate_per_client: float = 1.0,
+    resources: list[str] | None = None,
+    duration_s: float = 300.0,
+    check_every_s: float = 2.0,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict[str, Any]:
+    """Roll the telemetry service out in stages and halt when the API server suffers.
+
+    ``stages``: percentages of the nodes that run the agent, in order
+    (default ``[1, 10, 50, 100]``). Each stage runs ``hold_s`` seconds while
+    the guard (``blackstart.probes.lockout.rollout_health``), every
+    ``check_every_s``, times small requests as a system identity and reads
+    the API server's 429 rate: when
+    the p99 is above ``max_p99_s`` or 429s above ``max_429_per_s`` per
+    second, or the API server does not answer, the roll-out halts and goes
+    back to the last healthy stage (none when the first one failed). The
+    agents keep running at that stage until ``duration_s`` ends or
+    ``remove_telemetry_service`` (the rollback) runs.
+
+    Returns ``{"stopped_at_percent", "stopped_at_clients", "completed",
+    "reason", "stages": [{"percent", "clients", "p99_s", "rate_429",
+    "healthy"}], "kept_percent", "kept_clients", "nodes"}``.
+    """
+    chosen = _check_stages(stages if stages is not None else list(DEFAULT_STAGES))
+    number("hold_s", hold_s, 1, 300)
+    number("max_p99_s", max_p99_s, 0.01, 60)
+    number("max_429_per_s", max_429_per_s, 0, 10000)
+    number("check_every_s", check_every_s, 0.5, 60)
+    target = resolve_target(configuration, secrets)
+    nodes = _create_service(target)
+    history: list[dict[str, Any]] = []
+    kept: dict[str, Any] | None = None
+    reason = "every stage stayed healthy"
+    storm_id = ""
+    for percent in chosen:
+        clients = stage_clients(nodes, percent)
+        if not storm_id:
+            started = storm.start_telemetry_storm(
+                clients=clients,
+                rate_per_client=rate_per_client,
+                duration_s=duration_s,
+                resources=resources or ["pods"],
+                threads=min(MAX_THREADS, max(1, nodes)),
+                synchronized=False,
+                configuration=configuration,
+                secrets=secrets,
+            )
+            storm_id = str(started["storm_id"])
+        else:
+            storm.scale_telemetry_storm(clients, storm_id, configuration, secrets)
+        health = _watch_stage(float(hold_s), float(check_every_s), max_p99_s, max_429_per_s,
+                              configuration, secrets)  # fmt: skip
+        step = {"percent": percent, "clients": clients, "at": utc_now_iso(), **health}
+        history.append(step)
+        if not health["healthy"]:
+            reason = f"halted at {percent:g} % ({clients} agents): {health['reason']}"
+            if kept is not None:
+                storm.scale_telemetry_storm(kept["clients"], storm_id, configuration, secrets)
+            else:
+                storm.stop_telemetry_storm(storm_id, configuration=configuration, secrets=secrets)
+            break
+        kept = step
+    last = history[-1]
+    return {
+        "nodes": nodes,
+        "completed": all(s["healthy"] for s in history) and len(history) == len(chosen),
+        "stopped_at_percent": last["percent"],
+        "stopped_at_clients": last["clients"],
+        "kept_percent": kept["percent"] if kept else 0.0,
+        "kept_clients": kept["clients"] if kept else 0,
+        "reason": reason,
+        "stages": history,
+        "storm_id": storm_id,
+    }
+
+
+def _watch_stage(
+    hold_s: float,
+    every_s: float,
+    max_p99_s: float,
+    max_429_per_s: float,
+    configuration: Configuration,
+    secrets: Secrets,
+) -> dict[str, Any]:
+    """Check the guard every ``every_s`` through a stage's ``hold_s``; stop at the first breach
+    (an overload can take the API server down well within one stage)."""
+    deadline = time.monotonic() + hold_s
+    checks = 0
+    while True:
+        time.sleep(max(0.0, min(every_s, deadline - time.monotonic())))
+        health = rollout_health(max_p99_s, max_429_per_s, 3, configuration=configuration,
+                                secrets=secrets)  # fmt: skip
+        checks += 1
+        if not health["healthy"] or time.monotonic() >= deadline:
+            return {**health, "checks": checks}
+
+
+def _delete_daemonset(api: client.ApiClient, timeout_s: float) -> str:
+    """One DELETE of the DaemonSet: ``deleted``, ``absent``, or raises why it failed."""
+    apps = client.AppsV1Api(api)
+    try:
+        apps.delete_namespaced_daemon_set(DAEMONSET, NAMESPACE, _request_timeout=timeout_s)
+        return "deleted"
+    except ApiException as err:
+        if err.status == 404:
+            return "absent"
+        raise
+
+
+def remove_telemetry_service(
+    timeout_s: float = 300.0,
+    attempt_timeout_s: float = 5.0,
+    retry_every_s: float = 1.0,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict[str, Any]:
+    """Roll the telemetry service back as an operator would: delete its DaemonSet as admin.
+
+    Tries the DELETE every ``retry_every_s`` seconds, each try waiting at most
+    ``attempt_timeout_s``, until the API server takes it (or ``timeout_s``
+    passes): during an overload that is the lockout, measured. Once the
+    DaemonSet is gone its agents stop (the storm ends), and the namespace is
+    deleted. The rollback of ``deploy_telemetry_service`` and
+    ``roll_out_telemetry_service``; safe when nothing is deployed.
+
+    Returns ``{"seconds_until_deleted", "failed_tries", "tries", "errors":
+    {kind: n}, "outcome": "deleted"|"absent", "storm": figures}``. Raises
+    when the DELETE never succeeded within ``timeout_s`` (the storm is
+    stopped all the same, so the cluster can recover).
+    """
+    number("timeout_s", timeout_s, 1, 3600)
+    number("attempt_timeout_s", attempt_timeout_s, 0.5, 60)
+    number("retry_every_s", retry_every_s, 0, 60)
+    target = resolve_target(configuration, secrets)
+    # no client retries: every try is one request, as an operator's kubectl delete is
+    api = api_client(target.kubeconfig, target.context, pool_size=2, timeout=attempt_timeout_s)
+    started = time.monotonic()
+    errors: dict[str, int] = {}
+    tries = 0
+    outcome = ""
+    while True:
+        tries += 1
+        try:
+            outcome = _delete_daemonset(api, float(attempt_timeout_s))
+            break
+        except Exception as err:
+            kind = f"HTTP {err.status}" if isinstance(err, ApiException) else _short(err)
+            errors[kind] = errors.get(kind, 0) + 1
+        if time.monotonic() - started >= timeout_s:
+            break
+        time.sleep(float(retry_every_s))
+    seconds = round(time.monotonic() - started, 3)
+    figures = storm.stop_telemetry_storm(configuration=configuration, secrets=secrets)
+    if not outcome:
+        raise ActivityFailed(
+            f"the telemetry DaemonSet could not be deleted in {timeout_s:g} s ({tries} tries: "
+            f"{errors}); its agents were stopped so the API server can recover"
+        )
+    # the namespace goes with a later try if this one fails; the agents are gone already
+    with contextlib.suppress(Exception):
+        client.CoreV1Api(target.api()).delete_namespace(NAMESPACE, _request_timeout=10)
+    return {
+        "outcome": outcome,
+        "seconds_until_deleted": seconds,
+        "tries": tries,
+        "failed_tries": tries - 1,
+        "errors": errors,
+        "storm": figures,
+    }
+
+
+def _short(err: Exception) -> str:
+    text = str(err)
+    for word in ("Connection refused", "timed out", "Connection reset", "Max retries"):
+        if word in text:
+            return word
+    return type(err).__name__

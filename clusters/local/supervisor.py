@@ -1,0 +1,377 @@
+"""The control plane's supervisor: what kubelet does for static pods, for a local cluster.
+
+One process per local cluster (``python -m blackstart.clusters.local.supervisor
+--cluster NAME``), started by ``cluster up`` and stopped by ``cluster down``.
+Every :data:`TICK_S` seconds it
+
+- keeps kube-apiserver and etcd in the control plane's cgroup (whoever
+  started them: kwokctl, a fault's rollback, itself), with etcd shielded from
+  the OOM killer;
+- restarts kube-apiserver when it exited without being stopped on purpose
+  (an OOM kill, a crash) after a back-off that doubles from
+  :data:`BACKOFF_INITIAL_S` to :data:`BACKOFF_MAX_S`, and resets once it has
+  run :data:`BACKOFF_RESET_S` seconds, as kubelet's CrashLoopBackOff does;
+  a fault that stops it on purpose leaves a hold file and is left alone;
+- counts restarts and OOM kills in ``supervisor.json`` (read by ``cluster
+  status``) and serves them with the cgroup's memory and CPU on
+  ``/metrics`` for the cluster's Prometheus (``blackstart_control_plane_*``).
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from blackstart.clusters.local import kwokctl
+from blackstart.clusters.local.cgroups import (
+    APISERVER_OOM_SCORE_ADJ,
+    ETCD_OOM_SCORE_ADJ,
+    ControlPlaneCgroup,
+    set_oom_score_adj,
+)
+from blackstart.clusters.processes import is_alive
+
+TICK_S = 0.25
+BACKOFF_INITIAL_S = 10.0
+BACKOFF_MAX_S = 300.0
+BACKOFF_RESET_S = 120.0
+SUPERVISED = ("kube-apiserver",)
+CONFINED = {"kube-apiserver": APISERVER_OOM_SCORE_ADJ, "etcd": ETCD_OOM_SCORE_ADJ}
+# what kwokctl starts that is not the control plane's machine: kept out of its cgroup
+NOT_CONTROL_PLANE = ("kwok-controller", "prometheus")
+STATUS_FILE = "supervisor.json"
+HOLD_DIR = "holds"
+
+
+@dataclass
+class Backoff:
+    """kubelet's CrashLoopBackOff for one component: 10 s, 20 s, 40 s ... 300 s."""
+
+    initial_s: float = BACKOFF_INITIAL_S
+    max_s: float = BACKOFF_MAX_S
+    reset_after_s: float = BACKOFF_RESET_S
+    failures: int = 0
+
+    def next_delay(self, ran_for_s: float) -> float:
+        """Delay before the next start, after a run of ``ran_for_s`` seconds ended."""
+        if ran_for_s >= self.reset_after_s:
+            self.failures = 0
+        delay = float(min(self.max_s, self.initial_s * 2**self.failures))
+        self.failures += 1
+        return delay
+
+
+@dataclass
+class ComponentRecord:
+    """What the supervisor knows about one component; written to ``supervisor.json``."""
+
+    restarts: int = 0
+    oom_kills: int = 0
+    exits: int = 0
+    last_exit: str = ""
+    last_exit_at: float = 0.0
+    last_start_at: float = 0.0
+    next_start_at: float = 0.0
+    backoff_s: float = 0.0
+    pid: int | None = None
+    backoff: Backoff = field(default_factory=Backoff)
+
+
+def exit_reason(oom_kills_before: int, oom_kills_now: int) -> str:
+    """``OOMKilled`` when the cgroup's OOM-kill count rose, else ``Error`` (as kubelet says)."""
+    return "OOMKilled" if oom_kills_now > oom_kills_before else "Error"
+
+
+def process_usage(pid: int | None) -> tuple[int, float] | None:
+    """(resident bytes, CPU seconds) of ``pid`` from /proc, None when it is gone."""
+    if pid is None:
+        return None
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
+    except OSError:
+        return None
+    rss = 0
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1]) * 1024
+    ticks = os.sysconf("SC_CLK_TCK")
+    # fields after the command: state is [0]; utime and stime are fields 14 and 15 of stat
+    return rss, (int(stat[11]) + int(stat[12])) / ticks
+
+
+def hold_file(state_dir: Path, component: str) -> Path:
+    """The file that says ``component`` was stopped on purpose and must stay down."""
+    return state_dir / HOLD_DIR / component
+
+
+def read_status(state_dir: Path) -> dict[str, Any]:
+    """The supervisor's last ``supervisor.json`` for a cluster; {} when there is none."""
+    try:
+        data = json.loads((state_dir / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+class Supervisor:
+    """The loop of one cluster's supervisor."""
+
+    def __init__(self, cluster: str, state_dir: Path, kwok_workdir: Path, kwokctl_bin: Path):
+        self.cluster = cluster
+        self.state_dir = state_dir
+        self.kc = kwokctl.KwokCluster(name=cluster, workdir=kwok_workdir)
+        self.kwokctl_bin = kwokctl_bin
+        self.cgroup = ControlPlaneCgroup(cluster)
+        self.records = {c: ComponentRecord() for c in SUPERVISED}
+        self.oom_seen = 0
+        self.adjusted: dict[str, int] = {}  # component -> pid whose OOM score was adjusted
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+
+    def tick(self, now: float) -> list[str]:
+        """One look at the control plane; returns the components due for a restart."""
+        limited = self.cgroup.exists()
+        usage = self.cgroup.usage() if limited else None
+        for component, adj in CONFINED.items():
+            pid = self.kc.pid(component)
+            if not limited or pid is None or not is_alive(pid):
+                continue
+            if not self.cgroup.contains(pid):  # started outside (by kwokctl for a fault's rollback)
+                with contextlib.suppress(Exception):  # it may exit right now
+                    self.cgroup.add(pid)
+            if self.adjusted.get(component) != pid:  # born inside: adjust once per process
+                set_oom_score_adj(pid, adj)
+                self.adjusted[component] = pid
+        for component in NOT_CONTROL_PLANE if limited else ():
+            pid = self.kc.pid(component)
+            if pid is not None and is_alive(pid) and self.cgroup.contains(pid):
+                self.cgroup.release(pid)
+        due = [
+            component
+            for component, record in self.records.items()
+            if self._supervise(component, record, now, usage.oom_kills if usage else 0)
+        ]
+        if usage is not None:
+            self.oom_seen = max(self.oom_seen, usage.oom_kills)
+        return due
+
+    def _supervise(self, component: str, record: ComponentRecord, now: float, ooms: int) -> bool:
+        """Update ``record``; True when the component is due to be started again."""
+        pid = self.kc.pid(component)
+        alive = is_alive(pid)
+        held = hold_file(self.state_dir, component).exists()
+        if alive:
+            if record.pid != pid:  # (re)started, by us or by anyone else
+                record.pid = pid
+                record.last_start_at = now
+            record.next_start_at = 0.0
+            return False
+        if record.pid is not None:  # it was running and has gone
+            record.exits += 1
+            record.last_exit = "Stopped" if held else exit_reason(self.oom_seen, ooms)
+            record.last_exit_at = now
+            if record.last_exit == "OOMKilled":
+                record.oom_kills += 1
+            ran = now - (record.last_start_at or now)
+            record.pid = None
+            if not held:
+                record.backoff_s = record.backoff.next_delay(ran)
+                record.next_start_at = now + record.backoff_s
+        if held:
+            record.next_start_at = 0.0
+            record.backoff = Backoff(record.backoff.initial_s, record.backoff.max_s)
+            return False
+        return bool(record.next_start_at) and now >= record.next_start_at
+
+    def restart(self, component: str) -> None:
+        """Start ``component`` again and count it (the lock is not held: starting takes time)."""
+        started = self._start(component)
+        with self.lock:
+            record = self.records[component]
+            if started:
+                record.restarts += 1
+                record.last_start_at = time.time()
+                record.next_start_at = 0.0
+            else:  # could not start: try again after the next back-off
+                record.backoff_s = record.backoff.next_delay(0.0)
+                record.next_start_at = time.time() + record.backoff_s
+
+    def _start(self, component: str) -> bool:
+        """Start a stopped component as kwokctl does (kwokctl starts only what is stopped)."""
+        env = {**os.environ, "KWOK_WORKDIR": str(self.kc.workdir)}
+        argv = [str(self.kwokctl_bin), "start", "cluster", "--name", self.cluster]
+        argv += ["--timeout", "20s"]
+        # started from inside the control plane's cgroup: the new process is born there
+        join = self.cgroup.join_self if self.cgroup.exists() else None
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            subprocess.run(
+                argv, env=env, capture_output=True, timeout=60, check=False, preexec_fn=join
+            )
+        return is_alive(self.kc.pid(component))
+
+    def snapshot(self) -> dict[str, Any]:
+        usage = self.cgroup.usage() if self.cgroup.exists() else None
+        components = {}
+        for component, record in self.records.items():
+            data = asdict(record)
+            data.pop("backoff")
+            components[component] = data
+        processes = {}
+        for component in CONFINED:
+            found = process_usage(self.kc.pid(component))
+            if found is not None:
+                processes[component] = {"memory_bytes": found[0], "cpu_seconds": found[1]}
+        return {
+            "cluster": self.cluster,
+            "pid": os.getpid(),
+            "processes": processes,
+            "updated_at": time.time(),
+            "cgroup": str(self.cgroup.relative) if usage else None,
+            "usage": asdict(usage) if usage else None,
+            "components": components,
+        }
+
+    def write_status(self) -> dict[str, Any]:
+        data = self.snapshot()
+        path = self.state_dir / STATUS_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+        os.replace(tmp, path)
+        return data
+
+    def run(self) -> None:
+        last_write = 0.0
+        while not self.stop.is_set():
+            now = time.time()
+            due: list[str] = []
+            with self.lock:
+                try:
+                    due = self.tick(now)
+                except Exception as err:  # a bad tick must not end the supervision
+                    print(f"supervisor: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+                if now - last_write >= 1.0 or due:
+                    with contextlib.suppress(OSError):
+                        self.write_status()
+                    last_write = now
+            for component in due:
+                print(f"supervisor: restarting {component}", file=sys.stderr, flush=True)
+                self.restart(component)
+            self.stop.wait(TICK_S)
+
+
+def metrics_lines(data: dict[str, Any]) -> list[str]:
+    """The supervisor's status in the Prometheus text format."""
+    lines = [
+        "# HELP blackstart_control_plane_restarts_total Restarts of a control-plane component "
+        "by its supervisor.",
+        "# TYPE blackstart_control_plane_restarts_total counter",
+    ]
+    components = data.get("components") or {}
+    for name, record in components.items():
+        lines.append(f'blackstart_control_plane_restarts_total{{component="{name}"}} '
+                     f"{record.get('restarts', 0)}")  # fmt: skip
+    lines += [
+        "# HELP blackstart_control_plane_oom_kills_total OOM kills of a control-plane component.",
+        "# TYPE blackstart_control_plane_oom_kills_total counter",
+    ]
+    for name, record in components.items():
+        lines.append(f'blackstart_control_plane_oom_kills_total{{component="{name}"}} '
+                     f"{record.get('oom_kills', 0)}")  # fmt: skip
+    lines += [
+        "# HELP blackstart_control_plane_up 1 when the component's process runs.",
+        "# TYPE blackstart_control_plane_up gauge",
+    ]
+    for name, record in components.items():
+        lines.append(f'blackstart_control_plane_up{{component="{name}"}} '
+                     f"{1 if record.get('pid') else 0}")  # fmt: skip
+    processes = data.get("processes") or {}
+    if processes:
+        lines += [
+            "# HELP blackstart_control_plane_process_memory_bytes Resident memory of a "
+            "control-plane process.",
+            "# TYPE blackstart_control_plane_process_memory_bytes gauge",
+        ]
+        for name, usage in processes.items():
+            lines.append(f'blackstart_control_plane_process_memory_bytes{{component="{name}"}} '
+                         f"{usage['memory_bytes']}")  # fmt: skip
+        lines += [
+            "# HELP blackstart_control_plane_process_cpu_seconds_total CPU seconds of a "
+            "control-plane process (from its start).",
+            "# TYPE blackstart_control_plane_process_cpu_seconds_total counter",
+        ]
+        for name, usage in processes.items():
+            metric = "blackstart_control_plane_process_cpu_seconds_total"
+            lines.append(f'{metric}{{component="{name}"}} {usage["cpu_seconds"]}')
+    usage = data.get("usage")
+    if usage:
+        gauges = {
+            "memory_bytes": ("Memory the control plane's cgroup uses.", "gauge"),
+            "memory_limit_bytes": ("Memory limit of the control plane's cgroup.", "gauge"),
+            "cpu_quota": ("CPU cores the control plane's cgroup may use.", "gauge"),
+            "cpu_seconds": ("CPU seconds the control plane's cgroup used.", "counter"),
+            "throttled_periods": ("CFS periods in which the control plane was throttled.",
+                                  "counter"),
+        }  # fmt: skip
+        for key, (help_text, kind) in gauges.items():
+            metric = f"blackstart_control_plane_{key}"
+            if kind == "counter":
+                metric += "_total"
+            lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} {kind}"]
+            lines.append(f"{metric} {usage.get(key, 0)}")
+    return lines
+
+
+def serve_metrics(supervisor: Supervisor, port: int) -> None:
+    """Serve ``/metrics`` on 127.0.0.1:``port`` in a background thread."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            with supervisor.lock:
+                data = supervisor.snapshot()
+            body = ("\n".join(metrics_lines(data)) + "\n").encode()
+            self.send_response(200 if self.path.startswith("/metrics") else 404)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cluster", required=True)
+    parser.add_argument("--state-dir", required=True, type=Path)
+    parser.add_argument("--kwok-workdir", required=True, type=Path)
+    parser.add_argument("--kwokctl", required=True, type=Path)
+    parser.add_argument("--metrics-port", type=int, default=0)
+    parser.add_argument("--backoff-initial", type=float, default=BACKOFF_INITIAL_S)
+    args = parser.parse_args(argv)
+    supervisor = Supervisor(args.cluster, args.state_dir, args.kwok_workdir, args.kwokctl)
+    for record in supervisor.records.values():
+        record.backoff.initial_s = args.backoff_initial
+    if args.metrics_port:
+        serve_metrics(supervisor, args.metrics_port)
+    signal.signal(signal.SIGTERM, lambda *_: supervisor.stop.set())
+    supervisor.run()
+    with contextlib.suppress(OSError):
+        supervisor.write_status()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

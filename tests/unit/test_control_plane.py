@@ -1,0 +1,181 @@
+"""The control plane is sized like a real one, limited by cgroups, and supervised like a
+static pod: sizes from the spec or the sizing advice, cgroup files written as the kernel
+reads them, kubelet's back-off, OOM kills told apart from other exits."""
+
+from pathlib import Path
+
+import pytest
+
+from blackstart.clusters.local.cgroups import ControlPlaneCgroup, cgroup_version
+from blackstart.clusters.local.supervisor import Backoff, exit_reason, metrics_lines
+from blackstart.clusters.spec import (
+    SpecError,
+    default_control_plane,
+    format_memory,
+    memory_bytes,
+    parse_spec,
+)
+
+GiB = 1024**3
+MiB = 1024**2
+
+
+def spec_with(control_plane: object = None, count: int = 60) -> dict[str, object]:
+    body: dict[str, object] = {"pools": [{"name": "gpu", "role": "gpu", "count": count,
+                                          "capacity": {"nvidia.com/gpu": "8"}}]}  # fmt: skip
+    if control_plane is not None:
+        body["controlPlane"] = control_plane
+    return {"kind": "ClusterSpec", "metadata": {"name": "fleet"}, "spec": body}
+
+
+def test_the_default_fleet_on_this_kind_of_machine_gets_one_core_and_1536_mib() -> None:
+    # advice for 60 nodes: 2.4 cores, 4.8 GiB; a KWOK node weighs a third; half of 2 cores
+    size = default_control_plane(60, host_cpus=2, host_memory=24 * GiB)
+    assert (size.cpus, size.memory, size.from_advice) == (1.0, 1536 * MiB, True)
+
+
+def test_a_big_fleet_is_capped_by_what_the_machine_can_spare() -> None:
+    size = default_control_plane(1000, host_cpus=2, host_memory=24 * GiB)
+    assert size.cpus == 1.0
+    assert size.memory == 6 * GiB  # a quarter of 24 GiB, not the advice's 26.7 GiB
+    roomy = default_control_plane(1000, host_cpus=64, host_memory=512 * GiB)
+    assert (roomy.cpus, roomy.memory) == (32.0, 26 * GiB + 512 * MiB)
+
+
+def test_a_tiny_fleet_still_gets_what_a_control_plane_needs_to_start() -> None:
+    size = default_control_plane(2, host_cpus=2, host_memory=24 * GiB)
+    assert size.cpus == 0.5
+    assert size.memory == 768 * MiB
+
+
+def test_the_spec_size_wins_and_a_missing_half_comes_from_the_advice() -> None:
+    spec = parse_spec(spec_with({"cpus": 2, "memory": "1536Mi"}))
+    assert (spec.control_plane.cpus, spec.control_plane.memory) == (2.0, 1536 * MiB)
+    assert not spec.control_plane.from_advice
+    half = parse_spec(spec_with({"memory": "2Gi"}))
+    assert half.control_plane.memory == 2 * GiB
+    assert half.control_plane.cpus == default_control_plane(60).cpus
+    assert parse_spec(spec_with()).control_plane.from_advice
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ({"cpus": 0}, ("spec.controlPlane.cpus", "0.1 to 256")),
+        ({"cpus": "two"}, ("spec.controlPlane.cpus",)),
+        ({"memory": "lots"}, ("spec.controlPlane.memory", "1536Mi")),
+        ({"memory": "64Mi"}, ("spec.controlPlane.memory", "256Mi")),
+        ({"cpu": 2}, ("spec.controlPlane", "unknown field", "cpu")),
+        ("2 cores", ("spec.controlPlane", "mapping")),
+    ],
+)
+def test_a_bad_control_plane_size_is_refused_naming_the_field(
+    value: object, words: tuple[str, ...]
+) -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_spec(spec_with(value), source="fleet.yaml")
+    for word in ("fleet.yaml", *words):
+        assert word in str(caught.value)
+
+
+def test_memory_quantities_read_and_print_as_kubernetes_writes_them() -> None:
+    assert memory_bytes("1536Mi") == 1536 * MiB
+    assert memory_bytes("2Gi") == 2 * GiB
+    assert memory_bytes("500M") == 500_000_000
+    assert memory_bytes("1073741824") == GiB
+    assert format_memory(1536 * MiB) == "1536Mi"
+    assert format_memory(2 * GiB) == "2Gi"
+
+
+def test_backoff_doubles_from_ten_seconds_to_five_minutes_like_kubelets() -> None:
+    backoff = Backoff()
+    delays = [backoff.next_delay(ran_for_s=3.0) for _ in range(8)]
+    assert delays == [10, 20, 40, 80, 160, 300, 300, 300]
+
+
+def test_backoff_starts_over_after_a_long_healthy_run() -> None:
+    backoff = Backoff()
+    assert [backoff.next_delay(1.0) for _ in range(3)] == [10, 20, 40]
+    assert backoff.next_delay(ran_for_s=600.0) == 10
+
+
+def test_an_exit_is_an_oom_kill_only_when_the_cgroup_counted_one() -> None:
+    assert exit_reason(oom_kills_before=2, oom_kills_now=3) == "OOMKilled"
+    assert exit_reason(oom_kills_before=3, oom_kills_now=3) == "Error"
+
+
+def fake_v1(root: Path) -> Path:
+    for controller, files in {
+        "memory": ("memory.limit_in_bytes",),
+        "cpu": ("cpu.cfs_quota_us",),
+        "cpuacct": ("cpuacct.usage",),
+    }.items():
+        (root / controller).mkdir(parents=True)
+        for name in files:
+            (root / controller / name).write_text("0\n")
+    return root
+
+
+def test_the_cgroup_gets_the_limits_as_the_v1_kernel_reads_them(tmp_path: Path) -> None:
+    root = fake_v1(tmp_path / "cgroup")
+    assert cgroup_version(root) == 1
+    cgroup = ControlPlaneCgroup("incident", root)
+    cgroup.create(cpus=1.5, memory=GiB)
+    memory = root / "memory/blackstart/incident/control-plane"
+    cpu = root / "cpu/blackstart/incident/control-plane"
+    assert (memory / "memory.limit_in_bytes").read_text() == str(GiB)
+    assert (memory / "memory.memsw.limit_in_bytes").read_text() == str(GiB)
+    assert (cpu / "cpu.cfs_quota_us").read_text() == "150000"
+    assert (cpu / "cpu.cfs_period_us").read_text() == "100000"
+    cgroup.set_limits(cpus=2, memory=2 * GiB)
+    assert (cpu / "cpu.cfs_quota_us").read_text() == "200000"
+    assert (memory / "memory.limit_in_bytes").read_text() == str(2 * GiB)
+
+
+def test_usage_reads_memory_cpu_and_oom_kills(tmp_path: Path) -> None:
+    root = fake_v1(tmp_path / "cgroup")
+    cgroup = ControlPlaneCgroup("incident", root)
+    cgroup.create(cpus=1, memory=GiB)
+    memory = root / "memory/blackstart/incident/control-plane"
+    (memory / "memory.usage_in_bytes").write_text("734003200\n")
+    (memory / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n")
+    (root / "cpuacct/blackstart/incident/control-plane/cpuacct.usage").write_text("2500000000\n")
+    usage = cgroup.usage()
+    assert usage.memory_bytes == 734003200
+    assert usage.memory_limit_bytes == GiB
+    assert usage.oom_kills == 2
+    assert usage.cpu_seconds == 2.5
+    assert usage.cpu_quota == 1.0
+
+
+def test_the_cgroup_v2_limits_go_in_memory_max_and_cpu_max(tmp_path: Path) -> None:
+    root = tmp_path / "cgroup"
+    root.mkdir()
+    (root / "cgroup.controllers").write_text("cpu memory\n")
+    cgroup = ControlPlaneCgroup("incident", root)
+    cgroup.create(cpus=0.5, memory=768 * MiB)
+    folder = root / "blackstart/incident/control-plane"
+    assert (folder / "memory.max").read_text() == str(768 * MiB)
+    assert (folder / "cpu.max").read_text() == "50000 100000"
+
+
+def test_no_cgroups_means_no_limit_and_a_clear_error(tmp_path: Path) -> None:
+    cgroup = ControlPlaneCgroup("incident", tmp_path)
+    assert not cgroup.available
+    with pytest.raises(Exception, match="no writable cgroup"):
+        cgroup.create(cpus=1, memory=GiB)
+
+
+def test_the_supervisor_exports_restarts_oom_kills_and_usage_for_prometheus() -> None:
+    lines = metrics_lines(
+        {
+            "components": {"kube-apiserver": {"restarts": 3, "oom_kills": 2, "pid": 41}},
+            "usage": {"memory_bytes": 5, "memory_limit_bytes": 9, "cpu_quota": 1.0,
+                      "cpu_seconds": 7.5, "throttled_periods": 4},
+        }
+    )  # fmt: skip
+    assert 'blackstart_control_plane_restarts_total{component="kube-apiserver"} 3' in lines
+    assert 'blackstart_control_plane_oom_kills_total{component="kube-apiserver"} 2' in lines
+    assert 'blackstart_control_plane_up{component="kube-apiserver"} 1' in lines
+    assert "blackstart_control_plane_memory_bytes 5" in lines
+    assert "blackstart_control_plane_cpu_seconds_total 7.5" in lines
