@@ -8,7 +8,6 @@ stop it are in :mod:`blackstart.actions.telemetry_storm`.
 """
 
 import heapq
-import math
 import random
 import threading
 import time
@@ -21,8 +20,8 @@ from urllib.parse import urlencode
 import urllib3
 from kubernetes import client
 
-from blackstart.stats import percentile as percentile
 from blackstart.health import utc_now_iso
+from blackstart.stats import percentile as percentile
 
 TELEMETRY_USER = "blackstart:telemetry"
 MAX_CLIENTS = 5000

@@ -11,8 +11,8 @@ namespace labelled ``blackstart.dev/seeded=true``. :func:`remove_seeded_objects`
 from __future__ import annotations
 
 import time
-from functools import partial
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import urllib3
@@ -22,8 +22,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from blackstart.arguments import whole_number as _whole
-from blackstart.kube import namespace_gone
 from blackstart.health import apiserver_readyz, wait_until
+from blackstart.kube import namespace_gone
 from blackstart.target import resolve_target
 
 __all__ = ["remove_seeded_objects", "seed_objects"]

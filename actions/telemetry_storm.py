@@ -33,7 +33,6 @@ from urllib.parse import urlsplit
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
-from blackstart.arguments import flag, number, whole_number
 from blackstart.actions._storm import (
     MAX_CLIENTS,
     MAX_DURATION_S,
@@ -46,6 +45,7 @@ from blackstart.actions._storm import (
     StormSettings,
     TelemetryStorm,
 )
+from blackstart.arguments import flag, number, whole_number
 from blackstart.target import resolve_target
 
 __all__ = [

@@ -24,7 +24,7 @@ from blackstart.gameday import (
     chaos_environment,
     default_out_dir,
 )
-from blackstart.reports.journal import parse_journal
+from blackstart.reports.journal_loading import parse_journal
 from blackstart.suite import load_suite
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"

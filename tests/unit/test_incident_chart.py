@@ -7,7 +7,7 @@ from typing import Any
 
 from blackstart.reports.html import render_report
 from blackstart.reports.incident_chart import incident_chart
-from blackstart.reports.journal import parse_journal
+from blackstart.reports.journal_loading import parse_journal
 
 STORM = Path(__file__).resolve().parents[1] / "fixtures" / "journals" / "blackstart-storm.json"
 MIB = 1024**2

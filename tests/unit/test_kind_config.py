@@ -20,7 +20,6 @@ from blackstart.clusters.kind import (
     SPEC_NODE_LABEL,
     KindError,
     KindPlan,
-    KindProvider,
     kind_config,
     kind_config_schema,
     kind_create_command,
@@ -37,6 +36,7 @@ from blackstart.clusters.kind import (
     stop_apiserver_command,
     write_kind_config,
 )
+from blackstart.clusters.kind_provider import KindProvider
 from blackstart.clusters.spec import (
     LARGE_SPEC,
     POOL_LABEL,
