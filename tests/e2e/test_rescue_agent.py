@@ -43,6 +43,7 @@ XID_48 = "[ 1900.000001] NVRM: Xid (PCI:0000:b3:00): 48, An uncorrectable double
 XID_31 = "[ 1902.500000] NVRM: Xid (PCI:0000:01:00): 31, Ch 00000009, engmask 00000101"
 XID_94 = "[ 1990.000000] NVRM: Xid (PCI:0000:02:00): 94, Contained ECC error."
 WRITES = ("patch", "create")
+READY_WITHIN_S = 90.0  # a bound for a machine shared with other clusters; usually 1-2 s
 
 
 @dataclass
@@ -97,7 +98,7 @@ def start_agent(args: list[str], state_dir: Path, stderr: Path) -> Agent:
             argv, stdout=subprocess.DEVNULL, stderr=err, cwd=repo_root(), env=dict(os.environ)
         )
     agent = Agent(process=process, stderr=stderr, port=0)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + READY_WITHIN_S
     while time.monotonic() < deadline:
         text = agent.log()
         port = re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", text)
@@ -108,7 +109,7 @@ def start_agent(args: list[str], state_dir: Path, stderr: Path) -> Agent:
             pytest.fail(f"the agent exited with {process.returncode}:\n{text}")
         time.sleep(0.1)
     agent.stop(signal.SIGKILL)
-    pytest.fail(f"the agent did not get ready in 30 s:\n{agent.log()}")
+    pytest.fail(f"the agent did not get ready in {READY_WITHIN_S:.0f} s:\n{agent.log()}")
 
 
 @pytest.fixture
