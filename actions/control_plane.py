@@ -40,10 +40,12 @@ def grow_control_plane(
     Sets the new limits on the control plane's cgroup; with ``restart``
     (default) kube-apiserver is restarted at once on it, as a responder
     resizing an API server VM does, and the action waits (up to ``timeout_s``)
-    until ``/readyz`` answers. Returns ``{"cluster", "before", "after",
-    "restarted", "ready_after_s", "grown_at"}``. Raises when the cluster's
-    control plane has no cgroup or the API server is not ready in time.
-    Roll back with ``restore_control_plane_size``.
+    for ``/readyz``. Returns ``{"cluster", "before", "after", "restarted",
+    "ready_after_s", "grown_at"}``; ``ready_after_s`` is null when it was not
+    ready in time (a storm that goes on can keep even a grown API server
+    busy: measure recovery with ``seconds_until_recovered``). Raises when the
+    cluster's control plane has no cgroup or the limits cannot be set. Roll
+    back with ``restore_control_plane_size``.
     """
     number("cpus", cpus, 0.1, 256)
     number("timeout_s", timeout_s, 1, 600)
@@ -71,12 +73,8 @@ def grow_control_plane(
         components.ensure_running(provider, cluster, APISERVER)
         admin = target.api(1)
         ready, _ = wait_until(lambda: apiserver_readyz(admin, 2.0)[0], float(timeout_s), 0.5)
-        if not ready:
-            raise ActivityFailed(
-                f"kube-apiserver of {cluster} was not ready {timeout_s:g} s after its restart on "
-                f"the grown control plane; see `blackstart cluster status --name {cluster}`"
-            )
-        ready_after = round(time.monotonic() - started, 3)
+        # not ready under a storm that goes on is the finding, not a failed injection
+        ready_after = round(time.monotonic() - started, 3) if ready else None
     return {
         "cluster": cluster,
         **result,

@@ -18,9 +18,9 @@ Node names are ``<pool>-<index>``. Every node carries ``blackstart.dev/pool``
 and ``blackstart.dev/role``; standby nodes also ``blackstart.dev/standby=true``
 and start unschedulable. Errors name the file and the field that was wrong.
 
-``controlPlane`` sizes the machine the control plane runs on (kube-apiserver
-and etcd share it, as on a control-plane VM); the local provider enforces it
-with cgroups, so a storm can exhaust it. Without it the size follows the
+``controlPlane`` sizes the control plane (what kube-apiserver may use, as a
+static pod's limits or its VM bound it); the local provider enforces it with
+a cgroup, so a storm can exhaust it. Without it the size follows the
 sizing advice (about 4 cores and 8 GiB per 100 nodes) scaled to this machine,
 see :func:`default_control_plane`.
 """
@@ -68,9 +68,9 @@ _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 ADVICE_CPUS_PER_100_NODES = 4.0
 ADVICE_MEMORY_PER_100_NODES = 8 * 1024**3
 # A KWOK node costs the API server far less than a real one (no kubelet, no
-# images, no pods of its own): the local control plane gets a third of the
+# images, no pods of its own): the local control plane gets a quarter of the
 # advice, so that the objects a storm lists weigh on it as a real fleet's do.
-LOCAL_MEMORY_SCALE = 1 / 3
+LOCAL_MEMORY_SCALE = 0.25
 # Bounds: what the control plane can run in at all, and what this machine can spare.
 MIN_CONTROL_PLANE_CPUS = 0.5
 MIN_CONTROL_PLANE_MEMORY = 768 * 1024**2

@@ -1,12 +1,10 @@
 """The control plane's machine, made real with cgroups: a memory and a CPU limit.
 
-A local cluster's kube-apiserver and etcd share one cgroup,
+A local cluster's kube-apiserver runs in the cgroup
 ``blackstart/<cluster>/control-plane``, limited to the spec's
-``controlPlane`` size, as they share a control-plane VM on a real fleet:
-when a storm makes kube-apiserver outgrow it, the kernel's OOM killer ends
-it (etcd is protected with a low ``oom_score_adj``, as the kernel's choice
-on a real VM would fall on the biggest process too), and CPU beyond the
-quota is throttled.
+``controlPlane`` size, as a static pod's resource limits (or its VM) bound
+it on a real fleet: when a storm makes it outgrow the memory, the kernel's
+OOM killer ends it, and CPU beyond the quota is throttled.
 
 cgroup v1 (``/sys/fs/cgroup/memory``, ``/sys/fs/cgroup/cpu``,
 ``/sys/fs/cgroup/cpuacct``) and v2 (one unified hierarchy) are both handled.
@@ -21,9 +19,7 @@ from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CPU_PERIOD_US = 100_000
-# kube-apiserver is the victim of an OOM in its cgroup, not etcd (whose loss is far harder
-# on the cluster): a high adjustment for the one, a low one for the other where allowed.
-ETCD_OOM_SCORE_ADJ = -900
+# kube-apiserver is the OOM killer's first choice, in its cgroup and on the machine
 APISERVER_OOM_SCORE_ADJ = 900
 
 

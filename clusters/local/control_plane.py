@@ -1,6 +1,6 @@
 """The control plane's size and supervision on a local cluster: cgroup limits, restarts.
 
-``cluster up`` puts kube-apiserver and etcd in a cgroup sized by the spec's
+``cluster up`` puts kube-apiserver in a cgroup sized by the spec's
 ``controlPlane`` (see :mod:`.cgroups`) and starts the cluster's supervisor
 (see :mod:`.supervisor`), which restarts an OOM-killed kube-apiserver with
 back-off and counts it. What was set is in ``state.extra["control_plane"]``.
@@ -59,13 +59,12 @@ class LocalControlPlane(LocalPrometheus):
         return cgroup.join_self if cgroup.exists() else None
 
     def limit_control_plane(self, name: str, size: ControlPlaneSize) -> dict[str, Any]:
-        """Put kube-apiserver and etcd of ``name`` in a cgroup limited to ``size``.
+        """Put kube-apiserver of ``name`` in a cgroup limited to ``size``.
 
-        kube-controller-manager and kube-scheduler share the control plane's
-        machine as on a real fleet; the kwok controller (the simulated kubelets)
-        and Prometheus are moved out. Where this machine has no writable cgroups
-        the control plane runs unlimited, and ``limited`` says so (a storm then
-        cannot take it down).
+        kwokctl started everything inside it; what is not kube-apiserver
+        (etcd, the controllers, the kwok controller, Prometheus) is moved out.
+        Where this machine has no writable cgroups the API server runs
+        unlimited, and ``limited`` says so (a storm then cannot take it down).
         """
         cgroup = ControlPlaneCgroup(name)
         info: dict[str, Any] = {

@@ -76,6 +76,9 @@ def render_corefile(cfg: CorednsConfig) -> str:
             "        fallthrough\n"
             "    }\n"
         )
+    # with a snapshot to answer from, a CoreDNS started without the API server waits 1 s
+    # (not CoreDNS's default 5 s) for the kubernetes plugin to sync before it serves
+    startup = "        startup_timeout 1s\n" if cfg.snapshot is not None else ""
     cache = f"    cache {cfg.cache_seconds}\n"
     if cfg.serve_stale_s:
         cache = (
@@ -95,6 +98,7 @@ def render_corefile(cfg: CorednsConfig) -> str:
         "        pods insecure\n"
         "        fallthrough in-addr.arpa ip6.arpa\n"
         f"        ttl {cfg.ttl_seconds}\n"
+        f"{startup}"
         "    }\n"
         f"    prometheus {cfg.bind}:{cfg.metrics_port}\n"
         f"{cache}"

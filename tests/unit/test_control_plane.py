@@ -28,18 +28,18 @@ def spec_with(control_plane: object = None, count: int = 60) -> dict[str, object
     return {"kind": "ClusterSpec", "metadata": {"name": "fleet"}, "spec": body}
 
 
-def test_the_default_fleet_on_this_kind_of_machine_gets_one_core_and_1536_mib() -> None:
-    # advice for 60 nodes: 2.4 cores, 4.8 GiB; a KWOK node weighs a third; half of 2 cores
+def test_the_default_fleet_on_this_kind_of_machine_gets_one_core_and_one_gib() -> None:
+    # advice for 60 nodes: 2.4 cores, 4.8 GiB; a KWOK node weighs a quarter; half of 2 cores
     size = default_control_plane(60, host_cpus=2, host_memory=24 * GiB)
-    assert (size.cpus, size.memory, size.from_advice) == (1.0, 1536 * MiB, True)
+    assert (size.cpus, size.memory, size.from_advice) == (1.0, 1 * GiB, True)
 
 
 def test_a_big_fleet_is_capped_by_what_the_machine_can_spare() -> None:
     size = default_control_plane(1000, host_cpus=2, host_memory=24 * GiB)
     assert size.cpus == 1.0
-    assert size.memory == 6 * GiB  # a quarter of 24 GiB, not the advice's 26.7 GiB
+    assert size.memory == 6 * GiB  # a quarter of 24 GiB, not the advice's 20 GiB
     roomy = default_control_plane(1000, host_cpus=64, host_memory=512 * GiB)
-    assert (roomy.cpus, roomy.memory) == (32.0, 26 * GiB + 512 * MiB)
+    assert (roomy.cpus, roomy.memory) == (32.0, 20 * GiB)
 
 
 def test_a_tiny_fleet_still_gets_what_a_control_plane_needs_to_start() -> None:

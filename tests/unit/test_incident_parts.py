@@ -193,8 +193,9 @@ def test_the_mitigated_corefile_serves_stale_and_answers_from_the_snapshot_first
     assert text.index("hosts /s.hosts") < text.index("kubernetes cluster.local")
     assert "fallthrough\n    }" in text
     assert "cache 30 {\n        serve_stale 3600s\n    }" in text
+    assert "startup_timeout 1s" in text  # a restart serves the snapshot after 1 s, not 5
     plain = render_corefile(CorednsConfig(Path("/k"), 53, 1, 2, 3))
-    assert "hosts" not in plain and "serve_stale" not in plain
+    assert "hosts" not in plain and "serve_stale" not in plain and "startup" not in plain
 
 
 def test_outage_figures_find_the_first_failure_and_the_longest_outage() -> None:
