@@ -9,6 +9,7 @@ provider, lets the request meet the outage, and starts the API server again.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import signal
 import subprocess
@@ -172,6 +173,18 @@ def test_a_ready_flap_under_the_same_boot_id_is_not_taken_for_the_reboot(
         eventually(lambda: not node_is_ready(core.read_node(node)), 20, f"{node} NotReady")
         local.mark_node_ready(cluster.name, node, new_boot_id=False)
         eventually(lambda: node_is_ready(core.read_node(node)), 20, f"{node} Ready again")
+        # KWOK keeps the node's creation time as every condition's lastTransitionTime; a
+        # kubelet reports the flap's time, as here
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        ready = {
+            "type": "Ready",
+            "status": "True",
+            "reason": "KubeletReady",
+            "message": "kubelet is posting ready status",
+            "lastHeartbeatTime": now,
+            "lastTransitionTime": now,
+        }
+        core.patch_node_status(node, {"status": {"conditions": [ready]}})
         plan = ended_plan(custom, node, timeout=30)
     assert plan["status"]["phase"] == "Failed", plan["status"]
     assert "under a new boot ID" in plan["status"]["message"]
