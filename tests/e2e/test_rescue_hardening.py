@@ -488,7 +488,7 @@ def start_process(cluster: ClusterState, folder: Path, label: str) -> Controller
     argv = [
         sys.executable, "-m", "blackstart.cli", "rescue", "controller",
         "--kubeconfig", cluster.identity_kubeconfig(CONTROLLER_USER),
-        "--metrics-port", str(port), "--leader-lease-seconds", "3",
+        "--metrics-port", str(port), "--leader-lease-seconds", "6",
     ]  # fmt: skip
     with log.open("ab") as stream:
         process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=stream, cwd=repo_root())
