@@ -85,7 +85,14 @@ class LeaderElection:
     async def acquire(self) -> None:
         """Return once this replica holds the Lease (waits as long as another holds it)."""
         announced = False
-        while not await self._try():
+        while True:
+            try:
+                if await self._try():
+                    break
+            except Exception as err:  # the API server away, or no permission yet: try again
+                log.warning("could not read or take the Lease %s: %s", self.name, err)
+                await asyncio.sleep(self.retry_seconds)
+                continue
             if not announced:
                 log.info(
                     "waiting for the Lease %s/%s (held by another controller)",

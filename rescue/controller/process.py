@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from typing import Any
 
 import click
@@ -76,7 +77,12 @@ async def run_controller(
             retry_seconds=max(0.2, lease_seconds / 7.5),
         )
         metrics.leader.set(0)
-        await elector.acquire()  # a standby replica waits here: no watches, no actions
+        # a standby replica waits here (no watches, no actions); a SIGTERM while it waits,
+        # or just after it won, ends it cleanly, the Lease given up (kopf takes the signals
+        # over once it runs)
+        if not await _acquire_or_stop(elector):
+            await elector.release()
+            return
     metrics.leader.set(1)
     runner = None
     if decision_api is not None:
@@ -113,3 +119,30 @@ async def run_controller(
             await elector.release()
     if lost is not None:
         raise SystemExit(3)
+
+
+async def _acquire_or_stop(elector: Any) -> bool:
+    """Wait for the Lease; False when SIGTERM or SIGINT came first."""
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    handled = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stopping.set)
+            handled.append(sig)
+        except (NotImplementedError, RuntimeError):  # not the main thread
+            pass
+    acquiring = asyncio.create_task(elector.acquire())
+    stop_waiter = asyncio.create_task(stopping.wait())
+    try:
+        await asyncio.wait({acquiring, stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+        stop_waiter.cancel()
+    if stopping.is_set():
+        acquiring.cancel()
+        log.info("stopping before acting: a signal came while waiting for the Lease")
+        return False
+    acquiring.result()
+    return True

@@ -28,6 +28,7 @@ from blackstart.rescue.controller.kopf_wiring import build_registry
 from blackstart.rescue.controller.kube_api import ACT, KubeApi
 from blackstart.rescue.controller.metrics import ControllerMetrics
 from blackstart.rescue.controller.operator import Controller
+from blackstart.rescue.install import apply_documents, deploy_documents, wait_established
 from blackstart.rescue.wire.signal import condition_patch, merge_reports, reports_from_node, rfc3339
 
 from .conftest import eventually
@@ -284,3 +285,60 @@ def phases(plan: dict[str, Any]) -> list[str]:
 def node_events(core: client.CoreV1Api, node: str, reason: str) -> list[client.CoreV1Event]:
     selector = f"involvedObject.kind=Node,involvedObject.name={node},reason={reason}"
     return list(core.list_namespaced_event("default", field_selector=selector).items)
+
+
+# --- fixtures and helpers the hardening modules share ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def admin(cluster: ClusterState) -> client.ApiClient:
+    api = api_client(cluster.kubeconfig)
+    documents = deploy_documents(["crds.yaml", "controller-rbac.yaml"])
+    apply_documents(api, documents, progress=lambda _: None)
+    crds = [d["metadata"]["name"] for d in documents if d["kind"] == "CustomResourceDefinition"]
+    wait_established(api, crds)
+    return api
+
+
+@pytest.fixture(scope="module")
+def custom(admin: client.ApiClient) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(admin)
+
+
+@pytest.fixture(autouse=True)
+def clean(custom: client.CustomObjectsApi, core: client.CoreV1Api) -> Iterator[None]:
+    """Every test starts and ends with no plans, no policies, no Xid signal, no cordons."""
+    _clean(custom, core)
+    yield
+    _clean(custom, core)
+
+
+def _clean(custom: client.CustomObjectsApi, core: client.CoreV1Api) -> None:
+    for plan in custom.list_cluster_custom_object(GROUP, VERSION, "rescueplans")["items"]:
+        name = plan["metadata"]["name"]
+        if plan["metadata"].get("finalizers"):  # no controller runs between tests
+            custom.patch_cluster_custom_object(
+                GROUP, VERSION, "rescueplans", name, {"metadata": {"finalizers": None}}
+            )
+    for plural in ("rescueplans", "rescuepolicies"):
+        custom.delete_collection_cluster_custom_object(GROUP, VERSION, plural)
+    reset_nodes(core, touched_nodes(core))
+
+
+def cordoned(core: client.CoreV1Api, node: str) -> bool:
+    return bool(core.read_node(node).spec.unschedulable)
+
+
+def annotations(core: client.CoreV1Api, node: str) -> dict[str, str]:
+    return dict(core.read_node(node).metadata.annotations or {})
+
+
+def reboot_rule(waittime: str, *, uncordon: bool = True) -> dict[str, Any]:
+    attribute = {"waittime": waittime}
+    if uncordon:
+        attribute["unCordon"] = "true"
+    return {
+        "priority": 10,
+        "errorCode": ["62"],
+        "actions": [{"name": "cordon"}, {"name": "reboot", "attribute": attribute}],
+    }

@@ -116,6 +116,7 @@ class Controllers:
             "--metrics-port", str(port),
             "--drain-retry-seconds", "0.5",
             "--local-boot-seconds", "1",
+            "--leader-lease-seconds", "6",  # a killed controller's Lease is taken over in ~6 s
             *args,
         ]  # fmt: skip
         with log.open("ab") as stream:
