@@ -150,6 +150,12 @@ def main() -> None:
     parser.add_argument(
         "--keep-cluster", action="store_true", help="leave the cluster it brought up running"
     )
+    parser.add_argument(
+        "--stream-nodes",
+        type=int,
+        default=None,
+        help="stream on the first N GPU nodes only (default all); the agent serves all",
+    )
     args = parser.parse_args()
     if not 0 < args.duration <= 600 or not 0 < args.rate <= 100:
         raise SystemExit("--duration must be 1-600 s and --rate 1-100 lines/s: bounded load")
@@ -169,10 +175,11 @@ def main() -> None:
     agent: subprocess.Popen[bytes] | None = None
     try:
         state = local.state(name)
-        logs = sorted(p for p in Path(state.kernel_log_dir).glob("gpu-*.log"))
+        served = sorted(p for p in Path(state.kernel_log_dir).glob("gpu-*.log"))
+        logs = served[: args.stream_nodes] if args.stream_nodes else served
         port = free_port()
         agent = start_agent(name, port, args, folder / "agent.log")
-        print(f"agent on {len(logs)} GPU node logs; streaming {args.rate} Xid/s on each "
+        print(f"agent on {len(served)} GPU node logs; streaming on {len(logs)}: {args.rate} Xid/s on each "
               f"for {args.duration:.0f} s", flush=True)  # fmt: skip
         warm_up(logs, state.created_at or time.time(), port)
         before, read_before = writes(port), metric(port, "blackstart_rescue_agent_log_lines_total")
