@@ -179,8 +179,8 @@ def main() -> None:
         logs = served[: args.stream_nodes] if args.stream_nodes else served
         port = free_port()
         agent = start_agent(name, port, args, folder / "agent.log")
-        print(f"agent on {len(served)} GPU node logs; streaming on {len(logs)}: {args.rate} Xid/s on each "
-              f"for {args.duration:.0f} s", flush=True)  # fmt: skip
+        print(f"agent on {len(served)} GPU node logs; streaming on {len(logs)}: "
+              f"{args.rate} Xid/s on each for {args.duration:.0f} s", flush=True)  # fmt: skip
         warm_up(logs, state.created_at or time.time(), port)
         before, read_before = writes(port), metric(port, "blackstart_rescue_agent_log_lines_total")
         started = time.monotonic()
