@@ -199,7 +199,7 @@ def main() -> None:
             time.sleep(1)
         depth = metric(port, "blackstart_rescue_agent_spool_depth")
         per_node = during / elapsed / len(logs)
-        target = 1 / args.interval
+        target = 1 / args.interval if args.interval else float("inf")  # 0: no pacing
         print(f"lines written {lines}, read by the agent {read:.0f} in {elapsed:.1f} s")
         print(f"agent writes {during:.0f} in {elapsed:.1f} s: {during / elapsed:.1f}/s, "
               f"{per_node:.4f} per node per s (target <= {target:.4f}: "
