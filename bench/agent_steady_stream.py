@@ -13,6 +13,11 @@ every node's kernel log for ``--duration`` seconds, and prints:
   the cluster's Prometheus);
 - how many lines the agent read and whether its spool drained.
 
+Before the measured stream, one Xid line on every node warms the agent up: the one
+process standing for a thousand agents learns each node's boot ID and condition with
+one GET per node, one after the other (a real agent makes that one GET for its own
+node), and makes each node's first, immediate write.
+
     python bench/agent_steady_stream.py [--nodes 1000] [--rate 10] [--duration 60]
                                         [--interval 10] [--cluster NAME]
 
@@ -102,6 +107,18 @@ def stream_xids(
     return written
 
 
+def warm_up(logs: list[Path], boot_time: float, port: int) -> None:
+    """One Xid line per node; wait (at most 10 min) until the agent has reported each."""
+    started = time.monotonic()
+    stream_xids(logs, 1, 0.5, boot_time, threading.Event())
+    reported = "blackstart_rescue_agent_bursts_sent_total"
+    deadline = time.monotonic() + 600
+    while metric(port, reported) < len(logs) and time.monotonic() < deadline:
+        time.sleep(2)
+    print(f"warm-up: {metric(port, reported):.0f} of {len(logs)} nodes reported in "
+          f"{time.monotonic() - started:.0f} s", flush=True)  # fmt: skip
+
+
 def start_agent(
     cluster: str, port: int, args: argparse.Namespace, log: Path
 ) -> subprocess.Popen[bytes]:
@@ -130,6 +147,15 @@ def main() -> None:
     parser.add_argument("--max-rps", type=float, default=500.0, help="the agent's request budget")
     parser.add_argument("--poll-interval", type=float, default=1.0, help="agent --poll-interval")
     parser.add_argument("--cluster", default=None, help="use this running local cluster")
+    parser.add_argument(
+        "--keep-cluster", action="store_true", help="leave the cluster it brought up running"
+    )
+    parser.add_argument(
+        "--stream-nodes",
+        type=int,
+        default=None,
+        help="stream on the first N GPU nodes only (default all); the agent serves all",
+    )
     args = parser.parse_args()
     if not 0 < args.duration <= 600 or not 0 < args.rate <= 100:
         raise SystemExit("--duration must be 1-600 s and --rate 1-100 lines/s: bounded load")
@@ -149,11 +175,13 @@ def main() -> None:
     agent: subprocess.Popen[bytes] | None = None
     try:
         state = local.state(name)
-        logs = sorted(p for p in Path(state.kernel_log_dir).glob("gpu-*.log"))
+        served = sorted(p for p in Path(state.kernel_log_dir).glob("gpu-*.log"))
+        logs = served[: args.stream_nodes] if args.stream_nodes else served
         port = free_port()
         agent = start_agent(name, port, args, folder / "agent.log")
-        print(f"agent on {len(logs)} GPU node logs; streaming {args.rate} Xid/s on each "
-              f"for {args.duration:.0f} s", flush=True)  # fmt: skip
+        print(f"agent on {len(served)} GPU node logs; streaming on {len(logs)}: "
+              f"{args.rate} Xid/s on each for {args.duration:.0f} s", flush=True)  # fmt: skip
+        warm_up(logs, state.created_at or time.time(), port)
         before, read_before = writes(port), metric(port, "blackstart_rescue_agent_log_lines_total")
         started = time.monotonic()
         lines = stream_xids(
@@ -171,7 +199,7 @@ def main() -> None:
             time.sleep(1)
         depth = metric(port, "blackstart_rescue_agent_spool_depth")
         per_node = during / elapsed / len(logs)
-        target = 1 / args.interval
+        target = 1 / args.interval if args.interval else float("inf")  # 0: no pacing
         print(f"lines written {lines}, read by the agent {read:.0f} in {elapsed:.1f} s")
         print(f"agent writes {during:.0f} in {elapsed:.1f} s: {during / elapsed:.1f}/s, "
               f"{per_node:.4f} per node per s (target <= {target:.4f}: "
@@ -188,7 +216,7 @@ def main() -> None:
                 agent.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 agent.kill()
-        if created:
+        if created and not args.keep_cluster:
             local.down(name)
 
 
