@@ -24,8 +24,6 @@ being waited for; a third kills the run.
 from __future__ import annotations
 
 import os
-import queue
-import re
 import shutil
 import signal
 import socket
@@ -40,9 +38,9 @@ from datetime import UTC, datetime
 from enum import IntEnum
 from pathlib import Path
 from types import FrameType
-from typing import IO
 
 from blackstart import __version__
+from blackstart.chaos_follow import Ending, follow_chaos, mmss, signal_group
 from blackstart.gameday_clusters import (
     ClusterSession,
     ClusterUnavailable,
@@ -74,11 +72,6 @@ __all__ = [
 ]
 
 DEFAULT_CLUSTER_NAME = "gameday"
-HEARTBEAT_S = 30.0
-KILL_AFTER_TERM_S = 15.0
-ORPHAN_OUTPUT_S = 10.0  # after chaos exits, how long to read what its children still print
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-_LOG_LINE = re.compile(r"^\[(?P<when>[^\]]*?)\s(?P<level>[A-Z]+)\]\s?(?P<msg>.*)$")
 
 Echo = Callable[[str], None]
 
@@ -130,85 +123,6 @@ def default_out_dir(now: datetime | None = None, base: Path | None = None) -> Pa
 
 
 # --------------------------------------------------------------- progress
-@dataclass
-class _Progress:
-    """Follows chaos' log lines: which phase and which activity the run is in.
-
-    A continuous hypothesis (checked every second while the method runs) is
-    not echoed probe by probe; its deviations are, as chaos logs them as errors.
-    """
-
-    phase: str = "starting"
-    activity: str = ""
-    method_started: bool = False
-    in_hypothesis: bool = False
-    continuous: bool = False
-    status: str = ""
-
-    def feed(self, line: str) -> tuple[str | None, str | None]:
-        """(progress message, error message) worth printing for this line, if any."""
-        match = _LOG_LINE.match(line)
-        if not match:
-            return None, None
-        level, msg = match.group("level"), match.group("msg").strip()
-        if level in ("ERROR", "CRITICAL"):
-            if "not in the given tolerance" in msg:
-                self.in_hypothesis = False
-            return None, msg
-        if msg.startswith("Executing the steady-state hypothesis continuously"):
-            self.continuous = True
-            return None, None
-        if msg.startswith("Steady state hypothesis:"):
-            self.in_hypothesis = True
-            if not self.method_started:
-                self.phase = "hypothesis before"
-            elif self.continuous and self.phase == "method":
-                return None, None  # checked every few seconds during the method: not echoed
-            else:
-                self.phase = "hypothesis after"
-            return f"{self.phase}: {msg.split(':', 1)[1].strip()}", None
-        if msg.startswith("Steady state hypothesis is met"):
-            self.in_hypothesis = False
-            return None, None
-        if msg.startswith("Playing your experiment's method"):
-            self.phase, self.method_started, self.activity = "method", True, ""
-            self.in_hypothesis = False
-            return "method", None
-        if msg.startswith("Let's rollback"):
-            self.phase, self.activity = "rollbacks", ""
-            return "rollbacks", None
-        if msg.startswith("Rollback:"):
-            self.phase = "rollbacks"
-            self.activity = msg.split(":", 1)[1].strip()
-            return f"rollbacks: {self.activity}", None
-        for kind in ("Probe", "Action"):
-            if msg.startswith(f"{kind}:"):
-                name = msg.split(":", 1)[1].strip()
-                if self.phase == "rollbacks":
-                    return None, None  # "Rollback: <name>" was shown already
-                if kind == "Probe" and self.in_hypothesis:
-                    if self.phase == "method":
-                        return None, None  # a continuous check's probe
-                    return f"{self.phase}: probe {name}", None
-                self.activity = f"{kind.lower()} {name}"
-                return f"method: {self.activity}", None
-        if msg.startswith("Pausing"):
-            return f"{self.phase}: {msg.rstrip('.')}", None
-        if msg.startswith("Experiment ended with status:"):
-            self.status = msg.split(":", 1)[1].strip()
-            self.phase = "ended"
-            return f"ended: {self.status}", None
-        return None, None
-
-
-@dataclass(frozen=True)
-class _Ending:
-    """How a chaos run ended, as far as the runner had a hand in it."""
-
-    timed_out: bool = False
-    #: the signal the runner stopped chaos with when its rollbacks outlived
-    #: --rollback-grace ("SIGTERM", "SIGKILL"), else ""
-    stopped_by: str = ""
 
 
 @dataclass
@@ -254,7 +168,7 @@ class Gameday:
                 f"[gameday] {name}: interrupting the running experiment; Chaos Toolkit plays "
                 f"its rollbacks (waiting up to {self.options.rollback_grace:.0f} s)"
             )
-            _signal_group(child, signal.SIGINT)
+            signal_group(child, signal.SIGINT)
         elif self._interrupts == 2:
             self.echo(
                 "[gameday] still waiting for the rollbacks to finish; press Ctrl-C again to "
@@ -262,7 +176,7 @@ class Gameday:
             )
         else:
             self.echo("[gameday] killing chaos")
-            _signal_group(child, signal.SIGKILL)
+            signal_group(child, signal.SIGKILL)
 
     @contextmanager
     def _signals(self) -> Iterator[None]:
@@ -299,7 +213,7 @@ class Gameday:
                     self.echo(f"[gameday] bringing up the {opts.session.description}")
                     t = time.monotonic()
                     opts.session.up()
-                    self.echo(f"[gameday] {opts.session.description} ready in {_mmss(t)}")
+                    self.echo(f"[gameday] {opts.session.description} ready in {mmss(t)}")
                     self.echo(f"[gameday] {opts.session.start_rescue()}")
                 except ClusterUnavailable as err:
                     cluster_error = str(err)
@@ -392,7 +306,7 @@ class Gameday:
             f"{tag} 00:00 start (expect {entry.expect}, timeout {format_duration(entry.timeout)})"
         )
         t0 = time.monotonic()
-        ending = _Ending()
+        ending = Ending()
         with log_path.open("w", encoding="utf-8") as log:
             log.write("$ " + " ".join(argv) + "\n")
             log.flush()
@@ -415,9 +329,19 @@ class Gameday:
             self._child = child
             self._starting_chaos = False
             if self._interrupted.is_set():  # Ctrl-C while it was starting
-                _signal_group(child, signal.SIGINT)
+                signal_group(child, signal.SIGINT)
             try:
-                ending = self._follow(child, entry, tag, t0, log)
+                ending = follow_chaos(
+                    child,
+                    entry,
+                    tag,
+                    t0,
+                    log,
+                    echo=self.echo,
+                    verbose=self.options.verbose,
+                    rollback_grace=self.options.rollback_grace,
+                    interrupted=self._interrupted,
+                )
             finally:
                 self._child = None
         duration = time.monotonic() - t0
@@ -488,7 +412,7 @@ class Gameday:
         size = report.stat().st_size
         verdict = "as expected" if run.as_expected else f"NOT as expected ({entry.expect})"
         self.echo(
-            f"{tag} {_mmss(t0)} {outcome}, {verdict}; report {report} "
+            f"{tag} {mmss(t0)} {outcome}, {verdict}; report {report} "
             f"({size / 1024:.0f} kB, rendered in {render_s:.2f} s)"
         )
         return _Measured(run, size, render_s)
@@ -517,92 +441,6 @@ class Gameday:
             log_href=f"{entry.name}/chaos.log",
         )
         return _Measured(run)
-
-    def _follow(
-        self, child: subprocess.Popen[str], entry: SuiteEntry, tag: str, t0: float, log: IO[str]
-    ) -> _Ending:
-        """Relay chaos' output until it exits; enforce the timeout and the rollback grace."""
-        lines: queue.Queue[str | None] = queue.Queue()
-
-        def read() -> None:
-            assert child.stdout is not None
-            for line in child.stdout:
-                lines.put(line)
-            lines.put(None)
-
-        reader = threading.Thread(target=read, name=f"chaos-{entry.name}", daemon=True)
-        reader.start()
-        progress = _Progress()
-        timed_out = False
-        stop_deadline: float | None = None
-        termed = killed = False
-        last_shown = time.monotonic()
-        eof = False
-        orphans_ended = False
-        exited_at: float | None = None
-        while not eof or child.poll() is None:
-            try:
-                line = lines.get(timeout=0.5)
-            except queue.Empty:
-                line = ""
-            if line is None:
-                eof = True
-            elif line:
-                clean = _ANSI.sub("", line).rstrip("\n")
-                log.write(clean + "\n")
-                log.flush()
-                if self.options.verbose:
-                    self.echo(f"{tag}   {clean}")
-                shown, err = progress.feed(clean)
-                if shown:
-                    self.echo(f"{tag} {_mmss(t0)} {shown}")
-                    last_shown = time.monotonic()
-                elif err and not self.options.verbose:
-                    self.echo(f"{tag} {_mmss(t0)}   ! {err[:300]}")
-            now = time.monotonic()
-            if not timed_out and now - t0 > entry.timeout and child.poll() is None:
-                timed_out = True
-                self.echo(
-                    f"{tag} {_mmss(t0)} timeout ({format_duration(entry.timeout)}): interrupting; "
-                    "Chaos Toolkit plays the rollbacks"
-                )
-                _signal_group(child, signal.SIGINT)
-            if (timed_out or self._interrupted.is_set()) and stop_deadline is None:
-                stop_deadline = now + self.options.rollback_grace
-            if stop_deadline is not None and child.poll() is None:
-                if now > stop_deadline and not termed:
-                    self.echo(f"{tag} rollbacks did not finish in time; sending SIGTERM")
-                    _signal_process(child, signal.SIGTERM)
-                    termed = True
-                    stop_deadline = now + KILL_AFTER_TERM_S
-                elif now > stop_deadline and termed and not killed:
-                    self.echo(f"{tag} chaos still running; killing it")
-                    _signal_group(child, signal.SIGKILL)
-                    killed = True
-            if now - last_shown > HEARTBEAT_S and child.poll() is None:
-                doing = f"{progress.phase}" + (
-                    f": {progress.activity}" if progress.activity else ""
-                )
-                self.echo(f"{tag} {_mmss(t0)} still running ({doing})")
-                last_shown = now
-            if eof and child.poll() is None:
-                time.sleep(0.1)
-            if not eof and child.poll() is not None:
-                # chaos exited but something it started still holds its output
-                if termed and not orphans_ended:
-                    # stopped in a rollback: what that rollback started (a `sleep`, a
-                    # kubectl) would outlive it; chaos' session holds nothing else
-                    _signal_group(child, signal.SIGKILL)
-                    orphans_ended = True
-                exited_at = exited_at or now
-                if now - exited_at > ORPHAN_OUTPUT_S:
-                    self.echo(f"{tag} chaos exited; processes it started still run, not waited for")
-                    break
-        child.wait()
-        if termed and not orphans_ended:
-            _signal_group(child, signal.SIGKILL)
-        reader.join(timeout=5)
-        return _Ending(timed_out, "SIGKILL" if killed else "SIGTERM" if termed else "")
 
     # ------------------------------------------------------------ reports
     def _write_suite_reports(self, started_at: datetime, wall: float) -> None:
@@ -684,16 +522,6 @@ def _unfinished_rollbacks(journal: Journal) -> list[str]:
     ]
 
 
-def _mmss(t0: float) -> str:
-    seconds = int(time.monotonic() - t0)
-    return f"{seconds // 60:02d}:{seconds % 60:02d}"
-
-
-def _signal_process(child: subprocess.Popen[str], sig: signal.Signals) -> None:
-    with suppress(ProcessLookupError):
-        child.send_signal(sig)
-
-
 def chaos_environment(overrides: Mapping[str, str | None]) -> dict[str, str]:
     """This process' environment with ``overrides`` applied (None removes a variable)."""
     env = dict(os.environ)
@@ -704,18 +532,6 @@ def chaos_environment(overrides: Mapping[str, str | None]) -> dict[str, str]:
             env[key] = value
     env["PYTHONUNBUFFERED"] = "1"  # progress lines as they happen
     return env
-
-
-def _signal_group(child: subprocess.Popen[str], sig: signal.Signals) -> None:
-    """Signal chaos and the processes it started, as Ctrl-C on `chaos run` in a terminal does.
-
-    chaos runs in a session of its own (see ``start_new_session``), so its
-    process group holds chaos and its activities' subprocesses only.
-    """
-    try:
-        os.killpg(child.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        _signal_process(child, sig)
 
 
 def _tail(path: Path, lines: int = 3) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from blackstart import gameday
+from blackstart import chaos_follow, gameday
 from blackstart.gameday import (
     ClusterUnavailable,
     ExitCode,
@@ -216,7 +216,7 @@ def _rollback_outlives_the_grace(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seconds: str, stubborn: bool
 ) -> tuple[int, list[str], Path, Path]:
     monkeypatch.setenv("PYTHONPATH", str(FIXTURES / "gameday"))  # the fixture's rollback module
-    monkeypatch.setattr(gameday, "KILL_AFTER_TERM_S", 2.0)  # SIGKILL 2 s after SIGTERM
+    monkeypatch.setattr(chaos_follow, "KILL_AFTER_TERM_S", 2.0)  # SIGKILL 2 s after SIGTERM
     marker = tmp_path / "rolled-back"
     code, lines, _, out = run_gameday(
         tmp_path,
