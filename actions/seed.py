@@ -125,7 +125,7 @@ def seed_objects(
         kind, index = job
         if time.monotonic() > deadline:
             raise TimeoutError(f"seeding did not finish within {timeout_s:g} s")
-        for attempt in range(5):
+        for attempt in range(8):
             try:
                 if kind == "pod":
                     body = _pod(f"seed-{index:05d}", nodes[index % len(nodes)], payload)
@@ -137,8 +137,11 @@ def seed_objects(
             except ApiException as err:
                 if err.status == 409:
                     return
-                if err.status in (429, 500, 503, 504) and attempt < 4:
-                    time.sleep(0.2 * 2**attempt)
+                # 403 "serviceaccount default not found": the namespace is seconds old and its
+                # service account controller has not caught up yet
+                no_account = err.status == 403 and "serviceaccount" in str(err.body)
+                if (err.status in (429, 500, 503, 504) or no_account) and attempt < 7:
+                    time.sleep(min(2.0, 0.2 * 2**attempt))
                     continue
                 raise
 

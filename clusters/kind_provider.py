@@ -123,7 +123,10 @@ class KindProvider:
             },
         )
         try:
-            self._kubectl_free_run(kind_create_command(plan, self.kind, "0s"), "creating", name)
+            create = kind_create_command(plan, self.kind, "0s")
+            # --retain keeps failed nodes for `docker exec` / `kind export logs`.
+            create += ["--retain"] if self.retain_on_failure else []
+            self._kubectl_free_run(create, "creating", name)
             state.apiserver_url = _server_of(plan.kubeconfig_path)
             state.save()
             self.progress(f"[{name}] nodes created in {time.monotonic() - started:.0f} s")

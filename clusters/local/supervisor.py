@@ -91,6 +91,7 @@ class ComponentRecord:
     next_start_at: float = 0.0
     backoff_s: float = 0.0
     pid: int | None = None
+    oom_baseline: int = 0  # the cgroup's OOM kills when this process was first seen
     backoff: Backoff = field(default_factory=Backoff)
 
 
@@ -134,14 +135,20 @@ def read_status(state_dir: Path) -> dict[str, Any]:
 class Supervisor:
     """The loop of one cluster's supervisor."""
 
-    def __init__(self, cluster: str, state_dir: Path, kwok_workdir: Path, kwokctl_bin: Path):
+    def __init__(
+        self,
+        cluster: str,
+        state_dir: Path,
+        kwok_workdir: Path,
+        kwokctl_bin: Path,
+        cgroup: ControlPlaneCgroup | None = None,
+    ):
         self.cluster = cluster
         self.state_dir = state_dir
         self.kc = kwokctl.KwokCluster(name=cluster, workdir=kwok_workdir)
         self.kwokctl_bin = kwokctl_bin
-        self.cgroup = ControlPlaneCgroup(cluster)
+        self.cgroup = cgroup or ControlPlaneCgroup(cluster)
         self.records = {c: ComponentRecord() for c in SUPERVISED}
-        self.oom_seen = 0
         self.adjusted: dict[str, int] = {}  # component -> pid whose OOM score was adjusted
         self.stop = threading.Event()
         self.lock = threading.Lock()
@@ -169,8 +176,6 @@ class Supervisor:
             for component, record in self.records.items()
             if self._supervise(component, record, now, usage.oom_kills if usage else 0)
         ]
-        if usage is not None:
-            self.oom_seen = max(self.oom_seen, usage.oom_kills)
         return due
 
     def _supervise(self, component: str, record: ComponentRecord, now: float, ooms: int) -> bool:
@@ -182,11 +187,14 @@ class Supervisor:
             if record.pid != pid:  # (re)started, by us or by anyone else
                 record.pid = pid
                 record.last_start_at = now
+                record.oom_baseline = ooms
             record.next_start_at = 0.0
             return False
         if record.pid is not None:  # it was running and has gone
             record.exits += 1
-            record.last_exit = "Stopped" if held else exit_reason(self.oom_seen, ooms)
+            # against the count when it started: the kernel counts the kill a moment before
+            # the process is gone, so a tick may see the count rise while it still lives
+            record.last_exit = "Stopped" if held else exit_reason(record.oom_baseline, ooms)
             record.last_exit_at = now
             if record.last_exit == "OOMKilled":
                 record.oom_kills += 1

@@ -39,7 +39,7 @@ pytestmark = pytest.mark.e2e
 
 EXPERIMENTS = repo_root() / "experiments"
 CHAOS = Path(sys.executable).with_name("chaos")
-RUN_TIMEOUT_S = 600  # telemetry-storm: seed, collapse, lockout, recovery, cleanup
+RUN_TIMEOUT_S = 720  # telemetry-storm: seed, collapse, lockout, recovery, cleanup
 
 
 @pytest.fixture(scope="module")

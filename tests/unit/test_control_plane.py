@@ -2,12 +2,21 @@
 static pod: sizes from the spec or the sizing advice, cgroup files written as the kernel
 reads them, kubelet's back-off, OOM kills told apart from other exits."""
 
+import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from blackstart.clusters.local.cgroups import ControlPlaneCgroup, cgroup_version
-from blackstart.clusters.local.supervisor import Backoff, exit_reason, metrics_lines
+from blackstart.clusters.local.supervisor import (
+    Backoff,
+    Supervisor,
+    exit_reason,
+    hold_file,
+    metrics_lines,
+)
 from blackstart.clusters.spec import (
     SpecError,
     default_control_plane,
@@ -179,3 +188,63 @@ def test_the_supervisor_exports_restarts_oom_kills_and_usage_for_prometheus() ->
     assert 'blackstart_control_plane_up{component="kube-apiserver"} 1' in lines
     assert "blackstart_control_plane_memory_bytes 5" in lines
     assert "blackstart_control_plane_cpu_seconds_total 7.5" in lines
+
+
+@pytest.fixture
+def apiserver_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """A stand-in kube-apiserver process with kwokctl's pid file."""
+    pids = tmp_path / "kwok" / "clusters" / "incident" / "pids"
+    pids.mkdir(parents=True)
+    proc = subprocess.Popen(["sleep", "60"])
+    (pids / "kube-apiserver.pid").write_text(f"{proc.pid}\n")
+    yield proc, tmp_path
+    proc.kill()
+    proc.wait()
+
+
+def _supervisor(root: Path) -> tuple[Supervisor, Path]:
+    cgroup_root = fake_v1(root / "cgroup")
+    cgroup = ControlPlaneCgroup("incident", cgroup_root)
+    cgroup.create(cpus=1, memory=GiB)
+    state = root / "state"
+    state.mkdir()
+    supervisor = Supervisor("incident", state, root / "kwok", Path("/bin/true"), cgroup)
+    return supervisor, cgroup_root / "memory/blackstart/incident/control-plane/memory.oom_control"
+
+
+def test_an_oom_kill_counted_while_the_process_still_dies_is_an_oom_kill(
+    apiserver_process: tuple[subprocess.Popen[bytes], Path],
+) -> None:
+    proc, root = apiserver_process
+    supervisor, oom_control = _supervisor(root)
+    assert supervisor.tick(time.time()) == []
+    # the kernel counts the kill a moment before the process is gone
+    oom_control.write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 1\n")
+    supervisor.tick(time.time())
+    proc.kill()
+    proc.wait()
+    now = time.time()
+    assert supervisor.tick(now) == []  # not yet: the back-off runs first
+    record = supervisor.records["kube-apiserver"]
+    assert record.last_exit == "OOMKilled"
+    assert record.oom_kills == 1
+    assert record.next_start_at == pytest.approx(now + 10)
+    assert supervisor.tick(now + 11) == ["kube-apiserver"]  # due after kubelet's 10 s
+
+
+def test_a_component_stopped_on_purpose_is_not_restarted(
+    apiserver_process: tuple[subprocess.Popen[bytes], Path],
+) -> None:
+    proc, root = apiserver_process
+    supervisor, _ = _supervisor(root)
+    supervisor.tick(time.time())
+    hold = hold_file(supervisor.state_dir, "kube-apiserver")
+    hold.parent.mkdir(parents=True)
+    hold.touch()
+    proc.kill()
+    proc.wait()
+    now = time.time()
+    supervisor.tick(now)
+    record = supervisor.records["kube-apiserver"]
+    assert record.last_exit == "Stopped"
+    assert supervisor.tick(now + 600) == []
