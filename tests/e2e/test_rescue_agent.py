@@ -93,6 +93,9 @@ class Agent:
 def start_agent(args: list[str], state_dir: Path, stderr: Path) -> Agent:
     argv = [sys.executable, "-m", "blackstart.cli", "rescue", "agent", *args]
     argv += ["--state-dir", str(state_dir), "--metrics-port", "0"]
+    # these tests are about bursts, restarts and outages, not the per-node write pacing
+    # (at most one write per node per 10 s by default; tests/e2e/test_agent_hardening.py)
+    argv += ["--min-write-interval", "0"]
     with stderr.open("ab") as err:
         process = subprocess.Popen(
             argv, stdout=subprocess.DEVNULL, stderr=err, cwd=repo_root(), env=dict(os.environ)
