@@ -12,12 +12,8 @@ from typing import Any
 from chaoslib.exceptions import ActivityFailed
 
 from blackstart.clusters.processes import ProcessError
-from blackstart.clusters.provider import ClusterError, ClusterProvider
+from blackstart.clusters.provider import LEADER_ELECTED, ClusterError, ClusterProvider
 from blackstart.health import utc_now_iso
-
-# Control-plane processes that exit when they lose their leader lease (an API server
-# outage longer than their renew deadline); a real node's kubelet restarts them.
-LEADER_ELECTED = ("kube-controller-manager", "kube-scheduler")
 
 
 def component_pid(provider: ClusterProvider, cluster: str, component: str) -> int | None:

@@ -20,6 +20,9 @@ from blackstart.clusters.state import ClusterState
 Progress = Callable[[str], None]
 
 CONTROL_PLANE_COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+# Control-plane processes that exit when they lose their leader lease or find the API
+# server unhealthy when they start; a real node's kubelet restarts them.
+LEADER_ELECTED = ("kube-controller-manager", "kube-scheduler")
 
 
 class ClusterError(RuntimeError):

@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import time
+from functools import partial
 from importlib import resources
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from blackstart.clusters.local.kwok_nodes import create_nodes, node_is_ready
 from blackstart.clusters.local.nodes import LocalNodes
 from blackstart.clusters.net import free_port, http_ok
 from blackstart.clusters.processes import ProcessError, is_alive, stop_pid_file, wait_gone
-from blackstart.clusters.provider import ClusterError
+from blackstart.clusters.provider import LEADER_ELECTED, ClusterError
 from blackstart.clusters.spec import ClusterSpec
 from blackstart.clusters.state import ClusterState
 from blackstart.health import wait_for
@@ -184,8 +185,30 @@ class LocalProvider(LocalComponents, LocalNodes):
             "Prometheus ready",
             error=ClusterError,
         )
+        self._restart_exited_controllers(name, deadline)
         self.progress(f"[{name}] up in {time.monotonic() - started:.1f} s")
         return state
+
+    def _restart_exited_controllers(self, name: str, deadline: float) -> None:
+        """Start kube-controller-manager or kube-scheduler again if it exited during bring-up.
+
+        Both exit when kube-apiserver is not healthy within their start-up wait, which a
+        slow machine (or a small control-plane cgroup) can cause; a node's kubelet would
+        restart them, so bring-up does.
+        """
+        for component in LEADER_ELECTED:
+            if self.component_state(name, component) == "stopped":
+                self.progress(f"[{name}] {component} exited during bring-up; starting it again")
+                self.start_component(name, component)
+                wait_for(
+                    partial(self._running, name, component),
+                    max(5.0, deadline - time.monotonic()),
+                    f"{component} running",
+                    error=ClusterError,
+                )
+
+    def _running(self, name: str, component: str) -> bool:
+        return self.component_state(name, component) == "running"
 
     def _wait_nodes_ready(
         self, core: client.CoreV1Api, want: int, deadline: float, name: str
