@@ -222,3 +222,7 @@ main.add_command(engine)
 main.add_command(cluster)
 main.add_command(xid_group)
 main.add_command(rescue_group)
+
+
+if __name__ == "__main__":
+    main()

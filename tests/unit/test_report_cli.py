@@ -137,3 +137,19 @@ def test_gameday_help_documents_the_exit_codes() -> None:
         "130  interrupted",
     ):
         assert line in out
+
+
+def test_python_dash_m_blackstart_cli_runs_the_command_line() -> None:
+    """The local provider starts the rescue processes as `python -m blackstart.cli ...`."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "blackstart.cli", "rescue", "agent", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "--min-write-interval" in done.stdout
