@@ -25,6 +25,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from blackstart.actions.telemetry_storm import latest_storm_start
+from blackstart.clusters.processes import is_alive
 from blackstart.health import apiserver_readyz
 from blackstart.kube import api_client
 from blackstart.probes.apiserver import apiserver_request_latency, rate_429_query
@@ -37,6 +38,7 @@ __all__ = [
     "control_plane_usage",
     "rollout_health",
     "seconds_until_admin_write",
+    "seconds_until_apiserver_down",
     "seconds_until_apiserver_unavailable",
     "seconds_until_recovered",
 ]
@@ -97,6 +99,27 @@ def seconds_until_apiserver_unavailable(
         if misses >= 2:
             return round(time.monotonic() - origin, 3)
         time.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
+    return limit + 1.0
+
+
+def seconds_until_apiserver_down(
+    timeout_s: float = 120.0, configuration: Configuration = None, secrets: Secrets = None
+) -> float:
+    """Seconds from the start of this run's telemetry storm until kube-apiserver's process is
+    gone (OOM-killed, crashed), checked every 0.2 s. Local provider only.
+
+    For faults that must land while the API server is down, not merely slow.
+    Returns ``timeout_s + 1`` when it never went down. Changes nothing.
+    """
+    limit = _seconds("timeout_s", timeout_s, 1, 3600)
+    target = resolve_target(configuration, secrets)
+    provider = local_provider(target, "seconds_until_apiserver_down")
+    kc = provider.kwok_cluster(str(target.cluster))
+    origin = latest_storm_start() or time.monotonic()
+    while time.monotonic() - origin < limit:
+        if not is_alive(kc.pid("kube-apiserver")):
+            return round(time.monotonic() - origin, 3)
+        time.sleep(0.2)
     return limit + 1.0
 
 
