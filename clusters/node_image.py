@@ -364,3 +364,8 @@ def _docker_image(
         env=env,
     )
     run([docker, "rmi", staging], what="removing the staging tag")
+    # Earlier builds of the node image, untagged by this one: only ours (by label).
+    run(
+        [docker, "image", "prune", "--force", "--filter", f"label={INPUTS_LABEL}"],
+        what="removing earlier node images",
+    )

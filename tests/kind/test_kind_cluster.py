@@ -222,6 +222,45 @@ def test_the_api_server_stops_and_starts_through_the_provider(
     assert {s.name: s for s in kind.status(name)}["kube-apiserver"].healthy
 
 
+def test_a_frozen_scheduler_shows_as_hung_and_resumes(
+    kind: KindProvider, kind_cluster: ClusterState
+) -> None:
+    name = kind_cluster.name
+    pid = kind.hang_component(name, "kube-scheduler")
+    try:
+        status = {s.name: s for s in kind.status(name)}["kube-scheduler"]
+        assert (status.state, status.pid) == ("hung", pid)
+    finally:
+        assert kind.resume_component(name, "kube-scheduler") == pid
+    assert {s.name: s for s in kind.status(name)}["kube-scheduler"].state == "running"
+
+
+def test_coredns_restarts_as_a_rollout_of_the_real_deployment(
+    kind: KindProvider, kind_cluster: ClusterState, core: client.CoreV1Api
+) -> None:
+    def pods() -> set[str]:
+        listed = core.list_namespaced_pod("kube-system", label_selector="k8s-app=kube-dns").items
+        return {p.metadata.name for p in listed if p.status.phase == "Running"}
+
+    before = pods()
+    kind.restart_coredns(kind_cluster.name)
+    after = eventually(lambda: pods() if len(pods()) == 2 else set(), 60, "2 CoreDNS pods")
+    assert not before & after
+
+
+def test_a_rebooted_gpu_worker_comes_back_with_a_new_boot_id_and_its_gpus(
+    kind: KindProvider, kind_cluster: ClusterState, core: client.CoreV1Api
+) -> None:
+    node = kind_cluster.extra["node_map"]["gpu-1"]  # type: ignore[index]
+    before = core.read_node(node).status.node_info.boot_id
+    after = kind.reboot_node(kind_cluster.name, "gpu-1")
+    assert after and after != before
+    status = core.read_node(node).status
+    assert status.node_info.boot_id == after
+    assert status.allocatable[GPU_RESOURCE] == "4"
+    assert kind.kernel_log(kind_cluster.name, node).name == "gpu-1.log"
+
+
 def test_container_egress_is_confined_by_the_installed_firewall(
     kind_cluster: ClusterState,
 ) -> None:
