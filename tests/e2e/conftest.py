@@ -99,3 +99,22 @@ def eventually(check: object, timeout: float, what: str, interval: float = 0.5) 
             return last
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
+def controllers_back_after_an_outage(cluster: ClusterState, local: LocalProvider) -> None:
+    """kube-controller-manager and kube-scheduler exit when an API server outage outlasts
+    their leader lease (a real node's kubelet restarts them): start them again, as the
+    catalogue's start_apiserver rollback does, so the tests after an outage find a whole
+    cluster (a stuck namespace deletion, say, needs the controller-manager)."""
+    from blackstart.actions._components import restart_exited_controllers
+
+    restart_exited_controllers(local, cluster.name)
+    eventually(
+        lambda: all(
+            s.healthy
+            for s in local.status(cluster.name)
+            if s.name in ("kube-controller-manager", "kube-scheduler")
+        ),
+        60,
+        "kube-controller-manager and kube-scheduler healthy after the outage",
+    )

@@ -14,14 +14,13 @@ import pytest
 import yaml
 from kubernetes import client
 
-from blackstart.actions._components import restart_exited_controllers
 from blackstart.clusters.local.kwok_nodes import node_is_ready
 from blackstart.clusters.local.provider import LocalProvider, processes_under
 from blackstart.clusters.processes import is_alive, is_stopped, read_pid
 from blackstart.clusters.state import ClusterState
 from blackstart.probes.dns import query_once
 
-from .conftest import eventually
+from .conftest import controllers_back_after_an_outage, eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -47,23 +46,7 @@ def test_stopped_apiserver_refuses_and_comes_back_on_start(
     local.start_component(cluster.name, "kube-apiserver")
     eventually(lambda: apiserver_ready(cluster, local), 60, "kube-apiserver ready again")
     assert local.kwok_cluster(cluster.name).pid("kube-apiserver") != pid_before
-    controllers_back_after_the_outage(cluster, local)
-
-
-def controllers_back_after_the_outage(cluster: ClusterState, local: LocalProvider) -> None:
-    """kube-controller-manager and kube-scheduler exit when an API server outage outlasts
-    their leader lease (a real node's kubelet restarts them); the catalogue's rollbacks
-    restart them as start_apiserver does, and so does this clean-up."""
-    restart_exited_controllers(local, cluster.name)
-    eventually(
-        lambda: all(
-            s.healthy
-            for s in local.status(cluster.name)
-            if s.name in ("kube-controller-manager", "kube-scheduler")
-        ),
-        60,
-        "kube-controller-manager and kube-scheduler healthy",
-    )
+    controllers_back_after_an_outage(cluster, local)
 
 
 def test_hung_apiserver_keeps_its_process_but_answers_nothing_until_resumed(
@@ -79,7 +62,7 @@ def test_hung_apiserver_keeps_its_process_but_answers_nothing_until_resumed(
         local.resume_component(cluster.name, "kube-apiserver")
     assert not is_stopped(pid)
     eventually(lambda: apiserver_ready(cluster, local), 30, "kube-apiserver ready after SIGCONT")
-    controllers_back_after_the_outage(cluster, local)
+    controllers_back_after_an_outage(cluster, local)
 
 
 def test_coredns_restart_serves_again(cluster: ClusterState, local: LocalProvider):

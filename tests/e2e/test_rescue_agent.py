@@ -30,7 +30,7 @@ from blackstart.paths import cache_dir
 from blackstart.rescue.agent.cli import RESCUE_AGENT_USER
 from blackstart.rescue.wire.signal import reports_from_node
 
-from .conftest import eventually, repo_root
+from .conftest import controllers_back_after_an_outage, eventually, repo_root
 
 pytestmark = pytest.mark.e2e
 
@@ -274,6 +274,7 @@ def test_xids_written_while_the_apiserver_is_down_are_reported_once_when_it_retu
         local.start_component(cluster.name, "kube-apiserver")
     returned = time.time()
     eventually(lambda: apiserver_answers(core), 60, "kube-apiserver answering again")
+    controllers_back_after_an_outage(cluster, local)
 
     eventually(lambda: agent.reports_sent() == 4, 45, "the spooled Xids reported")
     caught_up = time.time() - returned
@@ -384,7 +385,9 @@ def test_the_agent_identity_may_not_list_and_the_deploy_manifests_are_valid(
             assert result.returncode == 0, f"{manifest}: {result.stderr}"
     finally:
         # Wait: later tests (the controller's `rescue install`) create this namespace again.
-        subprocess.run(
-            [*base, "delete", "namespace", "blackstart-rescue", "--wait=true", "--timeout=90s"],
+        deleted = subprocess.run(
+            [*base, "delete", "namespace", "blackstart-rescue", "--wait=true", "--timeout=180s"],
             capture_output=True,
+            text=True,
         )
+        assert deleted.returncode == 0, f"namespace blackstart-rescue not deleted: {deleted.stderr}"

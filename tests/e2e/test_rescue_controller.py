@@ -152,6 +152,16 @@ class Controllers:
 @pytest.fixture(scope="module")
 def admin(cluster: ClusterState) -> client.ApiClient:
     """The CRDs and RBAC installed as a user installs them: `blackstart rescue install`."""
+    core = client.CoreV1Api(api_client(cluster.kubeconfig))
+
+    def rescue_namespace_not_terminating() -> bool:
+        try:
+            return core.read_namespace("blackstart-rescue").status.phase != "Terminating"
+        except ApiException as err:
+            return err.status == 404
+
+    # another module's clean-up may still be deleting it: install into a namespace that stays
+    eventually(rescue_namespace_not_terminating, 180, "namespace blackstart-rescue deleted")
     done = subprocess.run(
         [sys.executable, "-m", "blackstart.cli", "rescue", "install", "--kubeconfig",
          cluster.kubeconfig],
