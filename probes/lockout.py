@@ -170,6 +170,7 @@ def seconds_until_recovered(
     timeout_s: float = 300.0,
     identity: str = SYSTEM_IDENTITY,
     dns: bool = True,
+    stable_checks: int = 3,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> float:
@@ -178,9 +179,10 @@ def seconds_until_recovered(
     Recovered: ``/readyz`` answers, an admin GET succeeds, three small
     requests as ``identity`` each answer within ``max_p99_s`` (the API
     server's p99 for system traffic is back under the limit) and, with
-    ``dns``, CoreDNS resolves ``kubernetes.default.svc``, all in one check.
-    Checks once a second; returns ``timeout_s + 1`` when it never recovered.
-    Changes nothing.
+    ``dns``, CoreDNS resolves ``kubernetes.default.svc``, all in one check,
+    and ``stable_checks`` checks in a row (a second apart) pass: the time
+    returned is that of the first of them. Returns ``timeout_s + 1`` when it
+    never recovered. Changes nothing.
     """
     limit = _seconds("max_p99_s", max_p99_s, 0.01, 60)
     wait = _seconds("timeout_s", timeout_s, 1, 3600)
@@ -188,11 +190,17 @@ def seconds_until_recovered(
     admin = api_client(target.kubeconfig, target.context, pool_size=1, timeout=5.0)
     core = client.CoreV1Api(admin)
     system = target.identity_api(identity, 1)
+    needed = int(_seconds("stable_checks", stable_checks, 1, 60))
     started = time.monotonic()
+    streak: list[float] = []
     while time.monotonic() - started < wait:
         tick = time.monotonic()
         if _recovered(target, admin, core, system, limit, dns):
-            return round(time.monotonic() - started, 3)
+            streak.append(tick - started)
+            if len(streak) >= needed:
+                return round(streak[0], 3)
+        else:
+            streak = []
         time.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
     return wait + 1.0
 
