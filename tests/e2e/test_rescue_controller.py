@@ -250,6 +250,7 @@ def agent(cluster: ClusterState, local: LocalProvider, tmp_path: Path) -> Iterat
     argv = [
         sys.executable, "-m", "blackstart.cli", "rescue", "agent", "--cluster", cluster.name,
         "--from-end", "--state-dir", str(tmp_path / "agent-state"), "--metrics-port", "0",
+        "--min-write-interval", "0",  # the controller's behaviour, not the agent's pacing
     ]  # fmt: skip
     with log.open("ab") as stream:
         process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=stream, cwd=repo_root())
@@ -387,7 +388,7 @@ def test_vendor_demo_a_xid_62_line_gives_the_xid_event_and_a_cordoned_node(
     argv = [
         sys.executable, "-m", "blackstart.cli", "rescue", "agent", "--cluster", cluster.name,
         "--from-end", "--state-dir", str(tmp_path / "agent-state"),
-        "--metrics-port", str(agent_port),
+        "--metrics-port", str(agent_port), "--min-write-interval", "0",
     ]  # fmt: skip
     with agent_log.open("ab") as stream:
         agent = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=stream, cwd=repo_root())
