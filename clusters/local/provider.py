@@ -272,6 +272,16 @@ class LocalProvider(LocalComponents, LocalNodes):
         return stopped
 
 
+def names_folder(argv: list[str], folder: str) -> bool:
+    """True when a command line names ``folder`` or a path inside it.
+
+    ``.../clusters/e2e`` does not name ``.../clusters/e2e-catalogue``: another
+    cluster whose name starts with this one's is not this cluster.
+    """
+    inside = folder.rstrip("/") + "/"
+    return any(arg == folder or inside in arg or arg.endswith("=" + folder) for arg in argv)
+
+
 def processes_under(folders: tuple[Path, ...]) -> list[int]:
     """Pids of live processes whose command line names one of ``folders``."""
     needles = [str(f) for f in folders]
@@ -280,10 +290,11 @@ def processes_under(folders: tuple[Path, ...]) -> list[int]:
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            raw = (entry / "cmdline").read_bytes().decode(errors="replace")
         except OSError:
             continue
-        if any(n in cmdline for n in needles) and is_alive(int(entry.name)):
+        argv = [arg for arg in raw.split("\0") if arg]
+        if any(names_folder(argv, n) for n in needles) and is_alive(int(entry.name)):
             found.append(int(entry.name))
     return found
 
