@@ -49,6 +49,7 @@ from blackstart.clusters.state import CLUSTER_ENV, DEFAULT_CLUSTER, ClusterNotFo
 from blackstart.clusters.toolchain import resolve
 from blackstart.controls.journal import blackstart_entry, environment
 from blackstart.health import wait_until
+from blackstart.names import RESCUE_GROUP, RESCUE_PLANS
 from blackstart.paths import cache_dir
 from blackstart.target import (
     CLUSTER_KEY,
@@ -67,7 +68,7 @@ __all__ = [
     "configure_control",
 ]
 
-RESCUE_PLANS_CRD = "rescueplans.rescue.blackstart.dev"
+RESCUE_PLANS_CRD = f"{RESCUE_PLANS}.{RESCUE_GROUP}"
 _EXPLICIT_KEYS = ("kubeconfig_path", "kubernetes_context", "KUBECONFIG", "KUBERNETES_CONTEXT")
 
 
