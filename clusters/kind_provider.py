@@ -151,11 +151,14 @@ class KindProvider:
             command = [self.kind, "delete", "cluster", "--name", name]
             kubeconfig = folder / "kubeconfig"
             command += ["--kubeconfig", str(kubeconfig)]
-            self._run(command, f"deleting kind cluster {name!r}", self.command_timeout * 5)
+            try:
+                self._run(command, f"deleting kind cluster {name!r}", self.command_timeout * 5)
+            except ClusterError as err:
+                # a node container that was just restarted (a reboot fault) can refuse its
+                # first kill ("did not receive an exit event"): the removal below retries
+                self.progress(f"[{name}] kind delete cluster failed, removing the nodes: {err}")
             removed += containers
-        leftovers = self._containers(name)
-        if leftovers:
-            self._run([self.docker, "rm", "-f", "-v", *leftovers], "removing leftover nodes")
+        self._remove_leftover_nodes(name)
         network = self._run(
             [self.docker, "network", "ls", "--filter", f"name=^{KIND_NETWORK}$", "-q"],
             "listing networks",
@@ -180,6 +183,20 @@ class KindProvider:
 
             shutil.rmtree(folder)
         return removed
+
+    def _remove_leftover_nodes(self, name: str, attempts: int = 5) -> None:
+        """``docker rm -f`` what is left of the cluster's nodes, a few times before giving up."""
+        for attempt in range(attempts):
+            leftovers = self._containers(name)
+            if not leftovers:
+                return
+            try:
+                self._run([self.docker, "rm", "-f", "-v", *leftovers], "removing leftover nodes")
+                return
+            except ClusterError:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(3.0)
 
     def status(self, name: str) -> list[ComponentStatus]:
         """Each control-plane component, CoreDNS and every node container, with health."""
