@@ -14,6 +14,7 @@ CoreDNS is the cluster's real Deployment.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -196,6 +197,11 @@ class KindProvider:
             except ClusterError:
                 if attempt == attempts - 1:
                     raise
+                # a pod's cgroup inside the node left frozen (runc freezes it while it
+                # starts or kills a container; a node restart can cut that short) keeps
+                # the node's processes from dying: thaw it, then try again
+                for container in leftovers:
+                    thaw_container(self._run, self.docker, container)
                 time.sleep(3.0)
 
     def status(self, name: str) -> list[ComponentStatus]:
@@ -498,3 +504,28 @@ def _server_of(kubeconfig: Path) -> str:
         return str(document["clusters"][0]["cluster"]["server"])
     except (OSError, KeyError, IndexError, TypeError, yaml.YAMLError) as err:
         raise ClusterError(f"kind wrote no usable kubeconfig at {kubeconfig}: {err}") from err
+
+
+def thaw_container(run: kc.Runner, docker: str, container: str) -> list[Path]:
+    """Thaw every frozen cgroup of ``container`` (cgroup v1 freezer, v2 cgroup.freeze)."""
+    try:
+        full_id = run([docker, "inspect", "-f", "{{.Id}}", container], "inspecting").strip()
+    except ClusterError:
+        return []
+    roots = (
+        Path("/sys/fs/cgroup/freezer/docker") / full_id,
+        Path("/sys/fs/cgroup/system.slice") / f"docker-{full_id}.scope",
+    )
+    thawed = []
+    for root in roots:
+        for path in root.rglob("freezer.state") if root.exists() else ():
+            with contextlib.suppress(OSError):
+                if path.read_text().strip() != "THAWED":
+                    path.write_text("THAWED")
+                    thawed.append(path)
+        for path in root.rglob("cgroup.freeze") if root.exists() else ():
+            with contextlib.suppress(OSError):
+                if path.read_text().strip() == "1":
+                    path.write_text("0")
+                    thawed.append(path)
+    return thawed
