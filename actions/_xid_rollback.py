@@ -84,6 +84,22 @@ def _wait_plans_settled(
         time.sleep(0.5)
 
 
+def cordoned_before_plans(plans: list[dict[str, Any]], node: str) -> bool | None:
+    """Whether ``node`` was cordoned before the rescue controller's first plan for it
+    touched it (the plan's ``status.nodeWasCordoned``); None when no plan says.
+
+    The rollback's fallback when the injection could not tell (the API server was
+    down when the Xid was written): the controller read the node when it acted.
+    """
+    own = [p for p in plans if (p.get("spec") or {}).get("nodeName") == node]
+    own.sort(key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp") or ""))
+    for plan in own:
+        known = (plan.get("status") or {}).get("nodeWasCordoned")
+        if isinstance(known, bool):
+            return known
+    return None
+
+
 def _spec_labels(target: Target) -> dict[str, dict[str, str]]:
     state = target.state
     if state is None or not state.spec_path:
@@ -134,13 +150,15 @@ def restore_xid_nodes(
     Waits (up to ``timeout_s``) until the rescue controller has no running
     plan for them for ``quiet_s`` seconds, so it does not race the
     controller; then uncordons each injected node known to have been
-    schedulable before its injection, ends a node-not-ready (reboot) stage left
+    schedulable before its injection (or, when the injection could not read it, before
+    the controller's first plan for it), ends a node-not-ready (reboot) stage left
     behind, and returns every warm standby a plan swapped in to standby
     (cordoned, standby label, its spec labels back). The injections are read
     from the cluster's state on disk, so a rollback run by another process
     (a new ``chaos run``) finds them. A node cordoned before, or whose state
     before is unknown (the API server was down at the injection, or it was
-    never injected into), stays cordoned and is listed in ``left_cordoned``.
+    never injected into, and no plan says), stays cordoned and is listed in
+    ``left_cordoned``.
     ``nodes``: restore these instead of every injected one. Safe when
     nothing was injected. Returns ``{"nodes", "uncordoned", "left_cordoned",
     "standbys_restored", "plans", "settled"}``; raises when plans were still
@@ -174,6 +192,9 @@ def restore_xid_nodes(
             "settled": True,
         }
     plans, settled = _wait_plans_settled(target, chosen, since, float(timeout_s), float(quiet_s))
+    for name in chosen:
+        if cordoned_before.get(name) is None:  # the injection could not read the node
+            cordoned_before[name] = cordoned_before_plans(plans, name)
     core = client.CoreV1Api(target.api())
     uncordoned = []
     left_cordoned = []

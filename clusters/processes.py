@@ -69,6 +69,13 @@ def start_detached(
     argv: list[str], pid_file: Path, log_file: Path, env: dict[str, str] | None = None
 ) -> int:
     """Start ``argv`` in its own session (it outlives the CLI), log to ``log_file``."""
+    return spawn_detached(argv, pid_file, log_file, env).pid
+
+
+def spawn_detached(
+    argv: list[str], pid_file: Path, log_file: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """:func:`start_detached`, returning the process (for a parent that reaps it)."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     if not Path(argv[0]).exists():
@@ -84,7 +91,7 @@ def start_detached(
             close_fds=True,
         )
     pid_file.write_text(f"{proc.pid}\n")
-    return proc.pid
+    return proc
 
 
 def signal_pid_file(pid_file: Path, sig: signal.Signals, what: str) -> int:

@@ -1,10 +1,15 @@
-"""The rescue controller and node agent of a local cluster, run as processes."""
+"""The rescue controller and node agent of a local cluster, run as processes.
+
+The cluster's supervisor restarts them when they exit (the controller does when it
+loses its Lease in an API-server outage); :meth:`LocalRescue.stop_rescue` holds them
+down first.
+"""
 
 import os
 import time
 
 from blackstart.clusters.local.base import RESCUE_COMPONENTS
-from blackstart.clusters.local.prometheus import LocalPrometheus
+from blackstart.clusters.local.control_plane import LocalControlPlane
 from blackstart.clusters.net import free_port, metrics_text
 from blackstart.clusters.processes import is_alive, read_pid, start_detached, stop_pid_file
 from blackstart.clusters.provider import ClusterError
@@ -12,7 +17,7 @@ from blackstart.health import wait_for
 from blackstart.kube import api_client
 
 
-class LocalRescue(LocalPrometheus):
+class LocalRescue(LocalControlPlane):
     def start_rescue(
         self,
         name: str,
@@ -89,6 +94,7 @@ class LocalRescue(LocalPrometheus):
         state.extra["rescue"] = info
         state.save()
         for component in argv:
+            self.release(name, component)  # the supervisor restarts it when it exits
             self._start_rescue_component(name, component)
             self.add_scrape_target(name, component, f"127.0.0.1:{ports[component]}")
         deadline = time.monotonic() + timeout
@@ -121,6 +127,7 @@ class LocalRescue(LocalPrometheus):
         """Stop the rescue controller and agent of ``name``; returns those that were running."""
         stopped = []
         for component in RESCUE_COMPONENTS:
+            self.hold(name, component)  # stopped on purpose: the supervisor must not restart it
             pid_file = self.pid_file(name, component)
             if stop_pid_file(pid_file, component):
                 stopped.append(component)

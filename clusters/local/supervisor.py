@@ -2,12 +2,15 @@
 
 One process per local cluster (``python -m blackstart.clusters.local.supervisor
 --cluster NAME``), started by ``cluster up`` and stopped by ``cluster down``.
-Every :data:`TICK_S` seconds it
+It also restarts the cluster's rescue controller and node agent when they exit
+(as a Deployment's and a DaemonSet's kubelet would: the controller exits when it
+loses its Lease in an API-server outage). Every :data:`TICK_S` seconds it
 
 - keeps kube-apiserver in the control plane's cgroup (whoever started it:
   kwokctl, a fault's rollback, itself) as the OOM killer's first choice, and
   moves out what kwokctl starts beside it;
-- restarts kube-apiserver when it exited without being stopped on purpose
+- restarts kube-apiserver (and the rescue processes) when it exited without being
+  stopped on purpose
   (an OOM kill, a crash) after a back-off that doubles from
   :data:`BACKOFF_INITIAL_S` to :data:`BACKOFF_MAX_S`, and resets once it has
   run :data:`BACKOFF_RESET_S` seconds, as kubelet's CrashLoopBackOff does;
@@ -31,18 +34,20 @@ from pathlib import Path
 from typing import Any
 
 from blackstart.clusters.local import kwokctl
+from blackstart.clusters.local.base import RESCUE_COMPONENTS
 from blackstart.clusters.local.cgroups import (
     APISERVER_OOM_SCORE_ADJ,
     ControlPlaneCgroup,
     set_oom_score_adj,
 )
-from blackstart.clusters.processes import is_alive
+from blackstart.clusters.processes import is_alive, read_pid, spawn_detached
+from blackstart.clusters.state import STATE_FILE
 
 TICK_S = 0.25
 BACKOFF_INITIAL_S = 10.0
 BACKOFF_MAX_S = 300.0
 BACKOFF_RESET_S = 120.0
-SUPERVISED = ("kube-apiserver",)
+SUPERVISED = ("kube-apiserver", *RESCUE_COMPONENTS)
 # what runs in the control plane's cgroup, with its OOM score adjustment: kube-apiserver, the
 # process a storm swells; etcd, kube-controller-manager and kube-scheduler stay out (etcd's
 # memory creeps up with every seeded and deleted object on a long-lived test cluster, which
@@ -149,6 +154,7 @@ class Supervisor:
         self.kwokctl_bin = kwokctl_bin
         self.cgroup = cgroup or ControlPlaneCgroup(cluster)
         self.records = {c: ComponentRecord() for c in SUPERVISED}
+        self.children: dict[str, subprocess.Popen[bytes]] = {}  # rescue processes started here
         self.adjusted: dict[str, int] = {}  # component -> pid whose OOM score was adjusted
         self.stop = threading.Event()
         self.lock = threading.Lock()
@@ -180,7 +186,7 @@ class Supervisor:
 
     def _supervise(self, component: str, record: ComponentRecord, now: float, ooms: int) -> bool:
         """Update ``record``; True when the component is due to be started again."""
-        pid = self.kc.pid(component)
+        pid = self.pid_of(component)
         alive = is_alive(pid)
         held = hold_file(self.state_dir, component).exists()
         if alive:
@@ -222,8 +228,54 @@ class Supervisor:
                 record.backoff_s = record.backoff.next_delay(0.0)
                 record.next_start_at = time.time() + record.backoff_s
 
+    def pid_of(self, component: str) -> int | None:
+        """The component's pid: a rescue process's from its pid file, the others' from kwokctl."""
+        if component in RESCUE_COMPONENTS:
+            child = self.children.get(component)
+            if child is not None and child.poll() is not None:  # reap it: no zombie left
+                del self.children[component]
+            return read_pid(self.state_dir / "pids" / f"{component}.pid")
+        return self.kc.pid(component)
+
+    def rescue_argv(self, component: str) -> list[str]:
+        """The command line ``start_rescue`` recorded for a rescue process ([] when none)."""
+        try:
+            state = json.loads((self.state_dir / STATE_FILE).read_text())
+        except (OSError, ValueError):
+            return []
+        rescue = (state.get("extra") or {}).get("rescue") if isinstance(state, dict) else None
+        argv = (rescue.get("argv") or {}).get(component) if isinstance(rescue, dict) else None
+        return [str(a) for a in argv] if isinstance(argv, list) else []
+
+    def _start_rescue(self, component: str) -> bool:
+        """Start a rescue process again from its recorded command line, unless it is held."""
+        argv = self.rescue_argv(component)
+        hold = hold_file(self.state_dir, component)
+        if not argv or hold.exists():
+            return False
+        env = {
+            **os.environ,
+            "BLACKSTART_CACHE_DIR": str(self.state_dir.parent.parent),
+            "PYTHONUNBUFFERED": "1",
+        }
+        pid_file = self.state_dir / "pids" / f"{component}.pid"
+        log_file = self.state_dir / "logs" / f"{component}.log"
+        try:
+            child = spawn_detached(argv, pid_file, log_file, env=env)
+        except OSError as err:
+            print(f"supervisor: cannot start {component}: {err}", file=sys.stderr, flush=True)
+            return False
+        if hold.exists():  # stop_rescue ran meanwhile: what it stopped stays stopped
+            child.kill()
+            child.wait()
+            return False
+        self.children[component] = child
+        return True
+
     def _start(self, component: str) -> bool:
         """Start a stopped component as kwokctl does (kwokctl starts only what is stopped)."""
+        if component in RESCUE_COMPONENTS:
+            return self._start_rescue(component)
         env = {**os.environ, "KWOK_WORKDIR": str(self.kc.workdir)}
         argv = [str(self.kwokctl_bin), "start", "cluster", "--name", self.cluster]
         argv += ["--timeout", "20s"]

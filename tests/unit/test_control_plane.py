@@ -2,7 +2,9 @@
 static pod: sizes from the spec or the sizing advice, cgroup files written as the kernel
 reads them, kubelet's back-off, OOM kills told apart from other exits."""
 
+import json
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +19,7 @@ from blackstart.clusters.local.supervisor import (
     hold_file,
     metrics_lines,
 )
+from blackstart.clusters.processes import is_alive, read_pid
 from blackstart.clusters.spec import (
     SpecError,
     default_control_plane,
@@ -248,3 +251,58 @@ def test_a_component_stopped_on_purpose_is_not_restarted(
     record = supervisor.records["kube-apiserver"]
     assert record.last_exit == "Stopped"
     assert supervisor.tick(now + 600) == []
+
+
+def _rescue_cluster(root: Path) -> tuple[Supervisor, Path, subprocess.Popen[bytes]]:
+    """A supervisor whose cluster recorded a rescue controller's command line, and that
+    controller running (a sleeping Python, its pid in the pid file)."""
+    supervisor, _ = _supervisor(root)
+    argv = [sys.executable, "-c", "import time; time.sleep(60)"]
+    record = {"extra": {"rescue": {"argv": {"rescue-controller": argv}}}}
+    (supervisor.state_dir / "cluster.json").write_text(json.dumps(record))
+    running = subprocess.Popen(argv)
+    pid_file = supervisor.state_dir / "pids" / "rescue-controller.pid"
+    pid_file.parent.mkdir()
+    pid_file.write_text(f"{running.pid}\n")
+    supervisor.tick(time.time())
+    return supervisor, pid_file, running
+
+
+def test_a_rescue_controller_that_exits_is_started_again_after_the_backoff(
+    tmp_path: Path,
+) -> None:
+    # the controller exits when it loses its Lease in an API-server outage; on a real
+    # cluster its Deployment's kubelet starts it again, on a local one the supervisor does
+    supervisor, pid_file, running = _rescue_cluster(tmp_path)
+    running.kill()
+    running.wait()
+    now = time.time()
+    assert supervisor.tick(now) == []  # the back-off first
+    record = supervisor.records["rescue-controller"]
+    assert record.last_exit == "Error"
+    assert supervisor.tick(now + 11) == ["rescue-controller"]
+    supervisor.restart("rescue-controller")
+    pid = read_pid(pid_file)
+    try:
+        assert pid is not None and pid != running.pid and is_alive(pid)
+        assert record.restarts == 1
+        restarts = 'blackstart_control_plane_restarts_total{component="rescue-controller"} 1'
+        assert restarts in metrics_lines(supervisor.snapshot())
+    finally:
+        supervisor.children["rescue-controller"].kill()
+        supervisor.children["rescue-controller"].wait()
+
+
+def test_a_rescue_controller_stopped_on_purpose_stays_stopped(tmp_path: Path) -> None:
+    supervisor, pid_file, running = _rescue_cluster(tmp_path)
+    hold = hold_file(supervisor.state_dir, "rescue-controller")
+    hold.parent.mkdir(parents=True)
+    hold.touch()  # what stop_rescue does before it stops the process
+    running.kill()
+    running.wait()
+    now = time.time()
+    supervisor.tick(now)
+    assert supervisor.records["rescue-controller"].last_exit == "Stopped"
+    assert supervisor.tick(now + 600) == []
+    assert not supervisor._start_rescue("rescue-controller")  # even when asked directly
+    assert read_pid(pid_file) == running.pid

@@ -1,0 +1,31 @@
+"""The Xid rollback knows how a node was before from the controller's first plan when the
+injection could not read it (the API server was down when the Xid line was written)."""
+
+from typing import Any
+
+from blackstart.actions._xid_rollback import cordoned_before_plans
+
+
+def plan(node: str, created: str, was_cordoned: object) -> dict[str, Any]:
+    status = {} if was_cordoned is None else {"nodeWasCordoned": was_cordoned}
+    return {
+        "metadata": {"creationTimestamp": created},
+        "spec": {"nodeName": node},
+        "status": status,
+    }
+
+
+def test_the_first_plan_of_the_node_tells_how_it_was_before() -> None:
+    plans = [
+        plan("gpu-5", "2026-11-30T19:21:30Z", True),  # a later plan: the node was ours then
+        plan("gpu-5", "2026-11-30T19:21:19Z", False),
+        plan("gpu-6", "2026-11-30T19:21:10Z", True),
+    ]
+    assert cordoned_before_plans(plans, "gpu-5") is False
+    assert cordoned_before_plans(plans, "gpu-6") is True
+
+
+def test_no_plan_or_a_plan_that_does_not_say_leaves_it_unknown() -> None:
+    assert cordoned_before_plans([], "gpu-5") is None
+    assert cordoned_before_plans([plan("gpu-5", "2026-11-30T19:21:19Z", None)], "gpu-5") is None
+    assert cordoned_before_plans([plan("gpu-5", "2026-11-30T19:21:19Z", "no")], "gpu-5") is None
