@@ -1,9 +1,10 @@
 """How long `cluster up` and `cluster down` take for the local provider.
 
-Brings up each spec (default: the 60-node default fleet and the 1,000-GPU-node
-fleet) as a fresh local cluster, `--runs` times, and prints wall-clock seconds
-for up (to every node Ready, CoreDNS and Prometheus ready) and down, plus the
-resident memory of the cluster's processes once up.
+Brings up each spec (default: the 60-node default fleet, the 1,000-GPU-node
+fleet and the 10,000-GPU-node fleet) as a fresh local cluster, `--runs` times,
+and prints wall-clock seconds for up (to every node Ready, CoreDNS and
+Prometheus ready) and down, plus the resident memory of the cluster's
+processes once up.
 
     python bench/cluster_up.py [--spec FILE ...] [--runs N]
 """
@@ -21,7 +22,11 @@ from blackstart.clusters.toolchain import resolve
 from blackstart.paths import cache_dir
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_SPECS = [REPO / "clusters/gpu-fleet.yaml", REPO / "clusters/gpu-fleet-1000.yaml"]
+DEFAULT_SPECS = [
+    REPO / "clusters/gpu-fleet.yaml",
+    REPO / "clusters/gpu-fleet-1000.yaml",
+    REPO / "clusters/gpu-fleet-10k.yaml",
+]
 
 
 def rss_mib(pids: list[int]) -> float:

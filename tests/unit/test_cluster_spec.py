@@ -122,6 +122,13 @@ def test_the_large_spec_has_1000_gpu_nodes_of_8_gpus() -> None:
     assert {n.gpus for n in gpu_nodes} == {8}
 
 
+def test_the_fleet_scale_spec_has_10000_gpu_nodes_of_8_gpus() -> None:
+    spec = load_spec("gpu-fleet-10k.yaml")
+    assert spec.name == "gpu-fleet-10k"
+    assert (spec.count("gpu"), len(spec.nodes())) == (10000, 10028)
+    assert {n.gpus for n in spec.nodes() if n.role == "gpu"} == {8}
+
+
 def test_a_packaged_spec_is_found_by_name_or_by_its_repository_path() -> None:
     assert resolve_spec_path(LARGE_SPEC) == packaged_spec(LARGE_SPEC)
     assert resolve_spec_path(None) == packaged_spec(DEFAULT_SPEC)
