@@ -60,10 +60,20 @@ def _plans_since(
 
 
 def _wait_plans_settled(
-    target: Target, nodes: set[str], since: float, timeout_s: float, quiet_s: float
+    target: Target,
+    nodes: set[str],
+    since: float,
+    timeout_s: float,
+    quiet_s: float,
+    plans_within_s: float = 0.0,
 ) -> tuple[list[dict[str, Any]], bool]:
-    """Wait until no plan for ``nodes`` is active for ``quiet_s`` s; (plans, settled)."""
+    """Wait until no plan for ``nodes`` is active for ``quiet_s`` s; (plans, settled).
+
+    For the first ``plans_within_s`` seconds a node without any plan yet counts as
+    active too (a controller coming back after an outage has not made it yet).
+    """
     deadline = time.monotonic() + timeout_s
+    expect_until = time.monotonic() + min(plans_within_s, timeout_s)
     quiet_since: float | None = None
     plans: list[dict[str, Any]] = []
     while True:
@@ -73,6 +83,9 @@ def _wait_plans_settled(
         plans = _plans_since(listed, nodes, since)
         active = [p for p in plans if (p.get("status") or {}).get("phase") not in TERMINAL_PHASES]
         now = time.monotonic()
+        planned = {(p.get("spec") or {}).get("nodeName") for p in plans}
+        if now < expect_until and nodes - planned:
+            active.append({})  # a plan still to come
         if active:
             quiet_since = None
         elif quiet_since is None:
@@ -142,6 +155,7 @@ def restore_xid_nodes(
     timeout_s: float = 120.0,
     quiet_s: float = 5.0,
     nodes: list[str] | None = None,
+    plans_within_s: float = 0.0,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict[str, Any]:
@@ -159,13 +173,23 @@ def restore_xid_nodes(
     before is unknown (the API server was down at the injection, or it was
     never injected into, and no plan says), stays cordoned and is listed in
     ``left_cordoned``.
-    ``nodes``: restore these instead of every injected one. Safe when
+    ``nodes``: restore these instead of every injected one.
+    ``plans_within_s``: first wait up to this long for every node to have a plan
+    (for Xids written while the API server was down or the controller was
+    restarting: it acts once it is back, and a rollback that ran first would
+    leave that late cordon in place). Safe when
     nothing was injected. Returns ``{"nodes", "uncordoned", "left_cordoned",
     "standbys_restored", "plans", "settled"}``; raises when plans were still
     running at the timeout (the nodes are restored anyway).
     """
     if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or timeout_s < 0:
         raise ActivityFailed(f"timeout_s must be seconds, not {timeout_s!r}")
+    if (
+        isinstance(plans_within_s, bool)
+        or not isinstance(plans_within_s, int | float)
+        or plans_within_s < 0
+    ):
+        raise ActivityFailed(f"plans_within_s must be seconds, not {plans_within_s!r}")
     target = resolve_target(configuration, secrets)
     # the record on disk, with the cluster's state: a rollback in a new process finds it
     injected = (
@@ -191,7 +215,9 @@ def restore_xid_nodes(
             "plans": {},
             "settled": True,
         }
-    plans, settled = _wait_plans_settled(target, chosen, since, float(timeout_s), float(quiet_s))
+    plans, settled = _wait_plans_settled(
+        target, chosen, since, float(timeout_s), float(quiet_s), float(plans_within_s)
+    )
     for name in chosen:
         if cordoned_before.get(name) is None:  # the injection could not read the node
             cordoned_before[name] = cordoned_before_plans(plans, name)

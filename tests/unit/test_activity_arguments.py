@@ -146,6 +146,7 @@ def test_storm_refuses_an_api_server_off_loopback() -> None:
         (lambda: xid.xid_storm(fraction=0), ("fraction",)),
         (lambda: xid.xid_storm(fraction=1.5), ("fraction",)),
         (lambda: xid.restore_xid_nodes(timeout_s=-1), ("timeout_s",)),
+        (lambda: xid.restore_xid_nodes(plans_within_s="soon"), ("plans_within_s",)),
         (lambda: workload.deploy_gpu_workload(replicas=0), ("replicas",)),
         (lambda: workload.deploy_gpu_workload(gpus_per_pod=0), ("gpus_per_pod",)),
         (lambda: rescue_policy.apply_rescue_policy("p", rules=[]), ("rules", "non-empty")),
