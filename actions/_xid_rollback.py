@@ -27,6 +27,7 @@ from blackstart.names import (
     STANDBY_LABEL,
     TERMINAL_PHASES,
 )
+from blackstart.rescue.wire.signal import condition_patch, reports_from_node
 from blackstart.target import Target, resolve_target
 
 __all__ = ["restore_xid_nodes"]
@@ -113,6 +114,45 @@ def cordoned_before_plans(plans: list[dict[str, Any]], node: str) -> bool | None
     return None
 
 
+def injected_reports_removed(
+    reports: list[dict[str, Any]], injections: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The Xid reports of a node's ``GPUXidError`` condition without those its injections
+    made (same Xid and PCI address, seen from the injection on); others stay."""
+
+    def injected(report: dict[str, Any]) -> bool:
+        seen = report.get("lastSeen") or report.get("firstSeen")
+        for i in injections:
+            if report.get("xid") != i["xid"]:
+                continue
+            if str(report.get("pci") or "").lower() != str(i["pci"]).lower():
+                continue
+            if (
+                seen
+                and parse_iso(str(seen)).timestamp() >= parse_iso(i["written_at"]).timestamp() - 5
+            ):
+                return True
+        return False
+
+    return [r for r in reports if not injected(r)]
+
+
+def _clear_injected_reports(
+    core: client.CoreV1Api, node: Any, injections: list[dict[str, Any]]
+) -> bool:
+    """Take the injected Xids out of the node's condition: a controller started later (the
+    next experiment's) must not count them towards its storm guard. True when it changed."""
+    reports = reports_from_node(node)
+    keep = injected_reports_removed(reports, injections)
+    if len(keep) == len(reports):
+        return False
+    patch = condition_patch(keep, time.time())
+    if not keep:
+        patch["status"]["conditions"][0].update(status="False", reason="NoXid")
+    core.patch_node_status(node.metadata.name, patch)
+    return True
+
+
 def _spec_labels(target: Target) -> dict[str, dict[str, str]]:
     state = target.state
     if state is None or not state.spec_path:
@@ -172,13 +212,15 @@ def restore_xid_nodes(
     (a new ``chaos run``) finds them. A node cordoned before, or whose state
     before is unknown (the API server was down at the injection, or it was
     never injected into, and no plan says), stays cordoned and is listed in
-    ``left_cordoned``.
+    ``left_cordoned``. The injected Xids leave the nodes' ``GPUXidError``
+    condition (other reports stay), so a controller started later does not
+    count them as recent Xids (its storm guard would).
     ``nodes``: restore these instead of every injected one.
     ``plans_within_s``: first wait up to this long for every node to have a plan
     (for Xids written while the API server was down or the controller was
     restarting: it acts once it is back, and a rollback that ran first would
-    leave that late cordon in place). Safe when
-    nothing was injected. Returns ``{"nodes", "uncordoned", "left_cordoned",
+    leave that late cordon in place). Safe when nothing was injected. Returns
+    ``{"nodes", "uncordoned", "left_cordoned", "xid_reports_cleared",
     "standbys_restored", "plans", "settled"}``; raises when plans were still
     running at the timeout (the nodes are restored anyway).
     """
@@ -211,6 +253,7 @@ def restore_xid_nodes(
             "nodes": [],
             "uncordoned": [],
             "left_cordoned": [],
+            "xid_reports_cleared": [],
             "standbys_restored": [],
             "plans": {},
             "settled": True,
@@ -224,6 +267,7 @@ def restore_xid_nodes(
     core = client.CoreV1Api(target.api())
     uncordoned = []
     left_cordoned = []
+    cleared: list[str] = []
     for name in sorted(chosen):
         try:
             node: Any = core.read_node(name)
@@ -231,6 +275,8 @@ def restore_xid_nodes(
             if err.status == 404:
                 continue
             raise
+        if _clear_injected_reports(core, node, [i for i in injected if i["node"] == name]):
+            cleared.append(name)
         labels = node.metadata.labels or {}
         if NODE_NOT_READY_LABEL in labels:
             core.patch_node(name, {"metadata": {"labels": {NODE_NOT_READY_LABEL: None}}})
@@ -269,6 +315,7 @@ def restore_xid_nodes(
         "nodes": sorted(chosen),
         "uncordoned": uncordoned,
         "left_cordoned": left_cordoned,
+        "xid_reports_cleared": cleared,
         "standbys_restored": standbys,
         "plans": phases,
         "settled": settled,

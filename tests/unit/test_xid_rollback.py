@@ -3,7 +3,7 @@ injection could not read it (the API server was down when the Xid line was writt
 
 from typing import Any
 
-from blackstart.actions._xid_rollback import cordoned_before_plans
+from blackstart.actions._xid_rollback import cordoned_before_plans, injected_reports_removed
 
 
 def plan(node: str, created: str, was_cordoned: object) -> dict[str, Any]:
@@ -29,3 +29,18 @@ def test_no_plan_or_a_plan_that_does_not_say_leaves_it_unknown() -> None:
     assert cordoned_before_plans([], "gpu-5") is None
     assert cordoned_before_plans([plan("gpu-5", "2026-11-30T19:21:19Z", None)], "gpu-5") is None
     assert cordoned_before_plans([plan("gpu-5", "2026-11-30T19:21:19Z", "no")], "gpu-5") is None
+
+
+def report(xid: int, pci: str, last_seen: str) -> dict[str, Any]:
+    return {"id": f"boot:{xid}", "xid": xid, "pci": pci, "lastSeen": last_seen}
+
+
+def test_the_rollback_takes_out_the_xids_its_injections_made_and_no_other() -> None:
+    injection = {"xid": 62, "pci": "0000:03:00", "written_at": "2026-11-30T19:42:13Z"}
+    injected = report(62, "0000:03:00", "2026-11-30T19:42:13.6Z")
+    older = report(62, "0000:03:00", "2026-11-30T18:00:00Z")  # seen before this run
+    other_gpu = report(62, "0000:41:00", "2026-11-30T19:42:14Z")
+    other_xid = report(79, "0000:03:00", "2026-11-30T19:42:14Z")
+    reports = [injected, older, other_gpu, other_xid]
+    assert injected_reports_removed(reports, [injection]) == [older, other_gpu, other_xid]
+    assert injected_reports_removed(reports, []) == reports
