@@ -44,13 +44,12 @@ async def run_controller(
     """Run the controller until SIGTERM/SIGINT (kopf handles the signals).
 
     With ``lease_seconds`` (leader election, :mod:`.leader`) it first waits to hold the
-    Lease, and exits (code 3) when it could not renew it.
+    Lease; when it cannot renew it (an API-server outage longer than the renew
+    deadline, a partition) it stops acting at once, then waits for the Lease again
+    and starts over from what the API server holds: nothing acts twice, and it is
+    back as soon as the API server is, with no process restart and its back-off.
     """
-    import kopf
-
-    from blackstart.rescue.controller.decision_api import start_decision_api
     from blackstart.rescue.controller.journal import Journal
-    from blackstart.rescue.controller.kopf_wiring import build_registry
     from blackstart.rescue.controller.kube_api import KubeApi
     from blackstart.rescue.controller.leader import LeaderElection
     from blackstart.rescue.controller.metrics import ControllerMetrics
@@ -66,7 +65,6 @@ async def run_controller(
         qps=config.qps,
         burst=config.burst,
     )
-    controller = Controller(config, api, metrics, Journal(journal))
     elector = None
     if lease_seconds is not None:
         elector = LeaderElection(
@@ -76,13 +74,41 @@ async def run_controller(
             renew_seconds=lease_seconds * 2 / 3,
             retry_seconds=max(0.2, lease_seconds / 7.5),
         )
-        metrics.leader.set(0)
-        # a standby replica waits here (no watches, no actions); a SIGTERM while it waits,
-        # or just after it won, ends it cleanly, the Lease given up (kopf takes the signals
-        # over once it runs)
-        if not await _acquire_or_stop(elector):
-            await elector.release()
+    while True:
+        # a fresh controller each term: what it knows comes from the API server, as after a
+        # process restart, but without the restart's back-off (a crash-looping controller
+        # comes back minutes after the API server does)
+        controller = Controller(config, api, metrics, Journal(journal))
+        if elector is not None:
+            metrics.leader.set(0)
+            # a standby replica waits here (no watches, no actions); a SIGTERM while it
+            # waits, or just after it won, ends it cleanly, the Lease given up (kopf takes
+            # the signals over once it runs)
+            if not await _acquire_or_stop(elector):
+                await elector.release()
+                return
+        if not await _one_term(controller, kubeconfig, context, metrics, elector, decision_api,
+                               token, tls):  # fmt: skip
             return
+        log.warning("stopped acting: waiting for the Lease again")
+
+
+async def _one_term(
+    controller: Any,
+    kubeconfig: str | None,
+    context: str | None,
+    metrics: Any,
+    elector: Any,
+    decision_api: tuple[str, int] | None,
+    token: Any,
+    tls: Any,
+) -> bool:
+    """Act until stopped (False) or until the Lease could not be renewed (True)."""
+    import kopf
+
+    from blackstart.rescue.controller.decision_api import start_decision_api
+    from blackstart.rescue.controller.kopf_wiring import build_registry
+
     metrics.leader.set(1)
     runner = None
     if decision_api is not None:
@@ -117,8 +143,7 @@ async def run_controller(
             await runner.cleanup()
         if elector is not None and lost is None:
             await elector.release()
-    if lost is not None:
-        raise SystemExit(3)
+    return lost is not None
 
 
 async def _acquire_or_stop(elector: Any) -> bool:

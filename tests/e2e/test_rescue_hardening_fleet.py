@@ -21,14 +21,16 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 
+from blackstart.clusters.local.provider import LocalProvider
 from blackstart.clusters.net import free_port
 from blackstart.clusters.state import ClusterState
 from blackstart.kube import api_client
 
 from . import rescue_inprocess as shared
-from .conftest import eventually, repo_root
+from .conftest import controllers_back_after_an_outage, eventually, repo_root
 from .rescue_inprocess import (
     CONTROLLER_USER,
+    api_server_outage,
     cordoned,
     ended_plan,
     node_events,
@@ -182,6 +184,44 @@ def test_of_two_controllers_running_at_once_only_the_lease_holder_acts(
         "blackstart-rescue-controller", "default"
     )
     assert released.spec.holder_identity is None  # a clean stop gives the Lease up
+
+
+def test_a_controller_that_lost_its_lease_in_an_outage_acts_again_once_the_api_server_is_back(
+    cluster: ClusterState,
+    core: client.CoreV1Api,
+    custom: client.CustomObjectsApi,
+    local: LocalProvider,
+    tmp_path: Path,
+) -> None:
+    # the Lease (6 s) cannot be renewed for 4 s while kube-apiserver is down: the controller
+    # stops acting; it used to exit there, and a supervisor's back-off (kubelet's, on a real
+    # cluster) then kept it away for minutes after the API server was back
+    policy(custom, "cordon", {"priority": 10, "errorCode": ["62"], "actions": [{"name": "cordon"}]})
+    controller = start_process(cluster, tmp_path, "outage")
+    try:
+        eventually(
+            lambda: controller.metric("blackstart_rescue_controller_ready") == 1, 30, "ready"
+        )
+        back = api_server_outage(local, cluster)
+        eventually(
+            lambda: "waiting for the Lease again" in controller.log.read_text(),
+            30,
+            "the controller to stop acting on its lost Lease",
+        )
+        back()
+        controllers_back_after_an_outage(cluster, local)
+        assert controller.process.poll() is None, controller.log.read_text()[-3000:]
+        eventually(
+            lambda: controller.metric("blackstart_rescue_controller_leader") == 1,
+            30,
+            "the Lease held again",
+        )
+        write_xid(core, "gpu-6", 62)
+        assert ended_plan(custom, "gpu-6")["status"]["phase"] == "Succeeded"
+        assert cordoned(core, "gpu-6")
+    finally:
+        controller.stop()
+    assert controller.process.returncode == 0
 
 
 # --- 24: a validation gate before uncordon ------------------------------------------------------
