@@ -210,7 +210,8 @@ def _duration(text: str, option: str) -> dt.timedelta:
     type=click.FloatRange(min=1.0),
     default=15.0,
     show_default=True,
-    help="How long a Lease not renewed stays its holder's; the holder stops after 2/3 of it.",
+    help="How long a Lease not renewed stays its holder's; a holder that could not renew it "
+    "for 2/3 of that (an API-server outage) stops acting and waits for the Lease again.",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log kopf's and the client's details.")
 def controller_command(
