@@ -10,6 +10,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -147,6 +148,14 @@ def test_of_two_controllers_running_at_once_only_the_lease_holder_acts(
     tmp_path: Path,
 ) -> None:
     policy(custom, "cordon", {"priority": 10, "errorCode": ["62"], "actions": [{"name": "cordon"}]})
+    coordination = client.CoordinationV1Api(api_client(cluster.kubeconfig))
+    try:  # earlier tests' controllers may have held and handed over the Lease already
+        before = coordination.read_namespaced_lease("blackstart-rescue-controller", "default")
+        # the first's start takes it over (+1), then the second's takeover (+1)
+        transitions_expected = (before.spec.lease_transitions or 0) + 2
+    except ApiException as err:
+        assert err.status == 404
+        transitions_expected = 1  # created by the first (0), taken over by the second
     first = start_process(cluster, tmp_path, "first")
     second = None
     try:
@@ -174,7 +183,7 @@ def test_of_two_controllers_running_at_once_only_the_lease_holder_acts(
         lease = client.CoordinationV1Api(api_client(cluster.kubeconfig)).read_namespaced_lease(
             "blackstart-rescue-controller", "default"
         )
-        assert lease.spec.lease_transitions == 1
+        assert lease.spec.lease_transitions == transitions_expected
     finally:
         first.stop()
         if second is not None:
@@ -209,7 +218,14 @@ def test_a_controller_that_lost_its_lease_in_an_outage_acts_again_once_the_api_s
             "the controller to stop acting on its lost Lease",
         )
         back()
-        controllers_back_after_an_outage(cluster, local)
+        for attempt in range(3):  # a controller-manager started while the API server is still
+            try:  # slow can lose its own lease at once ("leaderelection lost"): start it again
+                controllers_back_after_an_outage(cluster, local)
+                break
+            except Exception:
+                if attempt == 2:
+                    raise
+                time.sleep(5)
         assert controller.process.poll() is None, controller.log.read_text()[-3000:]
         eventually(
             lambda: controller.metric("blackstart_rescue_controller_leader") == 1,
