@@ -14,7 +14,10 @@ incident itself. This control:
   until the rollbacks, a hard limit is crossed: the API server's p99 request
   latency (Prometheus, over ``p99_window``) above ``max_apiserver_p99_s``, or
   more than ``max_cordoned_nodes`` non-standby nodes cordoned (counted from a
-  node watch, not a LIST per check);
+  node watch, not a LIST per check); the latency limit does not apply while an
+  action of this experiment freezes or stops the API server or etcd, nor for the
+  p99 window after it is undone (the requests it held are the freeze, not load;
+  the journal says so as ``p99_excused``);
 - fails closed: when the API server or Prometheus has not answered for
   ``max_blind_s`` seconds, the guard cannot see the limits, and it interrupts
   the run, unless an action of this experiment took the API server away
@@ -56,7 +59,7 @@ from kubernetes import client
 from blackstart.controls.guard_config import ALLOWED_ENV as ALLOWED_ENV
 from blackstart.controls.guard_config import ALLOWED_KEY as ALLOWED_KEY
 from blackstart.controls.guard_config import allow_list, check_limits, target_allowed
-from blackstart.controls.guard_watch import Blindness, NodeWatch
+from blackstart.controls.guard_watch import Blindness, FreezeWindows, NodeWatch
 from blackstart.controls.journal import blackstart_entry
 from blackstart.controls.metrics import FAULT_UNDONE_BY
 from blackstart.health import utc_now_iso
@@ -65,6 +68,15 @@ from blackstart.probes.prometheus import scalar
 from blackstart.target import Target, resolve_target
 
 logger = logging.getLogger("chaostoolkit")
+
+#: how late a request's latency reaches the p99 query: a scrape or two
+SCRAPE_LAG_S = 10.0
+
+
+def window_seconds(window: str) -> float:
+    """``30s`` or ``1m`` (as :func:`check_limits` accepts them) in seconds."""
+    return float(window[:-1]) * (60 if window.endswith("m") else 1)
+
 
 __all__ = [
     "after_activity_control",
@@ -104,6 +116,8 @@ class _Guard:
         self.guard_signal = False
         self.previous_handler: Any = None
         self.blindness: Blindness | None = None
+        self.freezes = FreezeWindows(FAULT_UNDONE_BY)
+        self.p99_excused: str | None = None  # the last reading above the limit a freeze caused
         self.nodes: NodeWatch | None = None
 
     # ---------------------------------------------------------------- limits
@@ -134,7 +148,11 @@ class _Guard:
                     blind.answered(source)
             if p99 is not None:
                 self.max_p99_seen = max(self.max_p99_seen or 0.0, p99)
-                if p99 > limit_p99:
+                window_s = window_seconds(self.limits["p99_window"]) + SCRAPE_LAG_S
+                excuse = self.freezes.excuse(window_s)
+                if p99 > limit_p99 and excuse:
+                    self.p99_excused = f"p99 {p99:.2f} s: {excuse}"
+                elif p99 > limit_p99:
                     return (
                         f"API server p99 latency {p99:.2f} s is above the guard's hard limit "
                         f"of {limit_p99:g} s"
@@ -302,8 +320,10 @@ def before_activity_control(context: Activity, **_: Any) -> None:
     if _guard.target is None and context.get("type") == "action" and _guard.phase == "method":
         raise InterruptExecution("guard: the guard did not check the target; not injecting")
     _guard.interrupt_if_tripped()
-    if _guard.blindness is not None and _guard.phase == "method":
-        _guard.blindness.opening(_func(context))
+    if _guard.phase == "method":
+        _guard.freezes.opening(_func(context))
+        if _guard.blindness is not None:
+            _guard.blindness.opening(_func(context))
 
 
 def _func(activity: Activity) -> str | None:
@@ -314,6 +334,7 @@ def _func(activity: Activity) -> str | None:
 
 def after_activity_control(context: Activity, state: Run = None, **_: Any) -> None:
     """A failed action of the method fails the run; a tripped guard interrupts it."""
+    _guard.freezes.closing(_func(context))
     if _guard.blindness is not None:
         _guard.blindness.closing(_func(context))
     if (
@@ -357,6 +378,7 @@ def after_experiment_control(context: Experiment, state: Journal = None, **_: An
         "limits": dict(_guard.limits),
         "checks": _guard.checks,
         "max_apiserver_p99_seen_s": _guard.max_p99_seen,
+        "p99_excused": _guard.p99_excused,
         "max_cordoned_seen": _guard.max_cordoned_seen,
         "node_lists": _guard.nodes.lists if _guard.nodes is not None else 0,
     }

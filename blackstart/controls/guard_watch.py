@@ -8,6 +8,10 @@ Prometheus) that has not answered for ``max_blind_s`` seconds trips it, unless
 the experiment itself caused the outage: an action that takes the API server
 away (:data:`OUTAGE_FAULTS`) opens a fault window that lasts until one of the
 activities that undo it has run (``FAULT_UNDONE_BY`` of the metrics control).
+
+:class:`FreezeWindows` excuses the latency limit for a freeze or stop the
+experiment caused (:data:`FREEZE_FAULTS`): every request a frozen API server
+held ends as slow as the freeze, which is the fault, not an overload.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from kubernetes.client.exceptions import ApiException
 
 from blackstart.names import STANDBY_LABEL
 
-__all__ = ["OUTAGE_FAULTS", "Blindness", "NodeWatch"]
+__all__ = ["FREEZE_FAULTS", "OUTAGE_FAULTS", "Blindness", "FreezeWindows", "NodeWatch"]
 
 logger = logging.getLogger("chaostoolkit")
 
@@ -31,6 +35,48 @@ logger = logging.getLogger("chaostoolkit")
 OUTAGE_FAULTS = frozenset(
     {"stop_apiserver", "hang_apiserver", "stop_etcd", "hang_etcd", "start_telemetry_storm"}
 )
+
+#: outage faults whose latency is their own doing; a storm is not one (its latency is what
+#: the limit is there for: storm experiments that want none set it to null)
+FREEZE_FAULTS = OUTAGE_FAULTS - {"start_telemetry_storm"}
+
+
+class FreezeWindows:
+    """The experiment's own freezes and stops of the API server or etcd, and when they ended.
+
+    The p99 latency over a window that saw one is the freeze's length, not load:
+    the latency limit does not apply while one is on, nor until the p99 window
+    (plus a scrape's lag) has rolled past its end.
+    """
+
+    def __init__(
+        self, undone_by: dict[str, tuple[str, ...]], clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._undone_by = undone_by
+        self._clock = clock
+        self._open: set[str] = set()
+        self._ended_at: float | None = None
+        self._lock = threading.Lock()
+
+    def opening(self, func: str | None) -> None:
+        if func in FREEZE_FAULTS:
+            with self._lock:
+                self._open.add(func)
+
+    def closing(self, func: str | None) -> None:
+        with self._lock:
+            for fault in [f for f in self._open if func in self._undone_by.get(f, ())]:
+                self._open.discard(fault)
+                self._ended_at = self._clock()
+
+    def excuse(self, window_s: float) -> str | None:
+        """Why a latency reading now is the experiment's own freeze, else None."""
+        with self._lock:
+            if self._open:
+                return f"{', '.join(sorted(self._open))} under way"
+            if self._ended_at is not None and self._clock() - self._ended_at < window_s:
+                return f"a freeze ended {self._clock() - self._ended_at:.0f} s ago"
+        return None
 
 
 class Blindness:

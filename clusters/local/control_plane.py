@@ -16,7 +16,6 @@ from blackstart.clusters.local.prometheus import LocalPrometheus
 from blackstart.clusters.local.supervisor import (
     CONFINED,
     NOT_CONTROL_PLANE,
-    SUPERVISED,
     hold_file,
     read_status,
 )
@@ -143,11 +142,14 @@ class LocalControlPlane(LocalPrometheus):
         return int(record.get("restarts", 0))
 
     def hold(self, name: str, component: str) -> None:
-        """Mark ``component`` as stopped on purpose: the supervisor does not restart it."""
-        if component in SUPERVISED:
-            path = hold_file(self.state_dir(name), component)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.touch()
+        """Mark ``component`` as stopped on purpose: the supervisor does not restart it.
+
+        Any component, supervised or not: the supervisor does not run ``kwokctl start
+        cluster`` (which starts every stopped component) while one is held down.
+        """
+        path = hold_file(self.state_dir(name), component)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
 
     def release(self, name: str, component: str) -> None:
         """Let the supervisor restart ``component`` again when it exits."""

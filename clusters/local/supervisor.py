@@ -2,19 +2,22 @@
 
 One process per local cluster (``python -m blackstart.clusters.local.supervisor
 --cluster NAME``), started by ``cluster up`` and stopped by ``cluster down``.
-It also restarts the cluster's rescue controller and node agent when they exit
-(as a Deployment's and a DaemonSet's kubelet would: the controller exits when it
-loses its Lease in an API-server outage). Every :data:`TICK_S` seconds it
+It also restarts kube-controller-manager and kube-scheduler, which exit when they
+lose their leader Lease (an API server frozen or stopped for more than their 10 s
+renew deadline), and the cluster's rescue controller and node agent, as the
+kubelet restarts static pods, a Deployment's and a DaemonSet's pods. Every
+:data:`TICK_S` seconds it
 
 - keeps kube-apiserver in the control plane's cgroup (whoever started it:
   kwokctl, a fault's rollback, itself) as the OOM killer's first choice, and
   moves out what kwokctl starts beside it;
-- restarts kube-apiserver (and the rescue processes) when it exited without being
-  stopped on purpose
-  (an OOM kill, a crash) after a back-off that doubles from
+- restarts kube-apiserver (and the others above) when it exited without being
+  stopped on purpose (an OOM kill, a crash, a lost Lease) after a back-off that doubles from
   :data:`BACKOFF_INITIAL_S` to :data:`BACKOFF_MAX_S`, and resets once it has
   run :data:`BACKOFF_RESET_S` seconds, as kubelet's CrashLoopBackOff does;
-  a fault that stops it on purpose leaves a hold file and is left alone;
+  a fault that stops it on purpose leaves a hold file and is left alone; as
+  ``kwokctl start cluster`` starts every stopped component, a kwokctl component
+  waits while another is held or in its own back-off (whose start brings it too);
 - counts restarts and OOM kills in ``supervisor.json`` (read by ``cluster
   status``) and serves them with the cgroup's memory and CPU on
   ``/metrics`` for the cluster's Prometheus (``blackstart_control_plane_*``).
@@ -47,7 +50,9 @@ TICK_S = 0.25
 BACKOFF_INITIAL_S = 10.0
 BACKOFF_MAX_S = 300.0
 BACKOFF_RESET_S = 120.0
-SUPERVISED = ("kube-apiserver", *RESCUE_COMPONENTS)
+# kwokctl starts these; the two controllers exit on a lost leader Lease, as they do in pods
+KWOKCTL_SUPERVISED = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+SUPERVISED = (*KWOKCTL_SUPERVISED, *RESCUE_COMPONENTS)
 # what runs in the control plane's cgroup, with its OOM score adjustment: kube-apiserver, the
 # process a storm swells; etcd, kube-controller-manager and kube-scheduler stay out (etcd's
 # memory creeps up with every seeded and deleted object on a long-lived test cluster, which
@@ -213,7 +218,27 @@ class Supervisor:
             record.next_start_at = 0.0
             record.backoff = Backoff(record.backoff.initial_s, record.backoff.max_s)
             return False
-        return bool(record.next_start_at) and now >= record.next_start_at
+        due = bool(record.next_start_at) and now >= record.next_start_at
+        return due and not self.blocked_by(component)
+
+    def blocked_by(self, component: str) -> str | None:
+        """A stopped kwokctl component that ``kwokctl start cluster`` must not start now.
+
+        kwokctl starts every stopped component at once: restarting the scheduler
+        that way while a fault holds etcd or kube-apiserver down would end the
+        fault early, and while kube-apiserver waits out its back-off would skip
+        it. The blocked component starts with the other (kwokctl brings both).
+        kube-apiserver itself may bring a controller early: that is harmless.
+        """
+        if component in RESCUE_COMPONENTS:
+            return None
+        held_dir = self.state_dir / HOLD_DIR
+        held = [p.name for p in held_dir.iterdir()] if held_dir.is_dir() else []
+        kwokctl_held = {c for c in held if c in ("kube-apiserver", *NOT_CONTROL_PLANE)}
+        for other in sorted({*kwokctl_held, "kube-apiserver"} - {component}):
+            if not is_alive(self.kc.pid(other)):
+                return other
+        return None
 
     def restart(self, component: str) -> None:
         """Start ``component`` again and count it (the lock is not held: starting takes time)."""
@@ -279,8 +304,10 @@ class Supervisor:
         env = {**os.environ, "KWOK_WORKDIR": str(self.kc.workdir)}
         argv = [str(self.kwokctl_bin), "start", "cluster", "--name", self.cluster]
         argv += ["--timeout", "20s"]
-        # started from inside the control plane's cgroup: the new process is born there
-        join = self.cgroup.join_self if self.cgroup.exists() else None
+        # kube-apiserver is born inside the control plane's cgroup; the controllers outside
+        # it (one started into a cgroup a storm filled gets the API server OOM-killed)
+        inside = component == "kube-apiserver" and self.cgroup.exists()
+        join = self.cgroup.join_self if inside else None
         with contextlib.suppress(OSError, subprocess.TimeoutExpired):
             subprocess.run(
                 argv, env=env, capture_output=True, timeout=60, check=False, preexec_fn=join

@@ -104,8 +104,10 @@ def test_an_api_server_outage_the_experiment_did_not_cause_interrupts_the_run(
 def test_an_api_server_outage_the_experiment_caused_is_expected(
     cluster: ClusterState, tmp_path: Path
 ) -> None:
+    # 16 s: longer than the guard's 10 s p99 limit, so that the requests the freeze held
+    # read as a p99 above it (a CI run tripped the guard that way at 12 s)
     method = [
-        apiserver_action("freeze-the-api-server", "hang_apiserver", pause=12),
+        apiserver_action("freeze-the-api-server", "hang_apiserver", pause=16),
         apiserver_action("resume-the-api-server", "resume_apiserver", pause=2),
     ]
     path = tmp_path / "expected.json"
@@ -118,3 +120,8 @@ def test_an_api_server_outage_the_experiment_caused_is_expected(
     guard = guard_entry(journal)
     assert guard["tripped"] is False, guard
     assert journal["status"] == "completed", output
+    if (guard["max_apiserver_p99_seen_s"] or 0) > GUARD["max_apiserver_p99_s"]:
+        assert (
+            "hang_apiserver under way" in guard["p99_excused"]
+            or "a freeze ended" in guard["p99_excused"]
+        ), guard

@@ -306,3 +306,75 @@ def test_a_rescue_controller_stopped_on_purpose_stays_stopped(tmp_path: Path) ->
     assert supervisor.tick(now + 600) == []
     assert not supervisor._start_rescue("rescue-controller")  # even when asked directly
     assert read_pid(pid_file) == running.pid
+
+
+def _kwokctl_component(root: Path, component: str) -> subprocess.Popen[bytes]:
+    """A stand-in for a component kwokctl started: a sleeping process and its pid file."""
+    pids = root / "kwok" / "clusters" / "incident" / "pids"
+    proc = subprocess.Popen(["sleep", "60"])
+    (pids / f"{component}.pid").write_text(f"{proc.pid}\n")
+    return proc
+
+
+def test_a_scheduler_that_lost_its_lease_is_started_again_after_the_backoff(
+    apiserver_process: tuple[subprocess.Popen[bytes], Path],
+) -> None:
+    # kube-scheduler and kube-controller-manager exit when an API server frozen for more
+    # than their 10 s renew deadline cost them the Lease; nothing else starts them again
+    _, root = apiserver_process
+    supervisor, _ = _supervisor(root)
+    scheduler = _kwokctl_component(root, "kube-scheduler")
+    supervisor.tick(time.time())
+    scheduler.kill()
+    scheduler.wait()
+    now = time.time()
+    assert supervisor.tick(now) == []
+    assert supervisor.records["kube-scheduler"].last_exit == "Error"
+    assert supervisor.tick(now + 11) == ["kube-scheduler"]
+
+
+def test_a_controller_waits_while_a_fault_holds_the_api_server_or_etcd_down(
+    apiserver_process: tuple[subprocess.Popen[bytes], Path],
+) -> None:
+    # kwokctl start cluster starts every stopped component: restarting the scheduler
+    # that way would end the fault's outage early
+    apiserver, root = apiserver_process
+    supervisor, _ = _supervisor(root)
+    scheduler = _kwokctl_component(root, "kube-scheduler")
+    etcd = _kwokctl_component(root, "etcd")
+    supervisor.tick(time.time())
+    holds = supervisor.state_dir / "holds"
+    holds.mkdir()
+    (holds / "etcd").touch()
+    (holds / "coredns").touch()  # not kwokctl's: never in the way
+    for proc in (etcd, scheduler):
+        proc.kill()
+        proc.wait()
+    now = time.time()
+    supervisor.tick(now)
+    assert supervisor.tick(now + 11) == []
+    assert supervisor.blocked_by("kube-scheduler") == "etcd"
+    (holds / "etcd").unlink()  # the fault is over (start_component releases and starts it)
+    assert supervisor.tick(now + 12) == ["kube-scheduler"]
+    (holds / "kube-apiserver").touch()
+    apiserver.kill()
+    apiserver.wait()
+    assert supervisor.tick(now + 13) == []
+    assert supervisor.blocked_by("kube-scheduler") == "kube-apiserver"
+
+
+def test_only_kube_apiserver_is_started_inside_the_control_planes_cgroup(
+    apiserver_process: tuple[subprocess.Popen[bytes], Path],
+) -> None:
+    _, root = apiserver_process
+    supervisor, _ = _supervisor(root)
+    procs = root / "cgroup/memory/blackstart/incident/control-plane/cgroup.procs"
+    kwokctl = root / "kwokctl"
+    kwokctl.write_text("#!/bin/sh\nexit 0\n")
+    kwokctl.chmod(0o755)
+    supervisor.kwokctl_bin = kwokctl
+    procs.write_text("")
+    supervisor._start("kube-scheduler")
+    assert procs.read_text() == ""
+    supervisor._start("kube-apiserver")
+    assert procs.read_text().strip().isdigit()
