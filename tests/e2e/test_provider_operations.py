@@ -100,6 +100,12 @@ def test_a_scheduler_that_lost_its_lease_in_a_freeze_is_started_again_by_the_sup
         local.resume_component(cluster.name, "kube-apiserver")
     assert not is_stopped(pid)
     eventually(lambda: not is_alive(scheduler), 30, "kube-scheduler exits on its lost Lease")
+    # the namespace's default ServiceAccount, which a pod needs, is the controller-manager's
+    eventually(
+        lambda: core.list_namespaced_service_account(namespace).items,
+        90,
+        "the namespace's ServiceAccount (kube-controller-manager started again)",
+    )
     container = {"name": "c", "image": "registry.invalid/after:1"}
     pod = {"metadata": {"name": "after-the-freeze"}, "spec": {"containers": [container]}}
     core.create_namespaced_pod(namespace, pod)
