@@ -196,6 +196,8 @@ class Supervisor:
         held = hold_file(self.state_dir, component).exists()
         if alive:
             if record.pid != pid:  # (re)started, by us or by anyone else
+                if record.next_start_at:  # it exited and another start brought it back (kwokctl
+                    record.restarts += 1  # starts every stopped component): a restart too
                 record.pid = pid
                 record.last_start_at = now
                 record.oom_baseline = ooms

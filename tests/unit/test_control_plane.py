@@ -361,6 +361,15 @@ def test_a_controller_waits_while_a_fault_holds_the_api_server_or_etcd_down(
     apiserver.wait()
     assert supervisor.tick(now + 13) == []
     assert supervisor.blocked_by("kube-scheduler") == "kube-apiserver"
+    # the fault's rollback starts kube-apiserver, and kwokctl the scheduler with it
+    (holds / "kube-apiserver").unlink()
+    brought = _kwokctl_component(root, "kube-scheduler")
+    try:
+        supervisor.tick(now + 14)
+        assert supervisor.records["kube-scheduler"].restarts == 1
+    finally:
+        brought.kill()
+        brought.wait()
 
 
 def test_only_kube_apiserver_is_started_inside_the_control_planes_cgroup(
