@@ -11,8 +11,12 @@ kubelet restarts static pods, a Deployment's and a DaemonSet's pods. Every
 - keeps kube-apiserver in the control plane's cgroup (whoever started it:
   kwokctl, a fault's rollback, itself) as the OOM killer's first choice, and
   moves out what kwokctl starts beside it;
+- runs kube-apiserver's liveness probe as kubelet does (``/livez``, kubeadm's
+  10 s period and 8 failures, :mod:`blackstart.clusters.local.liveness`), and
+  kills an API server that stopped answering (a storm left it thrashing);
 - restarts kube-apiserver (and the others above) when it exited without being
-  stopped on purpose (an OOM kill, a crash, a lost Lease) after a back-off that doubles from
+  stopped on purpose (an OOM kill, a failed liveness probe, a crash, a lost
+  Lease) after a back-off that doubles from
   :data:`BACKOFF_INITIAL_S` to :data:`BACKOFF_MAX_S`, and resets once it has
   run :data:`BACKOFF_RESET_S` seconds, as kubelet's CrashLoopBackOff does;
   a fault that stops it on purpose leaves a hold file and is left alone; as
@@ -28,6 +32,7 @@ import contextlib
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -36,7 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from blackstart.clusters.local import kwokctl
+from blackstart.clusters.local import kwokctl, liveness
 from blackstart.clusters.local.base import RESCUE_COMPONENTS
 from blackstart.clusters.local.cgroups import (
     APISERVER_OOM_SCORE_ADJ,
@@ -94,6 +99,7 @@ class ComponentRecord:
 
     restarts: int = 0
     oom_kills: int = 0
+    liveness_kills: int = 0
     exits: int = 0
     last_exit: str = ""
     last_exit_at: float = 0.0
@@ -102,6 +108,7 @@ class ComponentRecord:
     backoff_s: float = 0.0
     pid: int | None = None
     oom_baseline: int = 0  # the cgroup's OOM kills when this process was first seen
+    unhealthy_pid: int | None = None  # the process the liveness probe killed
     backoff: Backoff = field(default_factory=Backoff)
 
 
@@ -161,6 +168,7 @@ class Supervisor:
         self.records = {c: ComponentRecord() for c in SUPERVISED}
         self.children: dict[str, subprocess.Popen[bytes]] = {}  # rescue processes started here
         self.adjusted: dict[str, int] = {}  # component -> pid whose OOM score was adjusted
+        self.liveness = liveness.LivenessProbe()
         self.stop = threading.Event()
         self.lock = threading.Lock()
 
@@ -208,6 +216,9 @@ class Supervisor:
             # against the count when it started: the kernel counts the kill a moment before
             # the process is gone, so a tick may see the count rise while it still lives
             record.last_exit = "Stopped" if held else exit_reason(record.oom_baseline, ooms)
+            if record.last_exit == "Error" and record.unhealthy_pid == record.pid:
+                record.last_exit = "Unhealthy"  # kubelet's word for a failed liveness probe
+                record.liveness_kills += 1
             record.last_exit_at = now
             if record.last_exit == "OOMKilled":
                 record.oom_kills += 1
@@ -316,12 +327,43 @@ class Supervisor:
             )
         return is_alive(self.kc.pid(component))
 
+    def observe_liveness(self, pid: int, ok: bool) -> bool:
+        """Count one probe of kube-apiserver ``pid``; True (and marked) when it must be killed."""
+        with self.lock:
+            if not self.liveness.observe(pid, ok):
+                return False
+            self.records["kube-apiserver"].unhealthy_pid = pid
+        print(
+            f"supervisor: kube-apiserver (pid {pid}) failed its liveness probe "
+            f"{self.liveness.failures} times in a row; killing it",
+            file=sys.stderr,
+            flush=True,
+        )
+        return True
+
+    def probe_liveness(self) -> None:
+        """The liveness probe's loop (a thread of its own: a probe may take its 15 s)."""
+        context = None
+        while not self.stop.wait(liveness.PERIOD_S):
+            pid = self.kc.pid("kube-apiserver")
+            if hold_file(self.state_dir, "kube-apiserver").exists() or not liveness.probed(pid):
+                continue
+            try:
+                url = json.loads((self.state_dir / STATE_FILE).read_text())["apiserver_url"]
+                context = context or liveness.tls_context(self.kc.pki_dir)
+            except (OSError, ValueError, KeyError, ssl.SSLError):
+                continue
+            ok = liveness.probe(url, context)
+            if pid is not None and liveness.probed(pid) and self.observe_liveness(pid, ok):
+                liveness.kill(pid)
+
     def snapshot(self) -> dict[str, Any]:
         usage = self.cgroup.usage() if self.cgroup.exists() else None
         components = {}
         for component, record in self.records.items():
             data = asdict(record)
             data.pop("backoff")
+            data.pop("unhealthy_pid")
             components[component] = data
         processes = {}
         for component in CONFINED:
@@ -347,6 +389,7 @@ class Supervisor:
         return data
 
     def run(self) -> None:
+        threading.Thread(target=self.probe_liveness, name="liveness", daemon=True).start()
         last_write = 0.0
         while not self.stop.is_set():
             now = time.time()
@@ -384,6 +427,14 @@ def metrics_lines(data: dict[str, Any]) -> list[str]:
     for name, record in components.items():
         lines.append(f'blackstart_control_plane_oom_kills_total{{component="{name}"}} '
                      f"{record.get('oom_kills', 0)}")  # fmt: skip
+    lines += [
+        "# HELP blackstart_control_plane_liveness_kills_total Kills of a control-plane component "
+        "after failed liveness probes.",
+        "# TYPE blackstart_control_plane_liveness_kills_total counter",
+    ]
+    for name, record in components.items():
+        lines.append(f'blackstart_control_plane_liveness_kills_total{{component="{name}"}} '
+                     f"{record.get('liveness_kills', 0)}")  # fmt: skip
     lines += [
         "# HELP blackstart_control_plane_up 1 when the component's process runs.",
         "# TYPE blackstart_control_plane_up gauge",

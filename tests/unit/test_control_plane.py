@@ -3,6 +3,7 @@ static pod: sizes from the spec or the sizing advice, cgroup files written as th
 reads them, kubelet's back-off, OOM kills told apart from other exits."""
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -11,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from blackstart.clusters.local import liveness
 from blackstart.clusters.local.cgroups import ControlPlaneCgroup, cgroup_version
+from blackstart.clusters.local.liveness import LivenessProbe
 from blackstart.clusters.local.supervisor import (
     Backoff,
     Supervisor,
@@ -387,3 +390,51 @@ def test_only_kube_apiserver_is_started_inside_the_control_planes_cgroup(
     assert procs.read_text() == ""
     supervisor._start("kube-apiserver")
     assert procs.read_text().strip().isdigit()
+
+
+def test_the_liveness_probe_kills_after_eight_failures_in_a_row_once_it_answered() -> None:
+    probe = LivenessProbe()
+    assert not any(probe.observe(100, ok=False) for _ in range(20))  # still starting up
+    assert not probe.observe(100, ok=True)
+    assert [probe.observe(100, ok=False) for _ in range(8)] == [False] * 7 + [True]
+    probe.observe(100, ok=True)
+    assert probe.failures == 0
+    assert not any(probe.observe(101, ok=False) for _ in range(8))  # a new process starts over
+
+
+def test_an_api_server_killed_by_its_liveness_probe_exits_unhealthy_and_is_restarted(
+    apiserver_process: tuple[subprocess.Popen[bytes], Path],
+) -> None:
+    # a storm can leave kube-apiserver alive under its memory limit, answering nothing for
+    # minutes (seen here: 9 min); kubelet's liveness probe would restart it
+    proc, root = apiserver_process
+    supervisor, _ = _supervisor(root)
+    supervisor.tick(time.time())
+    assert not supervisor.observe_liveness(proc.pid, ok=True)
+    killed = [supervisor.observe_liveness(proc.pid, ok=False) for _ in range(8)]
+    assert killed == [False] * 7 + [True]
+    liveness.kill(proc.pid, grace=5)
+    proc.wait()
+    now = time.time()
+    assert supervisor.tick(now) == []
+    record = supervisor.records["kube-apiserver"]
+    assert record.last_exit == "Unhealthy"
+    assert record.liveness_kills == 1
+    kills = 'blackstart_control_plane_liveness_kills_total{component="kube-apiserver"} 1'
+    assert kills in metrics_lines(supervisor.snapshot())
+    assert supervisor.tick(now + 11) == ["kube-apiserver"]
+
+
+def test_a_process_frozen_on_purpose_is_not_probed() -> None:
+    proc = subprocess.Popen(["sleep", "60"])
+    try:
+        assert liveness.probed(proc.pid)
+        proc.send_signal(signal.SIGSTOP)
+        deadline = time.monotonic() + 5
+        while liveness.probed(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not liveness.probed(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not liveness.probed(proc.pid)
