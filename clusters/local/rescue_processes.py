@@ -5,13 +5,13 @@ loses its Lease in an API-server outage); :meth:`LocalRescue.stop_rescue` holds 
 down first.
 """
 
-import os
 import time
 
 from blackstart.clusters.local.base import RESCUE_COMPONENTS
 from blackstart.clusters.local.control_plane import LocalControlPlane
+from blackstart.clusters.local.rescue_launch import launch, recorded_argv
 from blackstart.clusters.net import free_port, metrics_text
-from blackstart.clusters.processes import is_alive, read_pid, start_detached, stop_pid_file
+from blackstart.clusters.processes import is_alive, read_pid, stop_pid_file
 from blackstart.clusters.provider import ClusterError
 from blackstart.health import wait_for
 from blackstart.kube import api_client
@@ -116,12 +116,10 @@ class LocalRescue(LocalControlPlane):
         pid_file = self.pid_file(name, component)
         if is_alive(read_pid(pid_file)):
             return read_pid(pid_file) or 0
-        rescue = self.state(name).extra.get("rescue")
-        argv = (rescue.get("argv") or {}).get(component) if isinstance(rescue, dict) else None
+        argv = recorded_argv(self.state_dir(name), component)
         if not argv:
             raise ClusterError(f"{component} was never started for {name}; use start_rescue")
-        env = {**os.environ, "BLACKSTART_CACHE_DIR": str(self.cache), "PYTHONUNBUFFERED": "1"}
-        return start_detached(list(argv), pid_file, self.log_file(name, component), env=env)
+        return launch(self.state_dir(name), component, argv).pid
 
     def stop_rescue(self, name: str) -> list[str]:
         """Stop the rescue controller and agent of ``name``; returns those that were running."""

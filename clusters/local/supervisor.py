@@ -48,7 +48,8 @@ from blackstart.clusters.local.cgroups import (
     ControlPlaneCgroup,
     set_oom_score_adj,
 )
-from blackstart.clusters.processes import is_alive, read_pid, spawn_detached
+from blackstart.clusters.local.rescue_launch import launch, recorded_argv
+from blackstart.clusters.processes import is_alive, read_pid
 from blackstart.clusters.state import STATE_FILE
 
 TICK_S = 0.25
@@ -275,31 +276,14 @@ class Supervisor:
             return read_pid(self.state_dir / "pids" / f"{component}.pid")
         return self.kc.pid(component)
 
-    def rescue_argv(self, component: str) -> list[str]:
-        """The command line ``start_rescue`` recorded for a rescue process ([] when none)."""
-        try:
-            state = json.loads((self.state_dir / STATE_FILE).read_text())
-        except (OSError, ValueError):
-            return []
-        rescue = (state.get("extra") or {}).get("rescue") if isinstance(state, dict) else None
-        argv = (rescue.get("argv") or {}).get(component) if isinstance(rescue, dict) else None
-        return [str(a) for a in argv] if isinstance(argv, list) else []
-
     def _start_rescue(self, component: str) -> bool:
         """Start a rescue process again from its recorded command line, unless it is held."""
-        argv = self.rescue_argv(component)
+        argv = recorded_argv(self.state_dir, component)
         hold = hold_file(self.state_dir, component)
         if not argv or hold.exists():
             return False
-        env = {
-            **os.environ,
-            "BLACKSTART_CACHE_DIR": str(self.state_dir.parent.parent),
-            "PYTHONUNBUFFERED": "1",
-        }
-        pid_file = self.state_dir / "pids" / f"{component}.pid"
-        log_file = self.state_dir / "logs" / f"{component}.log"
         try:
-            child = spawn_detached(argv, pid_file, log_file, env=env)
+            child = launch(self.state_dir, component, argv)
         except OSError as err:
             print(f"supervisor: cannot start {component}: {err}", file=sys.stderr, flush=True)
             return False
