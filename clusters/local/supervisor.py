@@ -37,6 +37,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -393,39 +394,28 @@ class Supervisor:
             self.stop.wait(TICK_S)
 
 
+#: per-component series: (metric, help, type, value of a supervisor.json record)
+COMPONENT_SERIES: tuple[tuple[str, str, str, Callable[[dict[str, Any]], int]], ...] = (
+    ("restarts_total", "Restarts of a control-plane component by its supervisor.", "counter",
+     lambda record: int(record.get("restarts", 0))),
+    ("oom_kills_total", "OOM kills of a control-plane component.", "counter",
+     lambda record: int(record.get("oom_kills", 0))),
+    ("liveness_kills_total", "Kills of a control-plane component after failed liveness probes.",
+     "counter", lambda record: int(record.get("liveness_kills", 0))),
+    ("up", "1 when the component's process runs.", "gauge",
+     lambda record: 1 if record.get("pid") else 0),
+)  # fmt: skip
+
+
 def metrics_lines(data: dict[str, Any]) -> list[str]:
     """The supervisor's status in the Prometheus text format."""
-    lines = [
-        "# HELP blackstart_control_plane_restarts_total Restarts of a control-plane component "
-        "by its supervisor.",
-        "# TYPE blackstart_control_plane_restarts_total counter",
-    ]
+    lines: list[str] = []
     components = data.get("components") or {}
-    for name, record in components.items():
-        lines.append(f'blackstart_control_plane_restarts_total{{component="{name}"}} '
-                     f"{record.get('restarts', 0)}")  # fmt: skip
-    lines += [
-        "# HELP blackstart_control_plane_oom_kills_total OOM kills of a control-plane component.",
-        "# TYPE blackstart_control_plane_oom_kills_total counter",
-    ]
-    for name, record in components.items():
-        lines.append(f'blackstart_control_plane_oom_kills_total{{component="{name}"}} '
-                     f"{record.get('oom_kills', 0)}")  # fmt: skip
-    lines += [
-        "# HELP blackstart_control_plane_liveness_kills_total Kills of a control-plane component "
-        "after failed liveness probes.",
-        "# TYPE blackstart_control_plane_liveness_kills_total counter",
-    ]
-    for name, record in components.items():
-        lines.append(f'blackstart_control_plane_liveness_kills_total{{component="{name}"}} '
-                     f"{record.get('liveness_kills', 0)}")  # fmt: skip
-    lines += [
-        "# HELP blackstart_control_plane_up 1 when the component's process runs.",
-        "# TYPE blackstart_control_plane_up gauge",
-    ]
-    for name, record in components.items():
-        lines.append(f'blackstart_control_plane_up{{component="{name}"}} '
-                     f"{1 if record.get('pid') else 0}")  # fmt: skip
+    for suffix, help_text, kind, value in COMPONENT_SERIES:
+        metric = f"blackstart_control_plane_{suffix}"
+        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} {kind}"]
+        for name, record in components.items():
+            lines.append(f'{metric}{{component="{name}"}} {value(record)}')
     processes = data.get("processes") or {}
     if processes:
         lines += [
