@@ -114,7 +114,12 @@ def test_a_scheduler_that_lost_its_lease_in_a_freeze_is_started_again_by_the_sup
         90,
         "a pod created after the freeze scheduled (kube-scheduler started again)",
     )
-    assert local.restarts(cluster.name, "kube-scheduler") > restarts_before
+    # counted once kwokctl returned, and written to supervisor.json within a second
+    eventually(
+        lambda: local.restarts(cluster.name, "kube-scheduler") > restarts_before,
+        15,
+        "the supervisor's count of kube-scheduler restarts up by one",
+    )
     assert kc.pid("kube-scheduler") != scheduler
 
 
