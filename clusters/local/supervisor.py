@@ -192,12 +192,14 @@ class Supervisor:
             pid = self.kc.pid(component)
             if pid is not None and is_alive(pid) and self.cgroup.contains(pid):
                 self.cgroup.release(pid)
-        due = [
+        ooms = usage.oom_kills if usage else 0
+        # the cgroup's OOM kills are those of what runs in it: a controller that exits
+        # meanwhile (on its lost Lease) was not OOM-killed
+        return [
             component
             for component, record in self.records.items()
-            if self._supervise(component, record, now, usage.oom_kills if usage else 0)
+            if self._supervise(component, record, now, ooms if component in CONFINED else 0)
         ]
-        return due
 
     def _supervise(self, component: str, record: ComponentRecord, now: float, ooms: int) -> bool:
         """Update ``record``; True when the component is due to be started again."""

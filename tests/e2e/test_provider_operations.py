@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -121,6 +122,33 @@ def test_a_scheduler_that_lost_its_lease_in_a_freeze_is_started_again_by_the_sup
         "the supervisor's count of kube-scheduler restarts up by one",
     )
     assert kc.pid("kube-scheduler") != scheduler
+
+
+def test_an_api_server_that_fails_its_liveness_probe_is_killed_and_restarted(
+    cluster: ClusterState, local: LocalProvider
+):
+    # kube-apiserver's /livez includes etcd: with etcd stopped it answers 500, as a
+    # thrashing one answers nothing. kubelet (kubeadm's probe: 10 s, 8 failures) kills it;
+    # so does the supervisor, and it starts again once etcd is back.
+    def apiserver_record() -> dict[str, Any]:
+        components = local.supervisor_status(cluster.name).get("components") or {}
+        return dict(components.get("kube-apiserver") or {})
+
+    kills_before = int(apiserver_record().get("liveness_kills", 0))
+    pid = local.kwok_cluster(cluster.name).pid("kube-apiserver")
+    assert local.stop_component(cluster.name, "etcd") is True
+    try:
+        eventually(lambda: not is_alive(pid), 150, "kube-apiserver killed by its liveness probe")
+        eventually(
+            lambda: apiserver_record().get("liveness_kills") == kills_before + 1,
+            10,
+            "the liveness kill counted",
+        )
+        assert apiserver_record()["last_exit"] == "Unhealthy"
+    finally:
+        local.start_component(cluster.name, "etcd")
+    eventually(lambda: apiserver_ready(cluster, local), 60, "kube-apiserver ready with etcd back")
+    controllers_back_after_an_outage(cluster, local)
 
 
 def test_coredns_restart_serves_again(cluster: ClusterState, local: LocalProvider):
