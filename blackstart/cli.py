@@ -14,12 +14,26 @@ from blackstart.cli_common import progress as _progress
 from blackstart.cli_engine import engine
 from blackstart.cli_toolchain import toolchain
 from blackstart.clusters.spec import SpecError, load_spec
+from blackstart.extras import extra_for, missing_extra_message
 from blackstart.paths import CACHE_DIR_ENV
 from blackstart.paths import cache_dir as resolve_cache_dir
 from blackstart.rescue.cli import rescue_group, xid_group
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The top-level group: a command whose optional part is not installed names its extra."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except ModuleNotFoundError as err:
+            extra = extra_for(err.name)
+            if extra is None or err.name is None:
+                raise
+            raise click.ClickException(missing_extra_message(err.name, extra)) from err
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="blackstart")
 @click.option(
     "--cache-dir",

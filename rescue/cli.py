@@ -9,7 +9,8 @@
 
 - ``rescue agent`` runs the GPU Xid node agent (:mod:`blackstart.rescue.agent.cli`);
 - ``rescue controller`` runs the self-heal controller and ``rescue install`` puts its
-  CRDs and RBAC on a cluster (:mod:`blackstart.rescue.controller.cli`).
+  CRDs and RBAC on a cluster (:mod:`blackstart.rescue.controller.cli`);
+- ``rescue image`` builds the agent and controller images (:mod:`blackstart.rescue.image`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import IO, Any
 
 import click
 
+from blackstart.cli_common import Context, pass_context, progress
 from blackstart.rescue.wire.catalogue import CATALOGUE, XidInfo, describe
 from blackstart.rescue.wire.xid import XidParser
 
@@ -139,6 +141,37 @@ def _table(infos: list[XidInfo]) -> list[str]:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
         lines.append("  ".join([*cells, row[-1]]))
     return lines
+
+
+@rescue_group.command(name="image")
+@click.option("--force", is_flag=True, help="Rebuild even when the images are current.")
+@click.option(
+    "--kind-cluster",
+    metavar="NAME",
+    default=None,
+    help="Also load both images into the nodes of this kind cluster (kind load docker-image).",
+)
+@pass_context
+def image_command(ctx: Context, force: bool, kind_cluster: str | None) -> None:
+    """Build the agent and controller images offline: blackstart/rescue-{agent,controller}.
+
+    Each is Debian bookworm's Python (mmdebstrap from this machine's apt sources)
+    with blackstart installed by pip into /opt/blackstart/site: the agent without
+    extras (no Chaos Toolkit, kopf or report stack), the controller with
+    [rescue]. Nothing is pulled from a registry. Starts the Docker engine when
+    none answers; needs root for the Debian layer. An image whose sources did
+    not change is not rebuilt. Prints each image's tag and size.
+    """
+    from blackstart.clusters.engine import EngineError
+    from blackstart.rescue.image import RescueImageError, build_images
+
+    try:
+        images = build_images(ctx.cache, progress=progress, force=force, kind_cluster=kind_cluster)
+    except (RescueImageError, EngineError) as err:
+        raise click.ClickException(str(err)) from err
+    for image in images:
+        how = "cached, sources unchanged" if image.cached else "built"
+        click.echo(f"{image.tag} ({how}, {image.size_bytes / 2**20:.0f} MiB)")
 
 
 def _add_rescue_commands() -> None:

@@ -8,6 +8,8 @@ a missing binary fails the session with the command to run, it is never skipped.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,13 +18,18 @@ import pytest
 from kubernetes import client
 
 from blackstart.clusters.local.provider import LocalProvider
+from blackstart.clusters.local.supervisor import read_status
 from blackstart.clusters.spec import load_spec
-from blackstart.clusters.state import ClusterState
+from blackstart.clusters.state import ClusterState, state_dir_for
 from blackstart.clusters.toolchain import resolve
 from blackstart.kube import api_client
 from blackstart.paths import cache_dir
 
 E2E_CLUSTER = os.environ.get("BLACKSTART_E2E_CLUSTER", "e2e")
+# kube-scheduler's and kube-controller-manager's leader election renew deadline (default)
+LEADER_RENEW_DEADLINE_S = 10.0
+# set to 1 to leave the session's clusters up after the tests, to look at what failed
+KEEP_ENV = "BLACKSTART_E2E_KEEP"
 
 
 def _provider() -> LocalProvider:
@@ -35,6 +42,48 @@ def _provider() -> LocalProvider:
             pytrace=False,
         )
     return LocalProvider(cache, toolchain, progress=lambda m: print(m, flush=True))
+
+
+# how much of each process log a failed test shows (CI prints only the end of its output)
+FAILURE_LOG_LINES = 40
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test shows the end of the logs its processes wrote, and the control plane's
+    supervisor status: a failure in CI can be read from its output alone."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.when != "call" or not report.failed:
+        return
+    funcargs = getattr(item, "funcargs", {})
+    tmp = funcargs.get("tmp_path")
+    if isinstance(tmp, Path):
+        for log in sorted(tmp.rglob("*.log")):
+            lines = log.read_text(errors="replace").splitlines()[-FAILURE_LOG_LINES:]
+            report.sections.append((f"{log.name}, last {len(lines)} lines", "\n".join(lines)))
+    namespace, core = funcargs.get("namespace"), funcargs.get("core")
+    if isinstance(namespace, str) and isinstance(core, client.CoreV1Api):
+        report.sections.append((f"pods in {namespace}", _pods_summary(core, namespace)))
+    state = funcargs.get("cluster")
+    if isinstance(state, ClusterState):
+        status = read_status(state_dir_for(state.name))
+        report.sections.append(("control-plane supervisor", json.dumps(status, indent=1)))
+
+
+def _pods_summary(core: client.CoreV1Api, namespace: str) -> str:
+    try:
+        pods = core.list_namespaced_pod(namespace, _request_timeout=10).items
+        events = core.list_namespaced_event(namespace, _request_timeout=10).items
+    except Exception as err:  # the API server may be what failed
+        return f"(cannot list: {err})"
+    lines = [
+        f"{p.metadata.name} {p.status.phase} node={p.spec.node_name} "
+        f"deleting={p.metadata.deletion_timestamp is not None}"
+        for p in pods
+    ]
+    lines += [f"event {e.reason} {e.involved_object.name}: {e.message}" for e in events[-20:]]
+    return "\n".join(lines) or "(none)"
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +102,10 @@ def fresh_cluster(local: LocalProvider, name: str) -> Iterator[ClusterState]:
     try:
         yield state
     finally:
-        local.down(name)
+        if os.environ.get(KEEP_ENV) == "1":
+            print(f"{KEEP_ENV}=1: cluster {name} left up (`blackstart cluster down --name {name}`)")
+        else:
+            local.down(name)
 
 
 @pytest.fixture(scope="session")
@@ -102,19 +154,36 @@ def eventually(check: object, timeout: float, what: str, interval: float = 0.5) 
 
 
 def controllers_back_after_an_outage(cluster: ClusterState, local: LocalProvider) -> None:
-    """kube-controller-manager and kube-scheduler exit when an API server outage outlasts
-    their leader lease (a real node's kubelet restarts them): start them again, as the
-    catalogue's start_apiserver rollback does, so the tests after an outage find a whole
-    cluster (a stuck namespace deletion, say, needs the controller-manager)."""
+    """Wait until kube-controller-manager and kube-scheduler lead again after an outage.
+
+    They exit when an API server outage outlasts their leader lease's renew deadline
+    (10 s), and they do it a few seconds *after* the API server is back; the supervisor
+    then starts them after a back-off that grows with each exit (kubelet's), which can
+    outlast a following test's wait. So: start any that exited at once (as the
+    catalogue's start_apiserver rollback does), until each one's Lease shows a renewal
+    later than the renew deadline after now, which only a process that kept or won the
+    lease after the outage can write.
+    """
     from blackstart.actions._components import restart_exited_controllers
 
-    restart_exited_controllers(local, cluster.name)
+    coordination = client.CoordinationV1Api(api_client(cluster.kubeconfig))
+    settled = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=LEADER_RENEW_DEADLINE_S + 2)
+
+    def leading_again() -> bool:
+        restart_exited_controllers(local, cluster.name)
+        for name in ("kube-controller-manager", "kube-scheduler"):
+            try:
+                lease = coordination.read_namespaced_lease(name, "kube-system")
+            except Exception:  # the API server may still be settling
+                return False
+            renewed = lease.spec.renew_time
+            if renewed is None or renewed < settled:
+                return False
+        return True
+
     eventually(
-        lambda: all(
-            s.healthy
-            for s in local.status(cluster.name)
-            if s.name in ("kube-controller-manager", "kube-scheduler")
-        ),
-        60,
-        "kube-controller-manager and kube-scheduler healthy after the outage",
+        leading_again,
+        90,
+        "kube-controller-manager and kube-scheduler leading again after the outage",
+        interval=1.0,
     )

@@ -548,8 +548,15 @@ def test_drain_evicts_through_the_eviction_api_retrying_a_pdb_and_skipping_daemo
             "blackstart_rescue_controller_api_requests_total", verb="create", code="429"
         )
 
+    def phase() -> str:
+        found = plans(custom, node)
+        return str(found[0].get("status", {}).get("phase", "")) if found else "(no plan)"
+
+    # two steps, so that a failure says which did not happen: the plan reaching its
+    # drain, or the budget refusing an eviction in it (retried every 0.5 s)
+    eventually(lambda: phase() == "Draining", 60, "the plan draining")
     eventually(lambda: refused_by_the_budget() >= 2, 30, "the budget refusing evictions (429)")
-    assert plans(custom, node)[0]["status"]["phase"] == "Draining"
+    assert phase() == "Draining"
     core.patch_node(spare, {"spec": {"unschedulable": None}})  # the replacement can run now
     plan = ended_plan(custom, node, timeout=60)
 

@@ -1,0 +1,110 @@
+"""The agent and controller images: built offline, slim where they must be, run by kind.
+
+`blackstart rescue image` builds both from this source tree (Debian's Python and
+a pip-installed blackstart); here they are built (or found current), checked in
+the local engine, loaded into the session's kind cluster and run as real pods.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+from kubernetes import client
+
+from blackstart.clusters.state import ClusterState
+from blackstart.extras import EXTRAS
+from blackstart.paths import cache_dir
+from blackstart.rescue.image import RescueImage, RescueImageError, build_images, image_tag
+
+from .conftest import eventually
+
+pytestmark = pytest.mark.kind
+
+
+@pytest.fixture(scope="module")
+def images(kind_cluster: ClusterState) -> dict[str, RescueImage]:
+    started = time.monotonic()
+    try:
+        built = build_images(cache_dir(), progress=print, kind_cluster=kind_cluster.name)
+    except RescueImageError as err:
+        pytest.fail(f"the rescue images could not be built: {err}", pytrace=False)
+    print(
+        f"rescue images ready and loaded into {kind_cluster.name} in "
+        f"{time.monotonic() - started:.0f} s: "
+        + ", ".join(f"{i.tag} {i.size_bytes >> 20} MiB ({'cached' if i.cached else 'built'})"
+                    for i in built)
+    )  # fmt: skip
+    return {i.name: i for i in built}
+
+
+def importable(tag: str, modules: list[str]) -> list[str]:
+    """Which of ``modules`` the image's Python can import."""
+    probe = (
+        "import importlib.util, sys; "
+        "print(' '.join(m for m in sys.argv[1:] if importlib.util.find_spec(m)))"
+    )
+    done = subprocess.run(
+        ["docker", "run", "--rm", "--entrypoint", "python3", tag, "-c", probe, *modules],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return done.stdout.split()
+
+
+def test_the_agent_image_carries_no_extra_and_the_controller_only_rescue(
+    images: dict[str, RescueImage],
+) -> None:
+    every = sorted(m for modules in EXTRAS.values() for m in modules)
+    assert importable(images["agent"].tag, [*every, "kubernetes", "prometheus_client"]) == [
+        "kubernetes",
+        "prometheus_client",
+    ]
+    assert sorted(importable(images["controller"].tag, every)) == sorted(EXTRAS["rescue"])
+
+
+def test_a_second_build_finds_both_images_current(images: dict[str, RescueImage]) -> None:
+    again = build_images(cache_dir(), progress=print)
+    assert [(i.tag, i.cached) for i in again] == [
+        (image_tag("agent"), True),
+        (image_tag("controller"), True),
+    ]
+    assert [i.size_bytes for i in again] == [images["agent"].size_bytes,
+                                             images["controller"].size_bytes]  # fmt: skip
+
+
+def _run_pod(core: client.CoreV1Api, namespace: str, name: str, image: str, args: list[str]) -> str:
+    core.create_namespaced_pod(
+        namespace,
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [
+                    {"name": name, "image": image, "imagePullPolicy": "Never", "args": args}
+                ],
+            },
+        },
+    )
+
+    def ended() -> str:
+        return str(core.read_namespaced_pod(name, namespace).status.phase or "")
+
+    phase = eventually(lambda: ended() in ("Succeeded", "Failed") and ended(), 120, f"{name} ended")
+    log = str(core.read_namespaced_pod_log(name, namespace))
+    assert phase == "Succeeded", log
+    return log
+
+
+def test_both_images_run_as_pods_on_the_kind_nodes_without_a_registry(
+    images: dict[str, RescueImage], core: client.CoreV1Api, namespace: str
+) -> None:
+    log = _run_pod(core, namespace, "agent", images["agent"].tag, ["xid", "catalogue", "79"])
+    assert "79" in log and "fallen off the bus" in log.lower()
+    log = _run_pod(
+        core, namespace, "controller", images["controller"].tag, ["rescue", "controller", "--help"]
+    )
+    assert "--reboot-driver" in log
