@@ -16,7 +16,7 @@ KIND_DEFAULT_SPEC = "kind-gpu.yaml"
 
 @click.group()
 def toolchain() -> None:
-    """The real binaries blackstart runs: etcd, Kubernetes, KWOK, CoreDNS, kind, Prometheus."""
+    """The real binaries blackstart runs: etcd, Kubernetes, KWOK, CoreDNS, kind, Helm, Prometheus"""
 
 
 @toolchain.command("install")

@@ -1,4 +1,4 @@
-"""The binary toolchain: real etcd, Kubernetes, KWOK, CoreDNS, kind and Prometheus.
+"""The binary toolchain: real etcd, Kubernetes, KWOK, CoreDNS, kind, Helm and Prometheus.
 
 Versions are pinned in ``toolchain.toml`` beside this module. For every binary
 the toolchain looks, in order, at:

@@ -5,7 +5,8 @@ No registry is reachable here and none is needed. Each image is two layers:
 1. a Debian root filesystem with Python (``mmdebstrap`` from the machine's apt
    sources, the same step the kind node image uses; cached by package list);
 2. blackstart and its Python dependencies, installed by the host's ``pip``
-   with ``--target`` into ``/opt/blackstart/site`` from this source tree: the
+   with ``--target`` into ``/opt/blackstart/site`` from this source tree, and a
+   ``/usr/local/bin/blackstart`` command (the entrypoint): the
    agent's image without extras (no Chaos Toolkit, no kopf, no report stack),
    the controller's with ``[rescue]``.
 
@@ -62,7 +63,11 @@ ENV = (
     "PYTHONDONTWRITEBYTECODE=1",
     "PYTHONUNBUFFERED=1",
 )
-ENTRYPOINT = ("python3", "-m", "blackstart.cli")
+#: the `blackstart` command the Deployment and DaemonSet run (pip's own console script
+#: would name the host's Python)
+LAUNCHER = "/usr/local/bin/blackstart"
+LAUNCHER_TEXT = b"#!/usr/bin/python3\nfrom blackstart.cli import main\n\nmain()\n"
+ENTRYPOINT = (LAUNCHER,)
 DEFAULT_CMD = {
     "agent": ("rescue", "agent", "--help"),
     "controller": ("rescue", "controller", "--metrics-host=0.0.0.0", "--metrics-port=9470"),
@@ -172,8 +177,12 @@ def _site_layer(tree: Path, extras: tuple[str, ...], out: Path, work: Path) -> P
         info.mode = (info.mode | 0o444) & ~0o022 | (0o111 if info.isdir() else 0)
         return info
 
+    launcher = work / "blackstart"
+    launcher.write_bytes(LAUNCHER_TEXT)
+    launcher.chmod(0o755)
     with tarfile.open(out, "w", format=tarfile.GNU_FORMAT) as tar:
         tar.add(str(site), arcname=SITE.lstrip("/"), filter=owned_by_root)
+        tar.add(str(launcher), arcname=LAUNCHER.lstrip("/"), filter=owned_by_root)
     return out
 
 

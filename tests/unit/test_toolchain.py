@@ -24,6 +24,7 @@ from blackstart.clusters.toolchain import (
     Component,
     ToolchainError,
     download_from_mirror,
+    go_arch,
     install,
     load_pins,
     resolve,
@@ -89,7 +90,7 @@ def empty_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_every_pinned_component_has_a_version_or_an_apt_package_and_binaries() -> None:
     pins = load_pins()
-    assert set(pins) == {"kubernetes", "etcd", "kwok", "coredns", "kind", "prometheus"}
+    assert set(pins) == {"kubernetes", "etcd", "kwok", "coredns", "kind", "helm", "prometheus"}
     for name, comp in pins.items():
         if comp.apt_package:
             assert comp.system_path, name
@@ -112,6 +113,7 @@ def test_the_pinned_versions_are_the_supported_release_lines() -> None:
     assert pins["kwok"].version.startswith("v0.7.")
     assert pins["coredns"].version.startswith("v1.12.")
     assert pins["kind"].version.startswith("v0.2")
+    assert pins["helm"].version.startswith("v3.")
     assert pins["prometheus"].apt_package == "prometheus"
 
 
@@ -128,6 +130,7 @@ def test_the_pins_name_every_binary_the_local_cluster_runs() -> None:
         "kwokctl",
         "coredns",
         "kind",
+        "helm",
         "prometheus",
     } <= names
 
@@ -143,6 +146,16 @@ def test_kubernetes_ldflags_stamp_the_pinned_version() -> None:
     assert f"-X k8s.io/component-base/version.gitVersion={kube.version}" in stamped
     kwok = load_pins()["kwok"]
     assert kwok.format(kwok.ldflags[0]).endswith("Version=" + kwok.version.removeprefix("v"))
+
+
+def test_helm_ldflags_stamp_the_pinned_version_and_a_current_kubernetes() -> None:
+    helm = load_pins()["helm"]
+    stamped = [helm.format(flag) for flag in helm.ldflags]
+    # what `helm version` prints; unstamped it would print "v3.22" (the source's default)
+    assert f"-X helm.sh/helm/v3/internal/version.version={helm.version}" in stamped
+    # unstamped, `helm template` and `helm lint` would assume Kubernetes 1.20
+    assert "-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=37" in stamped
+    assert helm.format(helm.mirror_path) == f"helm-{helm.version}-linux-{go_arch()}.tar.gz"
 
 
 # --- the wrapper module that builds from the Go module proxy ------------------
