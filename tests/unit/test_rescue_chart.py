@@ -358,6 +358,30 @@ def test_the_agents_admission_policy_needs_kubernetes_1_32_and_names_the_release
     assert expression.endswith('"system:serviceaccount:gpu-ops:rescue-agent"')
 
 
+def test_an_agent_given_a_kernel_log_file_reads_it_unprivileged(
+    helm: Helm, defaults: dict[Key, Doc], tmp_path: Path
+) -> None:
+    log = "/var/log/blackstart/kmsg.log"  # a kind node's
+    objects = render(helm, f"agent.kernelLog={log}")
+    agent = container(objects, "DaemonSet", "rescue-agent")
+    pod = objects[("DaemonSet", NAMESPACE, "rescue-agent")]["spec"]["template"]["spec"]
+    assert agent["securityContext"]["privileged"] is False
+    assert container(defaults, "DaemonSet", "rescue-agent")["securityContext"]["privileged"]
+    [volume] = [v for v in pod["volumes"] if v["name"] == "kmsg"]
+    assert volume["hostPath"] == {"path": log, "type": "File"}
+    [mount] = [m for m in agent["volumeMounts"] if m["name"] == "kmsg"]
+    assert mount == {"name": "kmsg", "mountPath": log, "readOnly": True}
+    # the kubelet expands $(NODE_NAME) from the container's env
+    assert {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}} in (
+        agent["env"]
+    )
+    args = [a.replace("$(NODE_NAME)", "gpu-worker") for a in agent["args"]]
+    params = parse(agent_command, args, tmp_path)
+    assert params["kmsg"] is False
+    assert params["nodes"] == (f"gpu-worker={log}",)
+    assert "relative" in render_error(helm, "agent.kernelLog=relative/kmsg.log")
+
+
 def test_the_agent_can_be_left_out(helm: Helm) -> None:
     objects = render(helm, "agent.enabled=false")
     assert not [k for k in objects if "agent" in k[2]]
