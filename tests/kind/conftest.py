@@ -24,6 +24,7 @@ from blackstart.clusters.spec import load_spec
 from blackstart.clusters.state import ClusterState
 from blackstart.kube import api_client
 from blackstart.paths import cache_dir
+from blackstart.rescue.image import RescueImage, RescueImageError, build_images
 
 KIND_CLUSTER = os.environ.get("BLACKSTART_KIND_TEST_CLUSTER", "bs-kind-test")
 T = TypeVar("T")
@@ -54,6 +55,24 @@ def kind_cluster(kind: KindProvider) -> Iterator[ClusterState]:
     _say(f"kind cluster {KIND_CLUSTER} up in {time.monotonic() - started:.0f} s")
     yield state
     kind.down(KIND_CLUSTER)
+
+
+@pytest.fixture(scope="session")
+def images(kind_cluster: ClusterState) -> dict[str, RescueImage]:
+    """`blackstart rescue image --kind-cluster`: both images built (or current) and loaded."""
+    started = time.monotonic()
+    try:
+        built = build_images(cache_dir(), progress=_say, kind_cluster=kind_cluster.name)
+    except RescueImageError as err:
+        pytest.fail(f"the rescue images could not be built: {err}", pytrace=False)
+    _say(
+        f"rescue images ready and loaded into {kind_cluster.name} in "
+        f"{time.monotonic() - started:.0f} s: "
+        + ", ".join(
+            f"{i.tag} {i.size_bytes >> 20} MiB ({'cached' if i.cached else 'built'})" for i in built
+        )
+    )
+    return {i.name: i for i in built}
 
 
 @pytest.fixture(scope="session")

@@ -8,35 +8,17 @@ the local engine, loaded into the session's kind cluster and run as real pods.
 from __future__ import annotations
 
 import subprocess
-import time
 
 import pytest
 from kubernetes import client
 
-from blackstart.clusters.state import ClusterState
 from blackstart.extras import EXTRAS
 from blackstart.paths import cache_dir
-from blackstart.rescue.image import RescueImage, RescueImageError, build_images, image_tag
+from blackstart.rescue.image import RescueImage, build_images, image_tag
 
 from .conftest import eventually
 
 pytestmark = pytest.mark.kind
-
-
-@pytest.fixture(scope="module")
-def images(kind_cluster: ClusterState) -> dict[str, RescueImage]:
-    started = time.monotonic()
-    try:
-        built = build_images(cache_dir(), progress=print, kind_cluster=kind_cluster.name)
-    except RescueImageError as err:
-        pytest.fail(f"the rescue images could not be built: {err}", pytrace=False)
-    print(
-        f"rescue images ready and loaded into {kind_cluster.name} in "
-        f"{time.monotonic() - started:.0f} s: "
-        + ", ".join(f"{i.tag} {i.size_bytes >> 20} MiB ({'cached' if i.cached else 'built'})"
-                    for i in built)
-    )  # fmt: skip
-    return {i.name: i for i in built}
 
 
 def importable(tag: str, modules: list[str]) -> list[str]:
