@@ -105,9 +105,11 @@ async def _one_term(
 ) -> bool:
     """Act until stopped (False) or until the Lease could not be renewed (True)."""
     import kopf
+    from kopf._core.engines.peering import Identity  # kopf exports no public name for it
 
     from blackstart.rescue.controller.decision_api import start_decision_api
     from blackstart.rescue.controller.kopf_wiring import build_registry
+    from blackstart.rescue.controller.leader import default_identity
 
     metrics.leader.set(1)
     runner = None
@@ -123,6 +125,9 @@ async def _one_term(
             standalone=True,
             clusterwide=True,
             stop_flag=stop,
+            # given, not detected: kopf would ask getpass for a user name, which fails
+            # for a container user that /etc/passwd does not list (runAsUser: 65532)
+            identity=Identity(elector.identity if elector is not None else default_identity()),
         )
     )
     keeper = asyncio.create_task(elector.keep()) if elector is not None else None

@@ -30,7 +30,13 @@ from blackstart.clusters.kind_provider import KindProvider
 from blackstart.clusters.state import ClusterState
 from blackstart.clusters.toolchain import resolve
 from blackstart.kube import api_client
-from blackstart.names import CORDONED_BY_ANNOTATION, RESCUE_GROUP, RESCUE_PLANS, RESCUE_VERSION
+from blackstart.names import (
+    CORDONED_BY_ANNOTATION,
+    RESCUE_GROUP,
+    RESCUE_PLANS,
+    RESCUE_VERSION,
+    ROLE_LABEL,
+)
 from blackstart.paths import cache_dir
 from blackstart.rescue.image import RescueImage
 from blackstart.rescue.install import deploy_documents
@@ -70,13 +76,17 @@ def installed(
     helm = _helm()
     kubeconfig = ["--kubeconfig", kind_cluster.kubeconfig]
     started = time.monotonic()
-    _run(
+    done = subprocess.run(
         [helm, "install", RELEASE, str(_chart()), "--namespace", NAMESPACE, "--create-namespace",
          *kubeconfig, "--wait", "--timeout", "240s",
          "--set", "image.pullPolicy=Never",  # loaded by `kind load`, no registry
          "--set", f"agent.kernelLog={KMSG_CONTAINER_PATH}"],
-        timeout=300,
+        capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
+    if done.returncode != 0:
+        report = _pods_report(core)
+        _uninstall(helm, kubeconfig, kind_cluster, core)
+        pytest.fail(f"helm install failed: {done.stderr.strip()}\n{report}")
     seconds = time.monotonic() - started
     print(f"\nFIGURE helm install --wait of the rescue chart on kind: {seconds:.1f} s")
     try:
@@ -130,6 +140,24 @@ def _uninstall(
             )
 
 
+def _pods_report(core: client.CoreV1Api) -> str:
+    """What the release's pods are doing: phase, container states, the end of their logs."""
+    lines = []
+    for pod in core.list_namespaced_pod(NAMESPACE).items:
+        name = pod.metadata.name
+        lines.append(f"pod {name} on {pod.spec.node_name}: {pod.status.phase}")
+        for status in pod.status.container_statuses or []:
+            lines.append(f"  {status.name} ready={status.ready} state={status.state}")
+        try:
+            log = core.read_namespaced_pod_log(name, NAMESPACE, tail_lines=20)
+        except ApiException as err:
+            log = f"(no log: {err.reason})"
+        lines += [f"  | {line}" for line in str(log).splitlines()]
+    events = core.list_namespaced_event(NAMESPACE).items
+    lines += [f"event {e.reason} {e.involved_object.name}: {e.message}" for e in events[-15:]]
+    return "\n".join(lines)
+
+
 def _agent_ready_on(core: client.CoreV1Api, node: str) -> bool:
     pods = core.list_namespaced_pod(
         NAMESPACE,
@@ -158,10 +186,15 @@ def _write_xid(kind: KindProvider, cluster: str, node: str, xid: int) -> None:
 def test_a_xid_62_line_in_a_workers_log_gets_it_cordoned_by_the_controller_pod(
     installed: float, kind: KindProvider, kind_cluster: ClusterState, core: client.CoreV1Api
 ) -> None:
-    gpu_nodes = sorted(n.metadata.name for n in core.list_node(label_selector=GPU_SELECTOR).items)
+    # the agent runs on every node with GPUs: the two GPU workers and the warm standby
+    with_gpus = core.list_node(label_selector=GPU_SELECTOR).items
+    apps = client.AppsV1Api(api_client(kind_cluster.kubeconfig))
+    agents = apps.read_namespaced_daemon_set("rescue-agent", NAMESPACE).status
+    assert agents.number_ready == agents.desired_number_scheduled == len(with_gpus) == 3
+    gpu_nodes = sorted(
+        n.metadata.name for n in with_gpus if n.metadata.labels.get(ROLE_LABEL) == "gpu"
+    )
     assert len(gpu_nodes) == 2, gpu_nodes
-    agents = core.read_namespaced_daemon_set("rescue-agent", NAMESPACE).status
-    assert agents.number_ready == agents.desired_number_scheduled == len(gpu_nodes)
     controller = client.AppsV1Api(api_client(kind_cluster.kubeconfig))
     assert controller.read_namespaced_deployment(
         "rescue-controller", NAMESPACE
