@@ -75,6 +75,8 @@ def installed(
     """`helm install --wait` of the chart with the images loaded; its seconds."""
     helm = _helm()
     kubeconfig = ["--kubeconfig", kind_cluster.kubeconfig]
+    # the warm standby starts cordoned: what the tests after this module expect back
+    cordoned_before = {n.metadata.name for n in core.list_node().items if n.spec.unschedulable}
     started = time.monotonic()
     done = subprocess.run(
         [helm, "install", RELEASE, str(_chart()), "--namespace", NAMESPACE, "--create-namespace",
@@ -85,18 +87,22 @@ def installed(
     )  # fmt: skip
     if done.returncode != 0:
         report = _pods_report(core)
-        _uninstall(helm, kubeconfig, kind_cluster, core)
+        _uninstall(helm, kubeconfig, kind_cluster, core, cordoned_before)
         pytest.fail(f"helm install failed: {done.stderr.strip()}\n{report}")
     seconds = time.monotonic() - started
     print(f"\nFIGURE helm install --wait of the rescue chart on kind: {seconds:.1f} s")
     try:
         yield seconds
     finally:
-        _uninstall(helm, kubeconfig, kind_cluster, core)
+        _uninstall(helm, kubeconfig, kind_cluster, core, cordoned_before)
 
 
 def _uninstall(
-    helm: str, kubeconfig: list[str], kind_cluster: ClusterState, core: client.CoreV1Api
+    helm: str,
+    kubeconfig: list[str],
+    kind_cluster: ClusterState,
+    core: client.CoreV1Api,
+    cordoned_before: set[str],
 ) -> None:
     """Plans first (the controller releases their nodes), then the release and the CRDs,
     which Helm leaves; every node put back as it was for the tests after this module."""
@@ -128,13 +134,16 @@ def _uninstall(
         except ApiException as err:
             if err.status != 404:
                 raise
-    for node in core.list_node(label_selector=GPU_SELECTOR).items:
+    for node in core.list_node().items:
         annotations = node.metadata.annotations or {}
-        if node.spec.unschedulable or CORDONED_BY_ANNOTATION in annotations:
+        name = node.metadata.name
+        if CORDONED_BY_ANNOTATION in annotations or (
+            node.spec.unschedulable and name not in cordoned_before
+        ):
             core.patch_node(
-                node.metadata.name,
+                name,
                 {
-                    "spec": {"unschedulable": None},
+                    "spec": {"unschedulable": True if name in cordoned_before else None},
                     "metadata": {"annotations": {CORDONED_BY_ANNOTATION: None}},
                 },
             )
@@ -158,29 +167,44 @@ def _pods_report(core: client.CoreV1Api) -> str:
     return "\n".join(lines)
 
 
-def _agent_ready_on(core: client.CoreV1Api, node: str) -> bool:
+def _agent_ready_on(core: client.CoreV1Api, node: str) -> str | None:
+    """The name of the node's agent pod once it reads its log; None before."""
+    pod = _agent_pod_on(core, node)
+    if pod is None or pod.status.phase != "Running":
+        return None
+    try:
+        log = core.read_namespaced_pod_log(pod.metadata.name, NAMESPACE)
+    except ApiException:
+        return None
+    return str(pod.metadata.name) if "; ready" in log else None
+
+
+def _write_xids(kind: KindProvider, cluster: str, node: str, xids: list[tuple[int, str]]) -> None:
+    """Xid lines (code, PCI address) in kmsg form, as the driver prints them, appended to
+    the node's log in one write."""
+    path = kind.kernel_log(cluster, node)
+    uptime = float(Path("/proc/uptime").read_text().split()[0])  # the nodes' kernel is ours
+    bodies = [xid_body(xid, pci, "", random.randint(1000, 60000)) for xid, pci in xids]
+    lines = format_lines(bodies, "kmsg", node, path, time.time() - uptime)
+    with path.open("a") as log:
+        log.write("".join(line + "\n" for line in lines))
+
+
+def _agent_pod_on(core: client.CoreV1Api, node: str) -> client.V1Pod | None:
     pods = core.list_namespaced_pod(
         NAMESPACE,
         label_selector="app.kubernetes.io/name=rescue-agent",
         field_selector=f"spec.nodeName={node}",
     ).items
-    if len(pods) != 1 or pods[0].status.phase != "Running":
-        return False
-    try:
-        log = core.read_namespaced_pod_log(pods[0].metadata.name, NAMESPACE)
-    except ApiException:
-        return False
-    return "; ready" in log
+    live = [p for p in pods if p.metadata.deletion_timestamp is None]
+    return live[0] if len(live) == 1 else None
 
 
-def _write_xid(kind: KindProvider, cluster: str, node: str, xid: int) -> None:
-    """One Xid line in kmsg form, as the driver prints it, appended to the node's log."""
-    path = kind.kernel_log(cluster, node)
-    uptime = float(Path("/proc/uptime").read_text().split()[0])  # the nodes' kernel is ours
-    body = xid_body(xid, "0000:3b:00", "", random.randint(1000, 60000))
-    [line] = format_lines([body], "kmsg", node, path, time.time() - uptime)
-    with path.open("a") as log:
-        log.write(line + "\n")
+def _reports(core: client.CoreV1Api, node: str) -> list[dict[str, Any]]:
+    for condition in core.read_node(node).status.conditions or []:
+        if condition.type == CONDITION_TYPE:
+            return parse_condition_message(condition.message)
+    return []
 
 
 def test_a_xid_62_line_in_a_workers_log_gets_it_cordoned_by_the_controller_pod(
@@ -204,7 +228,7 @@ def test_a_xid_62_line_in_a_workers_log_gets_it_cordoned_by_the_controller_pod(
     assert not core.read_node(node).spec.unschedulable
 
     written = time.monotonic()
-    _write_xid(kind, kind_cluster.name, node, 62)
+    _write_xids(kind, kind_cluster.name, node, [(62, "0000:3b:00")])
     eventually(
         lambda: core.read_node(node).spec.unschedulable, 60, f"{node} cordoned", interval=0.1
     )
@@ -218,3 +242,41 @@ def test_a_xid_62_line_in_a_workers_log_gets_it_cordoned_by_the_controller_pod(
     assert CORDONED_BY_ANNOTATION in annotations  # the controller's cordon, not someone's
     assert not core.read_node(other).spec.unschedulable
     assert CONDITION_TYPE not in {c.type for c in core.read_node(other).status.conditions}
+
+
+def test_an_agent_pod_killed_mid_burst_loses_and_repeats_no_xid(
+    installed: float, kind: KindProvider, kind_cluster: ClusterState, core: client.CoreV1Api
+) -> None:
+    # the cursor and the spool live on a hostPath: the DaemonSet's next pod on the node
+    # goes on from the last line the killed one had reported or spooled
+    [node] = [
+        n.metadata.name
+        for n in core.list_node(label_selector=f"{ROLE_LABEL}=gpu").items
+        if not _reports(core, n.metadata.name)
+    ][:1]
+    before = eventually(lambda: _agent_ready_on(core, node), 60, f"the agent pod on {node}")
+    burst = [(xid, f"0000:{0x10 + i:02x}:00") for i, xid in enumerate((13, 31, 43, 45, 48))]
+    after = [(xid, f"0000:{0x20 + i:02x}:00") for i, xid in enumerate((61, 63, 64, 74, 94))]
+    _write_xids(kind, kind_cluster.name, node, burst)
+    time.sleep(0.15)  # read (the agent polls every 0.1 s), likely not yet reported
+    core.delete_namespaced_pod(before, NAMESPACE, grace_period_seconds=0)  # SIGKILL
+    _write_xids(kind, kind_cluster.name, node, after)  # while no agent runs on the node
+    started = time.monotonic()
+    replaced = eventually(
+        lambda: (name := _agent_ready_on(core, node)) != before and name,
+        120,
+        f"a new agent pod on {node}",
+    )
+    eventually(
+        lambda: len(_reports(core, node)) >= len(burst) + len(after),
+        60,
+        "every Xid of the burst reported",
+    )
+    print(
+        f"\nFIGURE agent pod killed mid-burst: new pod {replaced} reported the rest "
+        f"{time.monotonic() - started:.1f} s after the kill"
+    )
+    time.sleep(3)  # a repeat, were there one, would land now
+    reports = _reports(core, node)
+    assert sorted((r["xid"], r["pci"]) for r in reports) == sorted(burst + after)
+    assert all(r["count"] == 1 for r in reports), reports
