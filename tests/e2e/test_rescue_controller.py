@@ -61,6 +61,9 @@ XID_62_LINE = "[ 1843.308145] NVRM: Xid (PCI:0000:03:00): 62, Channel 00000001"
 # machine shared with other clusters; they are usually ready in a second or two)
 READY_WITHIN_S = 90.0
 
+# a node label the drain test opens nodes to its trainers with
+TRAINERS_LABEL = "blackstart.test/trainers"
+
 
 # --- the controller as a process ------------------------------------------------------------
 
@@ -427,12 +430,23 @@ def test_drain_evicts_through_the_eviction_api_retrying_a_pdb_and_skipping_daemo
     controllers: Controllers,
     namespace: str,
     agent: NodeAgent,
+    request: pytest.FixtureRequest,
 ) -> None:
     node, spare = "gpu-25", "gpu-26"
     labels = {"app": "trainer"}
-    # both replicas on the node to drain: the spare stays cordoned until the budget has
-    # refused an eviction (KWOK runs a replacement pod at once, which would reopen it)
-    core.patch_node(spare, {"spec": {"unschedulable": True}})
+    # both replicas on the node to drain: the spare opens to them only once the budget has
+    # refused an eviction (KWOK runs a replacement pod at once, which would reopen it).
+    # Opened by a label the spare never had, not closed by a cordon: a scheduler whose
+    # node cache lags (it re-lists after the outage tests before this one) placed a
+    # trainer on the cordoned spare in CI.
+    open_to = {TRAINERS_LABEL: namespace}
+    core.patch_node(node, {"metadata": {"labels": open_to}})
+    request.addfinalizer(
+        lambda: [
+            core.patch_node(n, {"metadata": {"labels": {TRAINERS_LABEL: None}}})
+            for n in (node, spare)
+        ]
+    )
     affinity = {
         "nodeAffinity": {
             "requiredDuringSchedulingIgnoredDuringExecution": {
@@ -443,7 +457,8 @@ def test_drain_evicts_through_the_eviction_api_retrying_a_pdb_and_skipping_daemo
                                 "key": "kubernetes.io/hostname",
                                 "operator": "In",
                                 "values": [node, spare],
-                            }
+                            },
+                            {"key": TRAINERS_LABEL, "operator": "In", "values": [namespace]},
                         ]
                     }
                 ]
@@ -557,7 +572,7 @@ def test_drain_evicts_through_the_eviction_api_retrying_a_pdb_and_skipping_daemo
     eventually(lambda: phase() == "Draining", 60, "the plan draining")
     eventually(lambda: refused_by_the_budget() >= 2, 30, "the budget refusing evictions (429)")
     assert phase() == "Draining"
-    core.patch_node(spare, {"spec": {"unschedulable": None}})  # the replacement can run now
+    core.patch_node(spare, {"metadata": {"labels": open_to}})  # the replacement can run now
     plan = ended_plan(custom, node, timeout=60)
 
     assert plan["status"]["phase"] == "Succeeded", plan["status"]
