@@ -7,6 +7,7 @@ clearly when it was not in the state the fault needs. Every failure raises
 :class:`chaoslib.exceptions.ActivityFailed`.
 """
 
+import logging
 from typing import Any
 
 from chaoslib.exceptions import ActivityFailed
@@ -14,6 +15,8 @@ from chaoslib.exceptions import ActivityFailed
 from blackstart.clusters.processes import ProcessError
 from blackstart.clusters.provider import LEADER_ELECTED, ClusterError, ClusterProvider
 from blackstart.health import utc_now_iso
+
+logger = logging.getLogger(__name__)
 
 
 def component_pid(provider: ClusterProvider, cluster: str, component: str) -> int | None:
@@ -77,10 +80,20 @@ def ensure_running(provider: ClusterProvider, cluster: str, component: str) -> s
 
 
 def restart_exited_controllers(provider: ClusterProvider, cluster: str) -> list[str]:
-    """Start kube-controller-manager and kube-scheduler if they exited; names what was started."""
+    """Start kube-controller-manager and kube-scheduler if they exited; names what was started.
+
+    A courtesy of the API server's rollback, never its failure: one started while the
+    API server is still slow can lose its new Lease at once and exit ("Leaderelection
+    lost"), and the cluster restarts it anyway (the local supervisor, a node's kubelet)
+    after its back-off. Such a start is logged and left out of the list.
+    """
     started = []
     for component in LEADER_ELECTED:
         if component_state(provider, cluster, component) != "running":
-            ensure_running(provider, cluster, component)
+            try:
+                ensure_running(provider, cluster, component)
+            except ActivityFailed as err:
+                logger.warning("%s; the cluster starts it again after its back-off", err)
+                continue
             started.append(component)
     return started
