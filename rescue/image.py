@@ -43,6 +43,7 @@ __all__ = [
     "image_tag",
     "inputs_digest",
     "source_tree",
+    "sources_digest",
 ]
 
 Progress = Callable[[str], None]
@@ -119,13 +120,18 @@ def _source_files(tree: Path) -> Iterator[tuple[str, Path]]:
                 yield str(path.relative_to(tree)), path
 
 
-def inputs_digest(tree: Path, extras: tuple[str, ...]) -> str:
-    """What an image is made of: every source file, its extras and the base packages."""
+def sources_digest(tree: Path) -> str:
+    """The digest of every source file the package is built from (read once per build)."""
     digest = hashlib.sha256()
-    digest.update(f"{DEBIAN_SUITE} {sorted(BASE_PACKAGES)} {sorted(extras)}\n".encode())
     for name, path in _source_files(tree):
         digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()[:16]
+    return digest.hexdigest()
+
+
+def inputs_digest(sources: str, extras: tuple[str, ...]) -> str:
+    """What an image is made of: the sources' digest, its extras and the base packages."""
+    text = f"{DEBIAN_SUITE} {sorted(BASE_PACKAGES)} {sorted(extras)}\n{sources}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _run(argv: list[str], what: str, timeout: float = 900.0) -> str:
@@ -208,7 +214,8 @@ def build_images(
     tree = source_tree()
     ensure_engine(cache, progress)
     docker = docker_binary()
-    wanted = {name: inputs_digest(tree, extras) for name, extras in IMAGES.items()}
+    sources = sources_digest(tree)
+    wanted = {name: inputs_digest(sources, extras) for name, extras in IMAGES.items()}
     current = {n: (not force and _label(docker, image_tag(n)) == d) for n, d in wanted.items()}
     if not all(current.values()):
         if os.geteuid() != 0:

@@ -87,22 +87,29 @@ def _modules_of(package: str) -> list[str]:
     )
 
 
+def _import_then_help(
+    blocked: tuple[str, ...], modules: list[str], command: str
+) -> subprocess.CompletedProcess[str]:
+    """Import every one of ``modules``, then run ``blackstart rescue COMMAND --help``."""
+    return _run_without(
+        blocked,
+        f"""
+        import importlib
+        for name in {modules!r}:
+            importlib.import_module(name)
+        from blackstart.cli import main
+        main(["rescue", {command!r}, "--help"])
+        """,
+    )
+
+
 AGENT_PACKAGES = ("blackstart.rescue.agent", "blackstart.rescue.wire", "blackstart.rescue.crd")
 
 
 def test_the_agent_runs_without_any_extra() -> None:
     modules = [m for p in AGENT_PACKAGES for m in _modules_of(p)]
     assert "blackstart.rescue.agent.node_agent" in modules
-    done = _run_without(
-        tuple(EXTRAS),
-        f"""
-        import importlib
-        for name in {modules!r}:
-            importlib.import_module(name)
-        from blackstart.cli import main
-        main(["rescue", "agent", "--help"])
-        """,
-    )
+    done = _import_then_help(tuple(EXTRAS), modules, "agent")
     assert done.returncode == 0, done.stderr
     assert "--max-rps" in done.stdout
 
@@ -110,16 +117,7 @@ def test_the_agent_runs_without_any_extra() -> None:
 def test_the_controller_runs_with_the_rescue_extra_alone() -> None:
     modules = _modules_of("blackstart.rescue.controller")
     assert "blackstart.rescue.controller.operator" in modules
-    done = _run_without(
-        ("chaos", "reports"),
-        f"""
-        import importlib
-        for name in {modules!r}:
-            importlib.import_module(name)
-        from blackstart.cli import main
-        main(["rescue", "controller", "--help"])
-        """,
-    )
+    done = _import_then_help(("chaos", "reports"), modules, "controller")
     assert done.returncode == 0, done.stderr
     assert "--reboot-driver" in done.stdout
 
