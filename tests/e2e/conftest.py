@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
+from blackstart.clusters.local.kwokctl import KwokCluster
 from blackstart.clusters.local.provider import LocalProvider
 from blackstart.clusters.local.supervisor import read_status
 from blackstart.clusters.spec import load_spec
@@ -46,6 +47,9 @@ def _provider() -> LocalProvider:
 
 # how much of each process log a failed test shows (CI prints only the end of its output)
 FAILURE_LOG_LINES = 40
+# the cluster's own components a failed test shows the end of the logs of
+CONTROL_PLANE_LOGS = ("kube-controller-manager", "kube-scheduler", "kwok-controller")
+CONTROL_PLANE_LOG_LINES = 15
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -69,6 +73,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if isinstance(state, ClusterState):
         status = read_status(state_dir_for(state.name))
         report.sections.append(("control-plane supervisor", json.dumps(status, indent=1)))
+        kwok = KwokCluster(name=state.name, workdir=cache_dir() / "kwok")
+        for component in CONTROL_PLANE_LOGS:
+            log = kwok.log_file(component)
+            if log.exists():
+                lines = log.read_text(errors="replace").splitlines()[-CONTROL_PLANE_LOG_LINES:]
+                report.sections.append((f"{component}, last {len(lines)} lines", "\n".join(lines)))
 
 
 def _pods_summary(core: client.CoreV1Api, namespace: str) -> str:
@@ -187,3 +197,64 @@ def controllers_back_after_an_outage(cluster: ClusterState, local: LocalProvider
         "kube-controller-manager and kube-scheduler leading again after the outage",
         interval=1.0,
     )
+    workloads_flow_again(cluster)
+
+
+# where controllers_back_after_an_outage runs its probe Deployment, on a CPU node
+PROBE_NAMESPACE = "blackstart-e2e-probe"
+PROBE_NODE = "cpu-7"
+
+
+def workloads_flow_again(cluster: ClusterState) -> None:
+    """Wait until a new Deployment gets a Ready pod: the controllers' informers work again.
+
+    A lease renewed is not enough. Each informer of kube-controller-manager, kube-scheduler
+    and the kwok controller re-lists after an outage on its own back-off (client-go's
+    reflector: 0.8 s doubling to 30 s, with up to as much again of jitter), so for up to a
+    minute after the API server is back a leader can hold its lease and still not see a
+    new Deployment (CI saw the next test's ReplicaSet never made). This probe goes through
+    every one of them: Deployment -> ReplicaSet -> Pod (controller-manager), binding
+    (scheduler), Running and Ready (kwok), ready replicas (controller-manager again).
+    """
+    import time
+
+    admin = api_client(cluster.kubeconfig)
+    core, apps = client.CoreV1Api(admin), client.AppsV1Api(admin)
+    with contextlib.suppress(client.ApiException):  # made by an earlier outage
+        core.create_namespace({"metadata": {"name": PROBE_NAMESPACE}})
+    name = f"probe-{int(time.time())}"
+    labels = {"app": name}
+    apps.create_namespaced_deployment(
+        PROBE_NAMESPACE,
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "nodeSelector": {"kubernetes.io/hostname": PROBE_NODE},
+                        "containers": [{"name": "c", "image": "registry.invalid/probe:1"}],
+                    },
+                },
+            },
+        },
+    )
+    started = time.monotonic()
+    try:
+        eventually(
+            lambda: (
+                (apps.read_namespaced_deployment(name, PROBE_NAMESPACE).status.ready_replicas or 0)
+                == 1
+            ),
+            150,
+            "a new Deployment's pod Ready (controller-manager, scheduler and kwok all "
+            "acting again after the outage)",
+            interval=1.0,
+        )
+        print(
+            f"workloads flow again: a probe Deployment Ready in {time.monotonic() - started:.1f} s"
+        )
+    finally:
+        apps.delete_namespaced_deployment(name, PROBE_NAMESPACE, propagation_policy="Background")
