@@ -14,7 +14,7 @@ from kubernetes import client
 
 from blackstart.extras import EXTRAS
 from blackstart.paths import cache_dir
-from blackstart.rescue.image import RescueImage, build_images, image_tag
+from blackstart.rescue.image import INPUTS_LABEL, RescueImage, build_images, image_tag
 
 from .conftest import eventually
 
@@ -56,6 +56,17 @@ def test_a_second_build_finds_both_images_current(images: dict[str, RescueImage]
     ]
     assert [i.size_bytes for i in again] == [images["agent"].size_bytes,
                                              images["controller"].size_bytes]  # fmt: skip
+
+
+def test_no_image_a_rebuild_replaced_is_left_behind(images: dict[str, RescueImage]) -> None:
+    # each build with new sources takes the tags; the images it replaced (330 MB each)
+    # used to stay as untagged <none> images until someone pruned them by hand
+    done = subprocess.run(
+        ["docker", "images", "--quiet", "--filter", "dangling=true",
+         "--filter", f"label={INPUTS_LABEL}"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert done.stdout.split() == []
 
 
 def _run_pod(core: client.CoreV1Api, namespace: str, name: str, image: str, args: list[str]) -> str:

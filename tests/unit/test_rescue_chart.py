@@ -165,7 +165,7 @@ def test_helm_lint_strict_passes_with_the_defaults_and_with_every_option_on(
         "controller.decisionApi.enabled=true,controller.decisionApi.tlsSecret=api-tls,"
         "controller.rebootDriver=webhook,controller.webhook.url=https://fleet.example/reboot,"
         "controller.webhook.tokenSecret=fleet-token,controller.dryRun=true,"
-        "rescuePolicy.create=true,controller.plansTtl=3d"
+        "rescuePolicy.create=true,controller.plansTtl=3d,agent.hostReboot.enabled=true"
     )
     for extra in ([], ["--set", everything]):
         result = helm.run("lint", "--strict", str(CHART), *extra)
@@ -417,3 +417,36 @@ def test_the_optional_rescue_policy_is_the_values_rules(helm: Helm) -> None:
 )
 def test_a_bad_value_fails_helm_template_naming_it(helm: Helm, value: str, message: str) -> None:
     assert message in render_error(helm, value)
+
+
+def test_host_reboot_runs_the_agent_with_host_pid_and_lets_it_watch_its_node_and_read_plans(
+    helm: Helm, defaults: dict[Key, Doc], tmp_path: Path
+) -> None:
+    log = "/var/log/blackstart/kmsg.log"
+    command = "nsenter -t 1 -m -- /sbin/reboot"
+    objects = render(
+        helm,
+        "agent.hostReboot.enabled=true",
+        f"agent.kernelLog={log}",
+        f"agent.hostReboot.command={command}",
+    )
+    daemonset = objects[("DaemonSet", NAMESPACE, "rescue-agent")]["spec"]["template"]["spec"]
+    agent = container(objects, "DaemonSet", "rescue-agent")
+    assert daemonset["hostPID"] is True
+    assert agent["securityContext"]["privileged"] is True  # even with a kernel-log file
+    args = [a.replace("$(NODE_NAME)", "gpu-worker") for a in agent["args"]]
+    params = parse(agent_command, args, tmp_path)
+    assert params["host_reboot"] is True and params["reboot_command"] == command
+    rules = objects[("ClusterRole", "", "blackstart-rescue-agent")]["rules"]
+    assert {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list", "watch"]} in rules
+    assert {
+        "apiGroups": ["rescue.blackstart.dev"],
+        "resources": ["rescueplans"],
+        "verbs": ["get"],
+    } in rules
+    # off by default: no hostPID, no reboot flag, no plan reading
+    default_pod = defaults[("DaemonSet", NAMESPACE, "rescue-agent")]["spec"]["template"]["spec"]
+    assert "hostPID" not in default_pod
+    assert "--host-reboot" not in container(defaults, "DaemonSet", "rescue-agent")["args"]
+    default_rules = defaults[("ClusterRole", "", "blackstart-rescue-agent")]["rules"]
+    assert not [r for r in default_rules if "rescueplans" in r["resources"]]
