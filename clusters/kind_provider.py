@@ -45,6 +45,8 @@ from blackstart.paths import cache_dir
 Progress = Callable[[str], None]
 CLUSTER_LABEL = "io.x-k8s.kind.cluster"
 KIND_NETWORK = "kind"
+#: a node container that exits non-zero (rebooted from inside: systemd ends on SIGHUP) restarts
+NODE_RESTART_POLICY = "on-failure"
 _ENDPOINTS = {
     "etcd": "https://{cp}:2379 (in the kind network)",
     "kube-controller-manager": "https://127.0.0.1:10257 (in {cp})",
@@ -130,6 +132,18 @@ class KindProvider:
             self._kubectl_free_run(create, "creating", name)
             state.apiserver_url = _server_of(plan.kubeconfig_path)
             state.save()
+            # kind starts its nodes with --restart=on-failure:1, one restart until a manual
+            # start; a node that reboots itself (systemctl reboot, the agent's --host-reboot)
+            # must come back each time, as a machine does
+            self._run(
+                [
+                    self.docker,
+                    "update",
+                    f"--restart={NODE_RESTART_POLICY}",
+                    *self._containers(name),
+                ],
+                f"setting the restart policy of the nodes of {name!r}",
+            )
             self.progress(f"[{name}] nodes created in {time.monotonic() - started:.0f} s")
             self._wait_ready(state, "node", "--all")
             for command in post_create_commands(plan, self.kubectl):

@@ -253,6 +253,11 @@ def build_images(
             archive = build / "images.tar"
             write_archive(archive, specs)
             _run([docker, "load", "-i", str(archive)], "loading the images into Docker")
+        # the images these replaced lost their tag: remove them, not only their name
+        _run(
+            [docker, "image", "prune", "--force", "--filter", f"label={INPUTS_LABEL}"],
+            "removing the images these replaced",
+        )
         progress(f"[rescue-image] built in {time.monotonic() - started:.0f} s")
     images = [
         RescueImage(name, image_tag(name), current[name], _size(docker, image_tag(name)))

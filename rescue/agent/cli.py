@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from blackstart.rescue.agent.host_reboot import DEFAULT_REBOOT_COMMAND
 from blackstart.rescue.env_options import with_env_options
 
 if TYPE_CHECKING:
@@ -209,6 +211,20 @@ def _api(kubeconfig: str | None, context: str | None) -> client.ApiClient:
 @click.option(
     "--event-namespace", default="default", show_default=True, help="Namespace of the Events."
 )
+@click.option(
+    "--host-reboot",
+    is_flag=True,
+    help="Reboot this host when the controller's annotation driver asks for it "
+    "(rescue.blackstart.dev/reboot-requested on this node, for a plan that waits for this "
+    "boot to end). Only with one node (--kmsg, or a single --node); needs hostPID and a "
+    "privileged container in a pod.",
+)
+@click.option(
+    "--reboot-command",
+    default=" ".join(DEFAULT_REBOOT_COMMAND),
+    show_default=True,
+    help="The command --host-reboot runs (split like a shell would).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log every request, not only Xids and errors.")
 def agent_command(
     kubeconfig: str | None,
@@ -230,6 +246,8 @@ def agent_command(
     min_write_interval: float,
     boot_times: tuple[str, ...],
     event_namespace: str,
+    host_reboot: bool,
+    reboot_command: str,
     verbose: bool,
 ) -> None:
     """Watch kernel logs for NVIDIA Xid errors and report them on the Node.
@@ -261,6 +279,11 @@ def agent_command(
     sources = sum(1 for given in (bool(nodes), bool(cluster), kmsg) if given)
     if sources != 1:
         raise click.UsageError("give exactly one of --node NAME=LOGFILE, --cluster NAME, --kmsg")
+    if host_reboot and cluster:
+        raise click.UsageError(
+            "--host-reboot reboots the host the agent runs on: never with --cluster (the "
+            "simulated nodes of a local cluster all share this host)"
+        )
 
     logs: list[NodeLog]
     # the main CLI's --cache-dir, when the command runs as `blackstart rescue agent`
@@ -289,6 +312,7 @@ def agent_command(
             for n, p in pairs.items()
         ]
 
+    command = _reboot_command(host_reboot, reboot_command, logs)
     options = AgentOptions(
         state_dir=Path(state_dir) if state_dir else default_state,
         max_rps=max_rps,
@@ -308,10 +332,18 @@ def agent_command(
             f"rescue agent metrics on http://{metrics_address}:{server.server_port}/metrics",
             err=True,
         )
+    api = _api(kubeconfig, context)
     try:
-        agent = XidAgent(logs, _api(kubeconfig, context), options, metrics=metrics)
+        agent = XidAgent(logs, api, options, metrics=metrics)
     except (RuntimeError, ValueError) as err:
         raise click.ClickException(str(err)) from err
+    rebooter = None
+    if command:
+        from blackstart.rescue.agent.host_reboot import HostRebooter
+
+        rebooter = HostRebooter(api, logs[0].node, command, event_namespace=event_namespace)
+        rebooter.start()
+        click.echo(f"rebooting {logs[0].node} on request with: {reboot_command}", err=True)
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         agent.stop_soon()
@@ -323,4 +355,26 @@ def agent_command(
         err=True,
     )
     agent.run()
+    if rebooter is not None:
+        rebooter.stop()
     click.echo("rescue agent stopped; spooled Xids stay for the next start", err=True)
+
+
+def _reboot_command(host_reboot: bool, reboot_command: str, logs: list[NodeLog]) -> tuple[str, ...]:
+    """The --host-reboot command to run, or () without --host-reboot."""
+    if not host_reboot:
+        return ()
+    if len(logs) != 1:
+        raise click.UsageError(
+            "--host-reboot reboots the host the agent runs on: give it one node (--kmsg, or "
+            f"one --node), not {len(logs)}"
+        )
+    try:
+        command = tuple(shlex.split(reboot_command))
+    except ValueError as err:
+        raise click.BadParameter(
+            f"{reboot_command!r}: {err}", param_hint="--reboot-command"
+        ) from None
+    if not command:
+        raise click.BadParameter("the command is empty", param_hint="--reboot-command")
+    return command
