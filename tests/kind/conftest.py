@@ -21,12 +21,13 @@ from blackstart.clusters.kind_provider import KindProvider
 from blackstart.clusters.node_image import NodeImageError, build_node_image
 from blackstart.clusters.provider import ClusterError
 from blackstart.clusters.spec import load_spec
-from blackstart.clusters.state import ClusterState
+from blackstart.clusters.state import ClusterState, load_state, state_dir_for
 from blackstart.kube import api_client
 from blackstart.paths import cache_dir
 from blackstart.rescue.image import RescueImage, RescueImageError, build_images
 
 KIND_CLUSTER = os.environ.get("BLACKSTART_KIND_TEST_CLUSTER", "bs-kind-test")
+KEEP_ENV = "BLACKSTART_E2E_KEEP"
 T = TypeVar("T")
 
 
@@ -48,13 +49,25 @@ def kind() -> KindProvider:
 
 @pytest.fixture(scope="session")
 def kind_cluster(kind: KindProvider) -> Iterator[ClusterState]:
-    """The kind-gpu fleet: 1 control plane, 2 GPU workers, 1 CPU worker, 1 standby."""
+    """The kind-gpu fleet: 1 control plane, 2 GPU workers, 1 CPU worker, 1 standby.
+
+    With BLACKSTART_E2E_KEEP=1 the cluster is left up after the session, and a session
+    finds the one a kept session left (a developer's loop; CI never sets it).
+    """
+    keep = os.environ.get(KEEP_ENV) == "1"
+    if keep and (state_dir_for(KIND_CLUSTER) / "cluster.json").exists():
+        _say(f"{KEEP_ENV}=1: using the kind cluster {KIND_CLUSTER} a kept session left")
+        yield load_state(KIND_CLUSTER)
+        return
     kind.down(KIND_CLUSTER)  # whatever an interrupted run left
     started = time.monotonic()
     state = kind.up(load_spec("kind-gpu.yaml"), KIND_CLUSTER)
     _say(f"kind cluster {KIND_CLUSTER} up in {time.monotonic() - started:.0f} s")
     yield state
-    kind.down(KIND_CLUSTER)
+    if keep:
+        _say(f"{KEEP_ENV}=1: kind cluster {KIND_CLUSTER} left up")
+    else:
+        kind.down(KIND_CLUSTER)
 
 
 @pytest.fixture(scope="session")
