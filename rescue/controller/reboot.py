@@ -20,8 +20,9 @@ reboot was ordered where no boot ID is known (:func:`rebooted_and_ready`).
     A real node whose own agent reboots its host, as kured and
     self-node-remediation do: the controller sets the annotation
     ``rescue.blackstart.dev/reboot-requested: <plan>`` on the node; the node's agent
-    reboots the host when it sees it; the controller removes the annotation once the
-    node is Ready again.
+    reboots the host when it sees it (``blackstart rescue agent --host-reboot``, see
+    :mod:`blackstart.rescue.agent.host_reboot`); the controller removes the annotation
+    once the node is Ready again, and whenever the plan ends.
 ``webhook``
     An HTTP POST to a cloud or fleet API (``--webhook-url``) with the body
     ``{"node": ..., "providerID": ..., "plan": ..., "action": "reboot", "requestedAt": ...}``
