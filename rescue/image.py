@@ -1,14 +1,18 @@
 """``blackstart rescue image``: the controller and agent images, built offline.
 
-No registry is reachable here and none is needed. Each image is two layers:
+No registry is reachable here and none is needed. The images share their layers
+but the last:
 
 1. a Debian root filesystem with Python (``mmdebstrap`` from the machine's apt
    sources, the same step the kind node image uses; cached by package list);
-2. blackstart and its Python dependencies, installed by the host's ``pip``
-   with ``--target`` into ``/opt/blackstart/site`` from this source tree, and a
-   ``/usr/local/bin/blackstart`` command (the entrypoint): the
-   agent's image without extras (no Chaos Toolkit, no kopf, no report stack),
-   the controller's with ``[rescue]``.
+2. blackstart without extras and its Python dependencies, installed by the host's
+   ``pip`` with ``--target`` into ``/opt/blackstart/site`` from this source tree, and
+   a ``/usr/local/bin/blackstart`` command (the entrypoint): all of the agent's
+   image (no Chaos Toolkit, no kopf, no report stack);
+3. the controller's alone: what ``[rescue]`` adds to that site (kopf and its
+   dependencies), installed with the shared site's versions pinned.
+
+Loading both into a cluster moves the large layers once.
 
 The host's Python must be the minor version Debian's ``python3`` is (3.11 on
 bookworm), since compiled wheels are chosen by the Python that installs them;
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -73,6 +78,8 @@ DEFAULT_CMD = {
     "agent": ("rescue", "agent", "--help"),
     "controller": ("rescue", "controller", "--metrics-host=0.0.0.0", "--metrics-port=9470"),
 }
+#: kind's names of nodes that are no workers: control planes and the load balancer before them
+KIND_NOT_WORKER = re.compile(r"-(control-plane\d*|external-load-balancer)$")
 # what a source tree holds that the package ships: code and its data files
 SOURCE_SUFFIXES = frozenset({".py", ".yaml", ".toml", ".json", ".typed", ".j2", ".html", ".css"})
 
@@ -162,34 +169,89 @@ def _size(docker: str, tag: str) -> int:
     return int(_run([docker, "image", "inspect", "--format", "{{.Size}}", tag], "size") or 0)
 
 
-def _site_layer(tree: Path, extras: tuple[str, ...], out: Path, work: Path) -> Path:
-    """pip-install blackstart (with ``extras``) into a folder and write it as a layer tarball."""
-    site = work / "site"
+def _pip_install(tree: Path, extras: tuple[str, ...], site: Path, constraints: Path | None) -> None:
+    """pip-install blackstart (with ``extras``) into ``site``; ``constraints`` pins versions."""
     requirement = f"{tree}[{','.join(extras)}]" if extras else str(tree)
+    pinned = ["--constraint", str(constraints)] if constraints else []
     _run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-compile",
-         "--disable-pip-version-check", "--target", str(site), requirement],
+         "--disable-pip-version-check", "--target", str(site), *pinned, requirement],
         f"installing {requirement} with pip",
     )  # fmt: skip
-    # the console scripts pip wrote point at the host's Python; the image runs `python3 -m`
+    # the console scripts pip wrote point at the host's Python; the image runs the launcher
     shutil.rmtree(site / "bin", ignore_errors=True)
 
-    def owned_by_root(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-        if "__pycache__" in info.name.split("/"):
-            return None
-        info.uid = info.gid = 0
-        info.uname = info.gname = "root"
-        info.mtime = 0
-        info.mode = (info.mode | 0o444) & ~0o022 | (0o111 if info.isdir() else 0)
-        return info
 
+def _pins(site: Path) -> str:
+    """``name==version`` of every distribution in ``site`` but blackstart (a constraints file)."""
+    from importlib import metadata
+
+    pins = {
+        f"{d.metadata['Name']}=={d.version}"
+        for d in metadata.distributions(path=[str(site)])
+        if d.metadata["Name"].lower() != "blackstart"
+    }
+    return "".join(f"{pin}\n" for pin in sorted(pins))
+
+
+def _owned_by_root(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+    if "__pycache__" in info.name.split("/"):
+        return None
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    info.mtime = 0
+    info.mode = (info.mode | 0o444) & ~0o022 | (0o111 if info.isdir() else 0)
+    return info
+
+
+def _files(root: Path) -> dict[str, Path]:
+    """Every file and folder under ``root`` (no bytecode caches), by path relative to it."""
+    return {
+        str(path.relative_to(root)): path
+        for path in sorted(root.rglob("*"))
+        if "__pycache__" not in path.parts
+    }
+
+
+def _site_layer(site: Path, out: Path, work: Path) -> Path:
+    """The layer of the shared site: ``site`` as /opt/blackstart/site, and the launcher."""
     launcher = work / "blackstart"
     launcher.write_bytes(LAUNCHER_TEXT)
     launcher.chmod(0o755)
     with tarfile.open(out, "w", format=tarfile.GNU_FORMAT) as tar:
-        tar.add(str(site), arcname=SITE.lstrip("/"), filter=owned_by_root)
-        tar.add(str(launcher), arcname=LAUNCHER.lstrip("/"), filter=owned_by_root)
+        tar.add(str(site), arcname=SITE.lstrip("/"), filter=_owned_by_root)
+        tar.add(str(launcher), arcname=LAUNCHER.lstrip("/"), filter=_owned_by_root)
     return out
+
+
+def _extra_layer(shared: Path, fuller: Path, out: Path) -> int:
+    """The layer of what ``fuller`` (a site with extras) adds to ``shared``; its file count.
+
+    The two images share every layer but this one, so loading both moves the large
+    site once. Raises when ``fuller`` lacks a file of ``shared``: a layer can add and
+    replace files, not take them away.
+    """
+    base, more = _files(shared), _files(fuller)
+    missing = sorted(name for name, path in base.items() if name not in more and path.is_file())
+    if missing:
+        raise RescueImageError(
+            "the site with extras lacks files of the shared one (pip resolved other versions "
+            f"despite the pins): {', '.join(missing[:5])}"
+        )
+    added = [
+        name
+        for name, path in more.items()
+        if name not in base or (path.is_file() and path.read_bytes() != base[name].read_bytes())
+    ]
+    with tarfile.open(out, "w", format=tarfile.GNU_FORMAT) as tar:
+        for name in added:
+            tar.add(
+                str(more[name]),
+                arcname=f"{SITE.lstrip('/')}/{name}",
+                recursive=False,
+                filter=_owned_by_root,
+            )
+    return len(added)
 
 
 def build_images(
@@ -232,24 +294,19 @@ def build_images(
             raise RescueImageError(str(err)) from err
         with tempfile.TemporaryDirectory(prefix="build-", dir=work) as tmp:
             build = Path(tmp)
-            specs = []
-            for name, extras in IMAGES.items():
-                if current[name]:
-                    continue
-                progress(f"[rescue-image] installing blackstart{list(extras) or ''} for {name}")
-                folder = build / name
-                folder.mkdir()
-                layer = _site_layer(tree, extras, folder / "layer.tar", folder)
-                specs.append(
-                    ImageSpec(
-                        image_tag(name),
-                        (base, layer),
-                        entrypoint=ENTRYPOINT,
-                        cmd=DEFAULT_CMD[name],
-                        env=ENV,
-                        labels={INPUTS_LABEL: wanted[name]},
-                    )
+            layers = _layers(tree, build, progress)
+            specs = [
+                ImageSpec(
+                    image_tag(name),
+                    (base, *layers[name]),
+                    entrypoint=ENTRYPOINT,
+                    cmd=DEFAULT_CMD[name],
+                    env=ENV,
+                    labels={INPUTS_LABEL: wanted[name]},
                 )
+                for name in IMAGES
+                if not current[name]
+            ]
             archive = build / "images.tar"
             write_archive(archive, specs)
             _run([docker, "load", "-i", str(archive)], "loading the images into Docker")
@@ -264,13 +321,72 @@ def build_images(
         for name in IMAGES
     ]
     if kind_cluster:
+        kind = _kind_binary(cache)
         tags = [i.tag for i in images]
-        progress(f"[rescue-image] kind load docker-image {' '.join(tags)} --name {kind_cluster}")
+        nodes = _kind_load_nodes(kind, kind_cluster)
+        progress(
+            f"[rescue-image] kind load docker-image {' '.join(tags)} --name {kind_cluster} "
+            f"--nodes {','.join(nodes)}"
+        )
+        started = time.monotonic()
         _run(
-            [_kind_binary(cache), "load", "docker-image", *tags, "--name", kind_cluster],
+            [
+                kind,
+                "load",
+                "docker-image",
+                *tags,
+                "--name",
+                kind_cluster,
+                "--nodes",
+                ",".join(nodes),
+            ],
             f"loading the images into kind cluster {kind_cluster}",
         )
+        progress(
+            f"[rescue-image] loaded into {len(nodes)} nodes in {time.monotonic() - started:.0f} s"
+        )
     return images
+
+
+def kind_load_nodes(nodes: list[str]) -> list[str]:
+    """Of a kind cluster's ``nodes``, those the pods can run on: its workers (kind taints
+    the control plane when there are any, and neither the controller nor the agent
+    tolerates that), or else its one node."""
+    workers = [n for n in nodes if not KIND_NOT_WORKER.search(n)]
+    return sorted(workers or [n for n in nodes if not n.endswith("-external-load-balancer")])
+
+
+def _kind_load_nodes(kind: str, cluster: str) -> list[str]:
+    nodes = kind_load_nodes(_run([kind, "get", "nodes", "--name", cluster], "kind nodes").split())
+    if not nodes:
+        raise RescueImageError(f"kind cluster {cluster!r} has no nodes (`kind get clusters`)")
+    return nodes
+
+
+def _layers(tree: Path, build: Path, progress: Progress) -> dict[str, tuple[Path, ...]]:
+    """The layers above the Debian base of each image: the agent's site (blackstart with
+    no extras), shared by the controller, whose own layer adds only what ``[rescue]`` adds
+    (pip pinned to the shared site's versions)."""
+    shared = build / "site"
+    progress("[rescue-image] installing blackstart (no extras) for the agent and controller")
+    _pip_install(tree, (), shared, None)
+    site_layer = _site_layer(shared, build / "site.tar", build)
+    layers: dict[str, tuple[Path, ...]] = {}
+    for name, extras in IMAGES.items():
+        if not extras:
+            layers[name] = (site_layer,)
+            continue
+        progress(f"[rescue-image] adding blackstart{list(extras)} for the {name}")
+        pins = build / "pins.txt"
+        pins.write_text(_pins(shared))
+        fuller = build / f"site-{name}"
+        _pip_install(tree, extras, fuller, pins)
+        extra = build / f"{name}.tar"
+        count = _extra_layer(shared, fuller, extra)
+        size = extra.stat().st_size >> 10
+        progress(f"[rescue-image] the {name}'s own layer: {count} files, {size} KiB")
+        layers[name] = (site_layer, extra)
+    return layers
 
 
 def _kind_binary(cache: Path) -> str:
