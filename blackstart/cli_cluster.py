@@ -72,7 +72,8 @@ def _local(ctx: Context, bin_dir: str | None = None) -> LocalProvider:
 @click.option(
     "--with-rescue",
     is_flag=True,
-    help="Also start the GPU self-heal controller and the Xid agent for the fleet (local).",
+    help="Also start the GPU self-heal controller and the Xid agent for the fleet: as "
+    "processes (local), or built as images and installed with the Helm chart (kind).",
 )
 @BIN_DIR
 @pass_context
@@ -95,7 +96,7 @@ def cluster_up(
     except SpecError as err:
         raise click.ClickException(str(err)) from err
     if provider == "kind":
-        _kind_up(ctx, spec, name, timeout)
+        _kind_up(ctx, spec, name, timeout, with_rescue)
         return
     local = _local(ctx, bin_dir)
     try:
@@ -110,15 +111,24 @@ def cluster_up(
     _print_status(local, name)
 
 
-def _kind_up(ctx: Context, spec: ClusterSpec, name: str, timeout: float) -> None:
+def _kind_up(ctx: Context, spec: ClusterSpec, name: str, timeout: float, rescue: bool) -> None:
     from blackstart.clusters.engine import EngineError
     from blackstart.clusters.kind_provider import KindProvider
 
     provider = KindProvider(ctx.cache, progress=_progress, ready_timeout=timeout)
     try:
-        provider.up(spec, name)
+        state = provider.up(spec, name)
     except (ClusterError, EngineError) as err:
         raise click.ClickException(str(err)) from err
+    if rescue:
+        from blackstart.rescue.kind_chart import ChartError, install_on_kind
+
+        try:
+            install_on_kind(ctx.cache, state, progress=_progress)
+        except ChartError as err:
+            raise click.ClickException(
+                f"kind cluster {name} is up, but the rescue chart did not install: {err}"
+            ) from err
     _print_kind_status(provider, name)
 
 

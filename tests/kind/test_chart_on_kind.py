@@ -18,7 +18,6 @@ import random
 import subprocess
 import time
 from collections.abc import Iterator
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,6 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from blackstart.actions.xid import format_lines, xid_body
-from blackstart.clusters.kind import KMSG_CONTAINER_PATH
 from blackstart.clusters.kind_provider import NODE_RESTART_POLICY, KindProvider
 from blackstart.clusters.node_image import TOOLBOX_IMAGE
 from blackstart.clusters.state import ClusterState
@@ -46,14 +44,13 @@ from blackstart.paths import cache_dir
 from blackstart.rescue.crd.plans import parse_time
 from blackstart.rescue.image import RescueImage
 from blackstart.rescue.install import deploy_documents
+from blackstart.rescue.kind_chart import NAMESPACE, RELEASE, ChartError, install_on_kind
 from blackstart.rescue.wire.signal import CONDITION_TYPE, parse_condition_message
 
 from .conftest import eventually
 
 pytestmark = pytest.mark.kind
 
-RELEASE = "blackstart-rescue"
-NAMESPACE = "blackstart-rescue"
 GPU_SELECTOR = "nvidia.com/gpu.present=true"
 
 
@@ -62,10 +59,6 @@ def _helm() -> str:
     if "helm" not in toolchain.paths:
         pytest.fail("the kind tests need helm: run `blackstart toolchain install`", pytrace=False)
     return str(toolchain.paths["helm"])
-
-
-def _chart() -> Path:
-    return Path(str(resources.files("blackstart.rescue").joinpath("deploy", "chart")))
 
 
 def _run(argv: list[str], timeout: float = 300) -> str:
@@ -78,31 +71,29 @@ def _run(argv: list[str], timeout: float = 300) -> str:
 def installed(
     kind_cluster: ClusterState, images: dict[str, RescueImage], core: client.CoreV1Api
 ) -> Iterator[float]:
-    """`helm install --wait` of the chart with the images loaded; its seconds."""
+    """The chart installed as `cluster up --provider kind --with-rescue` does; its seconds."""
     helm = _helm()
     kubeconfig = ["--kubeconfig", kind_cluster.kubeconfig]
     # the warm standby starts cordoned: what the tests after this module expect back
     cordoned_before = {n.metadata.name for n in core.list_node().items if n.spec.unschedulable}
-    started = time.monotonic()
-    done = subprocess.run(
-        [helm, "install", RELEASE, str(_chart()), "--namespace", NAMESPACE, "--create-namespace",
-         *kubeconfig, "--wait", "--timeout", "240s",
-         "--set", "image.pullPolicy=Never",  # loaded by `kind load`, no registry
-         "--set", f"agent.kernelLog={KMSG_CONTAINER_PATH}",
-         "--set", "agent.hostReboot.enabled=true",  # the reboot path users turn on
-         # three GPU nodes here: two reporting within ten minutes (this module's tests do)
-         # is more than half of them, which the fleet guard rightly takes for a mass event,
-         # and a tenth of them is one node held at once; each test here is about one node
-         # (the guard has end-to-end tests of its own on the local fleet)
-         "--set", "controller.stormGuard.maxReportingShare=1",
-         "--set", "controller.stormGuard.maxUnavailableShare=1"],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    if done.returncode != 0:
+    try:
+        seconds = install_on_kind(
+            cache_dir(),
+            kind_cluster,
+            progress=print,
+            values={
+                # three GPU nodes here: two reporting within ten minutes (this module's
+                # tests do) is more than half of them, which the fleet guard rightly takes
+                # for a mass event, and a tenth of them is one node held at once; each test
+                # here is about one node (the guard has end-to-end tests of its own)
+                "controller.stormGuard.maxReportingShare": "1",
+                "controller.stormGuard.maxUnavailableShare": "1",
+            },
+        )
+    except ChartError as err:
         report = _pods_report(core)
         _uninstall(helm, kubeconfig, kind_cluster, core, cordoned_before)
-        pytest.fail(f"helm install failed: {done.stderr.strip()}\n{report}")
-    seconds = time.monotonic() - started
+        pytest.fail(f"helm install failed: {err}\n{report}")
     print(f"\nFIGURE helm install --wait of the rescue chart on kind: {seconds:.1f} s")
     try:
         yield seconds
