@@ -46,7 +46,13 @@ from blackstart.names import (
 if TYPE_CHECKING:  # the CLI imports this module for its default; kubernetes loads on use
     from kubernetes import client, watch
 
-__all__ = ["DEFAULT_REBOOT_COMMAND", "HostRebooter", "RebootDecision", "reboot_due"]
+__all__ = [
+    "DEFAULT_REBOOT_COMMAND",
+    "HostRebooter",
+    "RebootDecision",
+    "reboot_due",
+    "retry_delay",
+]
 
 log = logging.getLogger("blackstart.rescue.agent.host_reboot")
 
@@ -68,6 +74,8 @@ DEFAULT_REBOOT_COMMAND = (
 REBOOT_PHASES = frozenset({"Rebooting", "WaitingReady"})
 #: seconds a watch lasts before it is opened again (the API server ends it anyway)
 WATCH_SECONDS = 300
+#: the longest wait before a failed watch is opened again
+MAX_RETRY_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -113,6 +121,13 @@ def reboot_due(node: Mapping[str, Any], plan: Mapping[str, Any] | None) -> Reboo
             False, f"{name} has booted since plan {requested} asked (boot {boot})", requested
         )
     return RebootDecision(True, f"plan {requested} asks {name} to reboot (boot {boot})", requested)
+
+
+def retry_delay(failures: int) -> float:
+    """Seconds before the watch is opened again after ``failures`` failures in a row: 1 s
+    doubling to :data:`MAX_RETRY_S`, so a fleet of agents that may not read plans (a
+    chart without ``agent.hostReboot``, an outage) does not hammer the API server."""
+    return float(min(MAX_RETRY_S, 2 ** max(0, failures - 1)))
 
 
 def run_command(command: Sequence[str]) -> tuple[int, str]:
@@ -231,6 +246,7 @@ class HostRebooter:
         from kubernetes import watch
 
         selector = f"metadata.name={self.node}"
+        failures = 0
         while not self._stop.is_set():
             self._watch = watch.Watch()  # type: ignore[no-untyped-call]
             try:
@@ -245,6 +261,9 @@ class HostRebooter:
                     obj = event.get("raw_object")
                     if event.get("type") in ("ADDED", "MODIFIED") and isinstance(obj, dict):
                         self.consider(obj)
-            except Exception as err:  # an outage, an expired watch: open it again
-                log.info("node watch ended (%s); opening it again", err)
-                self._stop.wait(2.0)
+                failures = 0  # the watch ran its course: open the next one at once
+            except Exception as err:  # an outage, a refusal (403): open it again, backing off
+                failures += 1
+                delay = retry_delay(failures)
+                log.warning("node watch failed (%s); opening it again in %.0f s", err, delay)
+                self._stop.wait(delay)

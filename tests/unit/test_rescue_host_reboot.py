@@ -16,7 +16,7 @@ from kubernetes import client
 
 from blackstart.cli import main
 from blackstart.names import REBOOT_REQUESTED_ANNOTATION
-from blackstart.rescue.agent.host_reboot import HostRebooter, reboot_due
+from blackstart.rescue.agent.host_reboot import MAX_RETRY_S, HostRebooter, reboot_due, retry_delay
 
 BOOT = "0b9c5c43-0000-4000-8000-000000000001"
 
@@ -178,3 +178,11 @@ def test_a_plan_still_draining_is_read_again_until_it_waits_for_the_reboot() -> 
     rebooter.plans["plan-1"] = plan(phase="Rebooting")
     rebooter.consider(node())  # the same node state, the plan moved on
     assert rebooter.ran == [("reboot-it",)]
+
+
+def test_a_failing_watch_is_opened_again_later_and_later() -> None:
+    # every agent of a fleet whose identity may not read plans would otherwise LIST and
+    # GET every 2 s, forever
+    delays = [retry_delay(n) for n in range(1, 10)]
+    assert delays[:4] == [1.0, 2.0, 4.0, 8.0]
+    assert delays == sorted(delays) and delays[-1] == MAX_RETRY_S == 60.0
