@@ -29,7 +29,6 @@ from blackstart.actions.xid import format_lines, xid_body
 from blackstart.clusters.kind_provider import NODE_RESTART_POLICY, KindProvider
 from blackstart.clusters.node_image import TOOLBOX_IMAGE
 from blackstart.clusters.state import ClusterState
-from blackstart.clusters.toolchain import resolve
 from blackstart.kube import api_client
 from blackstart.names import (
     CORDONED_BY_ANNOTATION,
@@ -44,7 +43,7 @@ from blackstart.paths import cache_dir
 from blackstart.rescue.crd.plans import parse_time
 from blackstart.rescue.image import RescueImage
 from blackstart.rescue.install import deploy_documents
-from blackstart.rescue.kind_chart import NAMESPACE, RELEASE, ChartError, install_on_kind
+from blackstart.rescue.kind_chart import NAMESPACE, ChartError, install_on_kind, uninstall
 from blackstart.rescue.wire.signal import CONDITION_TYPE, parse_condition_message
 
 from .conftest import eventually
@@ -52,13 +51,6 @@ from .conftest import eventually
 pytestmark = pytest.mark.kind
 
 GPU_SELECTOR = "nvidia.com/gpu.present=true"
-
-
-def _helm() -> str:
-    toolchain, _missing = resolve(cache_dir())
-    if "helm" not in toolchain.paths:
-        pytest.fail("the kind tests need helm: run `blackstart toolchain install`", pytrace=False)
-    return str(toolchain.paths["helm"])
 
 
 def _run(argv: list[str], timeout: float = 300) -> str:
@@ -72,8 +64,6 @@ def installed(
     kind_cluster: ClusterState, images: dict[str, RescueImage], core: client.CoreV1Api
 ) -> Iterator[float]:
     """The chart installed as `cluster up --provider kind --with-rescue` does; its seconds."""
-    helm = _helm()
-    kubeconfig = ["--kubeconfig", kind_cluster.kubeconfig]
     # the warm standby starts cordoned: what the tests after this module expect back
     cordoned_before = {n.metadata.name for n in core.list_node().items if n.spec.unschedulable}
     try:
@@ -92,18 +82,16 @@ def installed(
         )
     except ChartError as err:
         report = _pods_report(core)
-        _uninstall(helm, kubeconfig, kind_cluster, core, cordoned_before)
+        _uninstall(kind_cluster, core, cordoned_before)
         pytest.fail(f"helm install failed: {err}\n{report}")
     print(f"\nFIGURE helm install --wait of the rescue chart on kind: {seconds:.1f} s")
     try:
         yield seconds
     finally:
-        _uninstall(helm, kubeconfig, kind_cluster, core, cordoned_before)
+        _uninstall(kind_cluster, core, cordoned_before)
 
 
 def _uninstall(
-    helm: str,
-    kubeconfig: list[str],
     kind_cluster: ClusterState,
     core: client.CoreV1Api,
     cordoned_before: set[str],
@@ -130,7 +118,7 @@ def _uninstall(
             plan["metadata"]["name"],
             {"metadata": {"finalizers": None}},
         )
-    _run([helm, "uninstall", RELEASE, "--namespace", NAMESPACE, *kubeconfig, "--wait"])
+    uninstall(cache_dir(), kind_cluster)
     extensions = client.ApiextensionsV1Api(api_client(kind_cluster.kubeconfig))
     for crd in deploy_documents(["crds.yaml"]):
         try:
