@@ -255,11 +255,13 @@ class Admission(PlanExecution):
     def _reserve_plan(self, incident: Incident) -> PlanRecord:
         """Make the plan's record and hold its place in memory (under the admission lock)."""
         node = self.nodes.get(incident.node)
-        was_cordoned = (
-            cordoned_by_someone_else(node, self.active_plan_names()) if node is not None else False
-        )
+        name = plan_name(incident.node, incident.report_ids[0])
+        # a cordon in this very plan's name is its own: made ahead of the plan by a
+        # controller that died before it could create the plan (execution._cordon_ahead)
+        ours = self.active_plan_names() | {name}
+        was_cordoned = cordoned_by_someone_else(node, ours) if node is not None else False
         body = plan_body(
-            plan_name(incident.node, incident.report_ids[0]),
+            name,
             incident.node,
             incident.xids,
             incident.rule.actions,

@@ -14,12 +14,20 @@ from blackstart.rescue.controller.incident import (
     Incident,
     now_utc,
 )
-from blackstart.rescue.controller.kube_api import ACT, RECORD
+from blackstart.rescue.controller.kube_api import ACT, CONTAIN, RECORD
 from blackstart.rescue.controller.memory import ControllerMemory
+from blackstart.rescue.controller.node_actions import (
+    CordonTaken,
+    EarlyCordon,
+    cordon,
+    cordoned_by_someone_else,
+)
 from blackstart.rescue.controller.plan_runner import PlanGone, PlanRunner
 from blackstart.rescue.crd.plans import (
     PlanRecord,
+    Step,
     format_time,
+    next_step,
     plan_body,
 )
 
@@ -54,9 +62,11 @@ class PlanExecution(ControllerMemory):
             escalate_time=plan.escalate_time,
             validation=plan.validation,
         )
+        await self._cordon_ahead(plan)
         try:
             created = await self.api.create_plan(body)
         except ApiException as err:
+            self._early_cordons.pop(plan.name, None)
             if err.status == 409:
                 # made before (by us, before a restart): the stored plan is the truth
                 self._forget_plan(plan.name)
@@ -66,13 +76,54 @@ class PlanExecution(ControllerMemory):
                 return
             self._forget_plan(plan.name)
             raise
-        except Exception:
+        except BaseException:
+            self._early_cordons.pop(plan.name, None)
             self._forget_plan(plan.name)
             raise
         plan.saw_version(created)
         self.metrics.plans_started.labels(plan.source).inc()
         self.metrics.plans_active.set(sum(1 for p in self.plans.values() if p.active))
         self._start_runner(plan)
+
+    async def _cordon_ahead(self, plan: PlanRecord) -> None:
+        """Cordon the node of a new plan whose first step is the cordon, before the plan
+        is created: the cordon is what stops the spread, so it goes first (at
+        :data:`CONTAIN` priority, deciding on the watch cache's view: one request in
+        the common case); the plan's record and its Events follow.
+
+        Restart safety: the cordon names the plan, whose name follows from the node and
+        its first Xid report. A controller that dies before the plan is created finds,
+        when it starts again, the same report unplanned and the node cordoned in that
+        plan's name; it makes the same plan, takes the cordon for the plan's own
+        (:meth:`.admission.Admission._reserve_plan`) and carries on; if it stayed down
+        longer than the maximum report age, the report is ignored as too old and the
+        node stays cordoned in the name of a plan never made, for a person to look at,
+        as a Failed plan leaves it. When this cordon fails, nothing is recorded and the
+        plan's cordon step does it as usual.
+        """
+        first = next_step(plan.actions, plan.status, plan.validation is not None)
+        if plan.dry_run or first is not Step.CORDON:
+            return
+        view = self.nodes.get(plan.node)
+        if view is None or cordoned_by_someone_else(view, (plan.name,)):
+            return  # someone else's cordon: the cordon step reads the node and records it
+        try:
+            cordoned = await cordon(self.api, plan.node, plan.name, known=view, priority=CONTAIN)
+            early = EarlyCordon(cordoned, taken=False, at=now_utc())
+        except CordonTaken as found:
+            early = EarlyCordon(found.view, taken=True, at=now_utc())
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            log.warning(
+                "could not cordon %s ahead of plan %s (its cordon step tries again): %s",
+                plan.node,
+                plan.name,
+                err,
+            )
+            return
+        self.remember(early.view)
+        self._early_cordons[plan.name] = early
 
     def _start_runner(self, plan: PlanRecord) -> None:
         if plan.name in self._running or not plan.active:

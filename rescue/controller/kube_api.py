@@ -4,10 +4,12 @@ kopf watches (nodes, policies, plans); every other request the controller makes
 goes through :class:`KubeApi`:
 
 - a token bucket bounds the request rate (``qps``, ``burst``), as client-go's does;
-  requests go out by priority: :data:`ACT` (what moves a plan forward: create the
-  plan, cordon, evict, and the status writes a step must make before it acts), then
-  :data:`RECORD` (status written after a step), then :data:`REPORT` (Events,
-  clean-ups); so a burst of Xids cordons nodes first and records and reports after;
+  requests go out by priority: :data:`CONTAIN` (the cordon a new plan makes before
+  anything else: the action that stops a failing GPU taking new work), then
+  :data:`ACT` (what moves a plan forward: create the plan, evict, and the status
+  writes a step must make before it acts), then :data:`RECORD` (status written after
+  a step), then :data:`REPORT` (Events, clean-ups); so a burst of Xids cordons every
+  node first and records and reports after;
 - every request is counted by verb and HTTP code (the
   ``..._api_requests_total`` metric);
 - 429, 5xx and connection errors are retried with exponential backoff and full
@@ -35,9 +37,18 @@ from blackstart.rescue.crd.plans import PLURAL
 from blackstart.rescue.crd.policy import GROUP, VERSION
 from blackstart.rescue.pacing import RateLimiter, backoff_delay, is_retryable_status
 
-__all__ = ["ACT", "RECORD", "REPORT", "KubeApi", "RateLimiter", "is_denied", "is_retryable"]
+__all__ = [
+    "ACT",
+    "CONTAIN",
+    "RECORD",
+    "REPORT",
+    "KubeApi",
+    "RateLimiter",
+    "is_denied",
+    "is_retryable",
+]
 
-ACT, RECORD, REPORT = 0, 1, 2
+CONTAIN, ACT, RECORD, REPORT = 0, 1, 2, 3
 """Request priorities, most urgent first."""
 
 _MERGE = "application/merge-patch+json"
@@ -117,14 +128,18 @@ class KubeApi:
 
     # --- nodes ------------------------------------------------------------------------------
 
-    async def get_node(self, name: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self.call("get", self.core.read_node, name)
+    async def get_node(self, name: str, priority: int = ACT) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call(
+            "get", self.core.read_node, name, priority=priority
+        )
         return result
 
-    async def patch_node(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+    async def patch_node(
+        self, name: str, patch: dict[str, Any], priority: int = ACT
+    ) -> dict[str, Any]:
         """JSON merge patch of a Node (cordon, labels, annotations)."""
         result: dict[str, Any] = await self.call(
-            "patch", self.core.patch_node, name, patch, _content_type=_MERGE
+            "patch", self.core.patch_node, name, patch, priority=priority, _content_type=_MERGE
         )
         return result
 

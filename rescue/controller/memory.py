@@ -22,7 +22,7 @@ from blackstart.rescue.controller.incident import (
 from blackstart.rescue.controller.journal import Journal
 from blackstart.rescue.controller.kube_api import KubeApi
 from blackstart.rescue.controller.metrics import ControllerMetrics
-from blackstart.rescue.controller.node_actions import NodeView
+from blackstart.rescue.controller.node_actions import EarlyCordon, NodeView
 from blackstart.rescue.controller.reboot import RebootDriver, make_driver
 from blackstart.rescue.controller.storm_guard import StormGuard
 from blackstart.rescue.crd.plans import (
@@ -77,6 +77,7 @@ class ControllerMemory:
         self._releasing: set[str] = set()  # deleted plans releasing their node
         self._persist_locks: dict[str, asyncio.Lock] = {}
         self._node_waiters: dict[str, asyncio.Event] = {}
+        self._early_cordons: dict[str, EarlyCordon] = {}  # by plan: cordoned before created
         self._admission = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._background: list[asyncio.Task[None]] = []
@@ -149,6 +150,10 @@ class ControllerMemory:
 
     def node(self, name: str) -> NodeView | None:
         return self.nodes.get(name)
+
+    def take_early_cordon(self, plan: str) -> EarlyCordon | None:
+        """The cordon made for ``plan`` before it was created, once (its cordon step's)."""
+        return self._early_cordons.pop(plan, None)
 
     def remember(self, view: NodeView) -> None:
         """Take a node as a write returned it: the watch may not have shown it yet."""

@@ -23,7 +23,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from blackstart.rescue.controller.kube_api import KubeApi
+from blackstart.rescue.controller.kube_api import ACT, KubeApi
 from blackstart.rescue.crd.plans import parse_time
 from blackstart.rescue.crd.policy import GROUP
 from blackstart.rescue.wire.signal import CONDITION_TYPE
@@ -32,6 +32,7 @@ __all__ = [
     "ANNOTATION_CORDONED_BY",
     "GPU_RESOURCE",
     "CordonTaken",
+    "EarlyCordon",
     "NodeView",
     "cordon",
     "cordoned_by_someone_else",
@@ -130,6 +131,16 @@ def cordoned_by_someone_else(node: NodeView, ours: Container[str] = ()) -> bool:
     return node.unschedulable and (node.cordoned_by is None or node.cordoned_by not in ours)
 
 
+@dataclass(frozen=True)
+class EarlyCordon:
+    """A new plan's cordon, made before the plan itself was created (the cordon goes
+    first); the plan's cordon step records it instead of cordoning again."""
+
+    view: NodeView
+    taken: bool  # someone else's cordon was found: the plan must not take it for its own
+    at: dt.datetime
+
+
 class CordonTaken(Exception):
     """Someone else cordoned the node between the read and the cordon; the view shows it."""
 
@@ -138,16 +149,30 @@ class CordonTaken(Exception):
         self.view = view
 
 
-async def cordon(api: KubeApi, node: str, plan: str, attempts: int = 5) -> NodeView:
+async def cordon(
+    api: KubeApi,
+    node: str,
+    plan: str,
+    attempts: int = 5,
+    known: NodeView | None = None,
+    priority: int = ACT,
+) -> NodeView:
     """Cordon ``node`` for ``plan`` (spec.unschedulable and the cordoned-by annotation).
 
-    Reads the node first and cordons only if it is schedulable, or already cordoned for
-    ``plan`` (a resumed plan); the write carries the read's ``resourceVersion``, and a
-    conflict (the node changed in between) means reading again. Raises
-    :class:`CordonTaken` when someone else's cordon is found.
+    Decides on a read of the node and cordons only if it is schedulable, or already
+    cordoned for ``plan`` (a resumed plan); the write carries the read's
+    ``resourceVersion``, and a conflict (the node changed in between) means reading
+    again. ``known``: a view of the node (the watch cache's) to decide on first instead
+    of a GET, when it shows the node schedulable: the write's ``resourceVersion`` makes
+    that exactly as safe as a fresh read, and in the common case the cordon is then
+    one request. Raises :class:`CordonTaken` when someone else's cordon is found.
     """
+    trusted = known if known and known.resource_version and not known.unschedulable else None
     for attempt in range(attempts):
-        view = NodeView.from_object(await api.get_node(node))
+        if attempt == 0 and trusted is not None:
+            view = trusted
+        else:
+            view = NodeView.from_object(await api.get_node(node, priority))
         if view.unschedulable and view.cordoned_by != plan:
             raise CordonTaken(view)
         if view.unschedulable:
@@ -162,6 +187,7 @@ async def cordon(api: KubeApi, node: str, plan: str, attempts: int = 5) -> NodeV
                     },
                     "spec": {"unschedulable": True},
                 },
+                priority,
             )
         except ApiException as err:
             if err.status == 409 and attempt + 1 < attempts:

@@ -49,17 +49,24 @@ class NodeSteps(RunnerBase):
     async def _cordon(self) -> bool:
         node = self._node()
         status = self.status
+        cordoned_at = None
         if self.plan.dry_run:
             message = self._dry(f"cordon {node.name}")
         else:
-            try:
-                view = await cordon(self.ctx.api, node.name, self.plan.name)
-            except CordonTaken as taken:
-                self.ctx.remember(taken.view)
-                await self._record_cordon_owner(True)
+            early = self.ctx.take_early_cordon(self.plan.name)
+            if early is not None:
+                cordoned_at = early.at
+                self.ctx.remember(early.view)
+                await self._record_cordon_owner(early.taken)
             else:
-                self.ctx.remember(view)
-                await self._record_cordon_owner(False)
+                try:
+                    view = await cordon(self.ctx.api, node.name, self.plan.name)
+                except CordonTaken as taken:
+                    self.ctx.remember(taken.view)
+                    await self._record_cordon_owner(True)
+                else:
+                    self.ctx.remember(view)
+                    await self._record_cordon_owner(False)
             if status.node_was_cordoned:
                 message = (
                     f"{node.name} was already cordoned by someone else; left as it is, and it "
@@ -67,7 +74,7 @@ class NodeSteps(RunnerBase):
                 )
             else:
                 message = f"cordon {node.name}"
-        now = now_utc()
+        now = cordoned_at or now_utc()
         status.cordoned_at = format_time(now)
         if not self.plan.dry_run and self.plan.source == "policy":
             first = parse_time(self.plan.first_seen_at)

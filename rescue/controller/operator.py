@@ -310,14 +310,16 @@ class Controller(PlanEvents):
                 )
                 raise OrderRefused(refusal.api_message, 429)
             node = self.nodes[order.node]
+            name = api_plan_name(order.node, request_key)
             body = plan_body(
-                api_plan_name(order.node, request_key),
+                name,
                 order.node,
                 [order.xid],
                 order.actions,
                 source="decision-api",
                 dry_run=self.config.dry_run,
-                node_was_cordoned=cordoned_by_someone_else(node, self.active_plan_names()),
+                # a cordon in this plan's name was made ahead of it (a retried order)
+                node_was_cordoned=cordoned_by_someone_else(node, self.active_plan_names() | {name}),
                 escalate_time=order.escalate_time,
             )
             plan = PlanRecord.from_object(body)

@@ -18,7 +18,7 @@ from kubernetes.client.exceptions import ApiException
 from blackstart.rescue.controller.config import ControllerConfig
 from blackstart.rescue.controller.kube_api import KubeApi
 from blackstart.rescue.controller.metrics import ControllerMetrics
-from blackstart.rescue.controller.node_actions import NodeView
+from blackstart.rescue.controller.node_actions import EarlyCordon, NodeView
 from blackstart.rescue.controller.reboot import RebootDriver
 from blackstart.rescue.controller.storm_guard import StormGuard
 from blackstart.rescue.crd.plans import Phase, PlanRecord
@@ -47,6 +47,8 @@ class PlanContext(Protocol):
     storm_guard: StormGuard
 
     def node(self, name: str) -> NodeView | None: ...
+
+    def take_early_cordon(self, plan: str) -> EarlyCordon | None: ...
 
     def remember(self, view: NodeView) -> None: ...
 

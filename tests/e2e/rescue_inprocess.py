@@ -133,9 +133,11 @@ class InProcessController:
         eventually(lambda: self.controller.ready.is_set(), 30, "the controller ready", 0.05)
         return self
 
-    def stop(self) -> None:
-        for gate in self.api.gates:
-            gate.open()
+    def stop(self, open_gates: bool = True) -> None:
+        """Stop the operator; ``open_gates=False``: a held request dies with it, unsent."""
+        if open_gates:
+            for gate in self.api.gates:
+                gate.open()
         self._stop.set()
         self._thread.join(timeout=30)
 

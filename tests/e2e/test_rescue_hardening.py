@@ -341,19 +341,24 @@ def test_a_cordon_a_failed_plan_left_for_a_person_is_not_undone_by_the_next_plan
     assert cordoned(core, node)  # before: the next plan took the cordon for its own
 
 
-def test_a_persons_cordon_made_while_the_plan_is_created_is_not_undone(
+def is_cordon(verb: str, function: str, args: tuple[Any, ...]) -> bool:
+    return (
+        function == "patch_node"
+        and isinstance(args[1], dict)
+        and bool((args[1].get("spec") or {}).get("unschedulable"))
+    )
+
+
+def test_a_persons_cordon_made_just_before_the_controllers_is_not_undone(
     cluster: ClusterState, core: client.CoreV1Api, custom: client.CustomObjectsApi
 ) -> None:
     node = "gpu-3"
     policy(custom, "cordon-uncordon", CORDON_THEN_UNCORDON)
-
-    def is_plan_create(verb: str, function: str, args: tuple[Any, ...]) -> bool:
-        return function == "create_cluster_custom_object"
-
     with running_controller(cluster) as controller:
-        gate = controller.gate(is_plan_create)
+        # the cordon goes first, before the plan is made: hold it once it was decided
+        gate = controller.gate(is_cordon)
         write_xid(core, node, 62)
-        gate.wait_reached(20, "the plan's creation")
+        gate.wait_reached(20, "the cordon")
         core.patch_node(node, {"spec": {"unschedulable": True}})  # kubectl cordon, meanwhile
         gate.open()
         plan = ended_plan(custom, node)
@@ -361,3 +366,37 @@ def test_a_persons_cordon_made_while_the_plan_is_created_is_not_undone(
     assert plan["status"]["nodeWasCordoned"] is True
     assert cordoned(core, node)  # before: the cordon patch took it over, the plan undid it
     assert CORDONED_BY not in annotations(core, node)
+
+
+def test_a_controller_that_dies_between_its_cordon_and_the_plan_makes_the_plan_once_on_restart(
+    cluster: ClusterState, core: client.CoreV1Api, custom: client.CustomObjectsApi
+) -> None:
+    """The cordon goes out before the plan is created (issue 14): a controller killed in
+    between leaves the node cordoned in the plan's name and no plan. The next controller
+    makes that plan, once, takes the cordon for the plan's own and later uncordons."""
+    node = "gpu-4"
+    policy(custom, "cordon-uncordon", CORDON_THEN_UNCORDON)
+
+    def is_plan_create(verb: str, function: str, args: tuple[Any, ...]) -> bool:
+        return function == "create_cluster_custom_object"
+
+    first = shared.InProcessController(
+        cluster, shared.ControllerConfig(drain_retry_seconds=0.5), retry_for=1.0
+    ).start()
+    try:
+        gate = first.gate(is_plan_create)
+        write_xid(core, node, 62)
+        gate.wait_reached(20, "the plan's creation")
+        assert cordoned(core, node)  # the cordon went first
+        mark = annotations(core, node)[CORDONED_BY]
+    finally:
+        first.stop(open_gates=False)  # dies with the plan never created
+    assert plans(custom, node) == []
+    with running_controller(cluster):
+        plan = ended_plan(custom, node)
+    assert [p["metadata"]["name"] for p in plans(custom, node)] == [mark]
+    assert plan["status"]["phase"] == "Succeeded", plan["status"]
+    # before: the restarted controller took its own cordon for a person's and kept it
+    assert plan["status"]["nodeWasCordoned"] is False
+    assert "Uncordoned" in phases(plan)
+    assert not cordoned(core, node)
