@@ -9,16 +9,25 @@ local cluster, creates a RescuePolicy that cordons on Xid 62, starts the Xid age
 - writes one Xid 62 line into the kernel logs of ``--xids`` GPU nodes at once and
   measures, for each, the seconds from the line being written to the node being
   cordoned (seen on a watch): p50 and p99;
-- counts the API requests agent and controller made for those Xids, per Xid.
+- counts the API requests agent and controller made for those Xids, per Xid, and the
+  controller's by verb and answer: its cordon goes first and is one PATCH decided on its
+  watch cache, so its writes on the critical path per Xid are 1 plus the 409s (a node
+  that changed since the cache saw it is read again and patched again);
+- then (``--stream``, default 40) writes single Xid lines on other nodes one at a time,
+  ``--stream-interval`` seconds apart (default 0.5 s: a steady 2 Xids/s, the fleet
+  otherwise as busy as ever): p50 and p99 of the same latency for single Xids.
 
     python bench/rescue_latency.py [--nodes 100 --nodes 1000] [--xids 50] [--idle 60]
-                                   [--agent-max-rps 250]
+                                   [--stream 40] [--stream-interval 0.5] [--agent-max-rps 250]
 
 The local provider runs one agent process for every simulated node, where a real
 fleet runs one agent per node (a DaemonSet), each with its own request budget
-(``--max-rps``, 5 by default). ``--agent-max-rps`` sets the one process's budget:
+(``--max-rps``, 5 by default) and one log to poll. ``--agent-max-rps`` sets the one
+process's budget:
 by default 5 per Xid'd node, as the DaemonSet would have; ``--agent-max-rps 5`` shows
-the whole simulated fleet squeezed through one node's budget.
+the whole simulated fleet squeezed through one node's budget. ``--agent-poll-interval``
+(default 0.02 s) is how often the one process reads every log: a node's agent reads one
+log that often for next to nothing; this process pays it for every simulated node.
 
 The storm guard is opened wide (``--max-unavailable-share 1``) so that every Xid is
 cordoned; the rate limits are the defaults (controller 20 requests/s, burst 40).
@@ -69,14 +78,20 @@ def fleet_spec(gpu_nodes: int, folder: Path) -> Path:
 
 def requests_made(port: int, metric: str) -> float:
     """The sum of the samples of ``metric`` a process serves (all labels)."""
+    return sum(requests_by_label(port, metric).values())
+
+
+def requests_by_label(port: int, metric: str) -> dict[str, float]:
+    """The samples of ``metric`` a process serves, by ``verb code`` (or by all labels)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
-    return sum(
-        s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name == metric
-    )
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == metric:
+                key = " ".join(str(v) for v in s.labels.values())
+                found[key] = found.get(key, 0.0) + s.value
+    return found
 
 
 def histogram_mean(port: int, name: str) -> float:
@@ -121,8 +136,41 @@ def watch_cordons(core: client.CoreV1Api, wanted: set[str], seen: dict[str, floa
                 stream.stop()
 
 
+def time_to_cordon(
+    core: client.CoreV1Api, local: LocalProvider, cluster: str, targets: list[str], spacing: float
+) -> list[float]:
+    """Write a Xid 62 line into each target's kernel log, ``spacing`` seconds apart (0: at
+    once); the seconds from each line written to its node seen cordoned on a watch."""
+    seen: dict[str, float] = {}
+    watcher = threading.Thread(target=watch_cordons, args=(core, set(targets), seen), daemon=True)
+    watcher.start()
+    time.sleep(1)
+    written: dict[str, float] = {}
+    logs = {node: local.kernel_log(cluster, node) for node in targets}
+    for node in targets:
+        with logs[node].open("a") as log:
+            log.write(XID_62)
+        written[node] = time.time()
+        if spacing:
+            time.sleep(spacing)
+    deadline = time.monotonic() + 180
+    while len(seen) < len(targets) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if len(seen) < len(targets):
+        raise SystemExit(f"only {len(seen)} of {len(targets)} nodes were cordoned in 180 s")
+    return [seen[n] - written[n] for n in targets]
+
+
 def run(
-    local: LocalProvider, gpu_nodes: int, xids: int, idle: float, agent_rps: float, folder: Path
+    local: LocalProvider,
+    gpu_nodes: int,
+    xids: int,
+    idle: float,
+    agent_rps: float,
+    folder: Path,
+    stream: int = 0,
+    stream_interval: float = 0.5,
+    poll_interval: float = 0.02,
 ) -> dict[str, float]:
     name = f"bench-rescue-{gpu_nodes}"
     if local.state_dir(name).exists():
@@ -138,9 +186,12 @@ def run(
         rescue = local.start_rescue(
             name,
             extra_controller_args=(
-                "--max-unavailable-share", "1", "--max-concurrent-plans", str(max(100, xids)),
+                "--max-unavailable-share", "1",
+                "--max-concurrent-plans", str(max(100, xids + stream)),
             ),
-            extra_agent_args=("--from-end", "--max-rps", str(agent_rps)),
+            extra_agent_args=(
+                "--from-end", "--max-rps", str(agent_rps), "--poll-interval", str(poll_interval),
+            ),
             timeout=300,
         )  # fmt: skip
         client.CustomObjectsApi(admin).create_cluster_custom_object(
@@ -164,31 +215,39 @@ def run(
             flush=True,
         )
 
-        targets = [f"gpu-{i}" for i in range(0, gpu_nodes, max(1, gpu_nodes // xids))][:xids]
-        seen: dict[str, float] = {}
-        watcher = threading.Thread(
-            target=watch_cordons, args=(core, set(targets), seen), daemon=True
-        )
-        watcher.start()
-        time.sleep(1)
-        written: dict[str, float] = {}
-        logs = {node: local.kernel_log(name, node) for node in targets}
-        for node in targets:
-            with logs[node].open("a") as log:
-                log.write(XID_62)
-            written[node] = time.time()
-        deadline = time.monotonic() + 180
-        while len(seen) < len(targets) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if len(seen) < len(targets):
-            raise SystemExit(f"only {len(seen)} of {len(targets)} nodes were cordoned in 180 s")
+        step = max(1, gpu_nodes // xids)
+        targets = [f"gpu-{i}" for i in range(0, gpu_nodes, step)][:xids]
+        by_verb0 = requests_by_label(cport, CONTROLLER_METRIC)
+        latencies = time_to_cordon(core, local, name, targets, 0.0)
         time.sleep(5)  # the plans' last status writes and Events
         c2, a2 = requests_made(cport, CONTROLLER_METRIC), requests_made(aport, AGENT_METRIC)
+        by_verb = {
+            k: (v - by_verb0.get(k, 0.0)) / len(targets)
+            for k, v in requests_by_label(cport, CONTROLLER_METRIC).items()
+            if v - by_verb0.get(k, 0.0)
+        }
+        conflicts = sum(v for k, v in by_verb.items() if k.endswith(" 409"))
         apf2 = apf_dispatched(admin)
         burst_apf = {k: v - apf1.get(k, 0.0) for k, v in apf2.items() if v - apf1.get(k, 0.0)}
         print(f"[{gpu_nodes} GPU nodes] API server, dispatched for the Xids: {burst_apf}")
-        latencies = [seen[n] - written[n] for n in targets]
+        print(
+            f"[{gpu_nodes} GPU nodes] controller requests per Xid by verb and answer: "
+            + ", ".join(f"{k}: {v:.2f}" for k, v in sorted(by_verb.items()))
+        )
+        streamed: list[float] = []
+        if stream:
+            others = [f"gpu-{i}" for i in range(1, gpu_nodes, step)][:stream]
+            print(
+                f"[{gpu_nodes} GPU nodes] {len(others)} single Xids, one every "
+                f"{stream_interval:g} s",
+                flush=True,
+            )
+            streamed = time_to_cordon(core, local, name, others, stream_interval)
         return {
+            "stream_p50": percentile(streamed, 0.50) if streamed else float("nan"),
+            "stream_p99": percentile(streamed, 0.99) if streamed else float("nan"),
+            "stream_count": float(len(streamed)),
+            "critical_writes": 1.0 + conflicts,
             "gpu_nodes": gpu_nodes,
             "up_seconds": up_seconds,
             "p50": percentile(latencies, 0.50),
@@ -216,6 +275,16 @@ def main() -> None:
     parser.add_argument("--nodes", action="append", type=int, help="GPU nodes (repeatable)")
     parser.add_argument("--xids", type=int, default=50, help="simultaneous Xids")
     parser.add_argument("--idle", type=float, default=60.0, help="seconds of idle measurement")
+    parser.add_argument("--stream", type=int, default=40, help="single Xids after the burst")
+    parser.add_argument(
+        "--agent-poll-interval",
+        type=float,
+        default=0.02,
+        help="the agent's --poll-interval (a node's agent stats one log; this one, all of them)",
+    )
+    parser.add_argument(
+        "--stream-interval", type=float, default=0.5, help="seconds between the single Xids"
+    )
     parser.add_argument(
         "--agent-max-rps", type=float, default=None, help="the agent's budget (default 5 x xids)"
     )
@@ -229,7 +298,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         for gpu_nodes in args.nodes or [100, 1000]:
             rps = args.agent_max_rps or 5.0 * args.xids
-            rows.append(run(local, gpu_nodes, args.xids, args.idle, rps, Path(folder)))
+            rows.append(
+                run(
+                    local,
+                    gpu_nodes,
+                    args.xids,
+                    args.idle,
+                    rps,
+                    Path(folder),
+                    args.stream,
+                    args.stream_interval,
+                    args.agent_poll_interval,
+                )
+            )
     print()
     print(
         f"{'GPU nodes':>9} {'up s':>6} {'p50 s':>7} {'p99 s':>7} {'max s':>7} "
@@ -250,6 +331,15 @@ def main() -> None:
         print(
             f"{r['gpu_nodes']:.0f} GPU nodes idle: {r['apf_idle_rps']:.3f} requests/s dispatched "
             "in APF flow schema global-default (agent, controller incl. kopf's watches, CoreDNS)"
+        )
+    print(
+        f"\n{'GPU nodes':>9} {'single Xids':>11} {'p50 s':>7} {'p99 s':>7} "
+        f"{'ctl writes before cordon/Xid':>28}"
+    )
+    for r in rows:
+        print(
+            f"{r['gpu_nodes']:>9.0f} {r['stream_count']:>11.0f} {r['stream_p50']:>7.3f} "
+            f"{r['stream_p99']:>7.3f} {r['critical_writes']:>28.2f}"
         )
     rps = args.agent_max_rps or 5.0 * args.xids
     print(

@@ -65,6 +65,11 @@ def cluster_node_logs(cluster: str, cache: Path | None = None) -> tuple[list[Nod
     )
 
 
+def default_senders(nodes: int) -> int:
+    """Sender threads for an agent serving ``nodes``: one per 16 nodes, 1 to 8."""
+    return max(1, min(8, -(-nodes // 16)))
+
+
 def _parse_pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
     pairs: dict[str, str] = {}
     for value in values:
@@ -155,9 +160,11 @@ def _api(kubeconfig: str | None, context: str | None) -> client.ApiClient:
 @click.option(
     "--burst-window",
     type=click.FloatRange(min=0.0),
-    default=0.2,
+    default=0.05,
     show_default=True,
-    help="Seconds without a new Xid on a node that end a burst (one report per burst).",
+    help="Seconds without a new Xid on a node that end a burst (one report per burst). The "
+    "kernel logs a Xid's lines together, so a short window costs no extra writes and every "
+    "second of it is latency before the controller can cordon.",
 )
 @click.option(
     "--poll-interval",
@@ -199,6 +206,15 @@ def _api(kubeconfig: str | None, context: str | None) -> client.ApiClient:
     show_default=True,
     help="Seconds between two API writes for one node (the first after a quiet spell goes at "
     "once): a steady Xid stream costs one write per node per interval.",
+)
+@click.option(
+    "--senders",
+    type=click.IntRange(min=1, max=64),
+    default=None,
+    help="Threads that write to the API server in parallel, each for its share of the nodes "
+    "(one budget, --max-rps, for all). Default: 1 for one node; with many (--cluster, "
+    "repeated --node) one per 16 nodes, up to 8, so a burst on many simulated nodes is "
+    "written in parallel as their own agents would.",
 )
 @click.option(
     "--boot-time",
@@ -244,6 +260,7 @@ def agent_command(
     metrics_address: str,
     from_end: bool,
     min_write_interval: float,
+    senders: int | None,
     boot_times: tuple[str, ...],
     event_namespace: str,
     host_reboot: bool,
@@ -322,6 +339,7 @@ def agent_command(
         event_namespace=event_namespace,
         from_start=not from_end,
         min_write_interval=min_write_interval,
+        senders=senders or default_senders(len(logs)),
     )
     metrics = AgentMetrics()
     if metrics_port is not None:
@@ -351,7 +369,8 @@ def agent_command(
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     click.echo(
-        f"rescue agent serving {len(logs)} node(s), state in {options.state_dir}; ready",
+        f"rescue agent serving {len(logs)} node(s) with {options.senders} sender(s), state in "
+        f"{options.state_dir}; ready",
         err=True,
     )
     agent.run()

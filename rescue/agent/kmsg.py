@@ -178,7 +178,8 @@ def resume_file_cursor(saved: Cursor | None, inode: int, size: int, boot_id: str
         return Cursor(
             kind="file", boot_id=boot_id, position=saved.position, inode=inode, base=saved.position
         )
-    return replace(saved, boot_id=boot_id)
+    # the same cursor when nothing changed: the common case, once per log per poll
+    return saved if saved.boot_id == boot_id else replace(saved, boot_id=boot_id)
 
 
 def split_lines(

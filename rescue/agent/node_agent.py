@@ -16,7 +16,10 @@ ones (one kernel log file each). Two threads:
 - the *sender* (:class:`~blackstart.rescue.agent.sender.XidSender`) writes the
   ``GPUXidError`` condition once a node's Xids form a finished burst, at most
   one write per node per ``min_write_interval``, and the ``XidError`` Event
-  best-effort.
+  best-effort. A node's agent needs one; a process that serves many simulated
+  nodes runs ``senders`` of them, each for its share of the nodes, so a burst on
+  many nodes is written in parallel as the nodes' own agents would (one request
+  budget for all).
 
 It never LISTs anything. It GETs a node only when it does not know the node's
 condition yet (first Xid after start), and keeps the condition it last wrote.
@@ -96,7 +99,7 @@ class AgentOptions:
 
     state_dir: Path
     max_rps: float = 5.0
-    burst_window: float = 0.2
+    burst_window: float = 0.05
     poll_interval: float = 0.1
     backoff_base: float = 0.5
     backoff_cap: float = 10.0
@@ -106,6 +109,7 @@ class AgentOptions:
     max_batch: int = 500
     min_write_interval: float = 10.0
     collapse_window: float = 600.0
+    senders: int = 1
 
     def sender_options(self) -> SenderOptions:
         return SenderOptions(
@@ -149,18 +153,29 @@ class XidAgent:
         self.store = AgentStore(options.state_dir)
         self._clock = clock
         self._stop = threading.Event()
-        self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
         self._closed = False
-        self.sender = XidSender(
-            self.store,
-            client.CoreV1Api(api),
-            PacedApi(options.max_rps, self._stop, self.metrics, on_request),
-            options.sender_options(),
-            self.metrics,
-            {entry.node: entry.boot_id for entry in logs},
-            clock,
-        )
+        if options.senders < 1:
+            raise ValueError(f"the agent needs at least one sender, not {options.senders}")
+        paced = PacedApi(options.max_rps, self._stop, self.metrics, on_request)
+        core = client.CoreV1Api(api)
+        shares = [self.logs[i :: options.senders] for i in range(options.senders)]
+        self.senders = [
+            XidSender(
+                self.store,
+                core,
+                paced,
+                options.sender_options(),
+                self.metrics,
+                {entry.node: entry.boot_id for entry in share},
+                clock,
+            )
+            for share in shares
+            if share
+        ]
+        self.sender = self.senders[0]
+        self._sender_of = {node: sender for sender in self.senders for node in sender.nodes}
+        self._wakes = {id(sender): threading.Event() for sender in self.senders}
         self._parsers = {entry.node: XidParser() for entry in logs}
         self._boot_times: dict[str, float | None] = {}
         self._readers: dict[str, KernelLogReader] = {}
@@ -176,7 +191,12 @@ class XidAgent:
             raise RuntimeError("the agent is already running")
         self._threads = [
             threading.Thread(target=self._reader_loop, name="xid-reader", daemon=True),
-            threading.Thread(target=self._sender_loop, name="xid-sender", daemon=True),
+            *(
+                threading.Thread(
+                    target=self._sender_loop, args=(sender,), name=f"xid-sender-{i}", daemon=True
+                )
+                for i, sender in enumerate(self.senders)
+            ),
         ]
         for thread in self._threads:
             thread.start()
@@ -204,7 +224,11 @@ class XidAgent:
     def stop_soon(self) -> None:
         """Ask the threads to stop, without waiting (safe in a signal handler)."""
         self._stop.set()
-        self._wake.set()
+        self._wake_senders()
+
+    def _wake_senders(self) -> None:
+        for wake in self._wakes.values():
+            wake.set()
 
     def run(self) -> None:
         """Start, block until :meth:`stop_soon` is called (e.g. by a signal), then stop."""
@@ -233,7 +257,7 @@ class XidAgent:
             )
         if entry.kind == "kmsg":
             boot = entry.boot_id or host_boot_id()
-            self.sender.state(entry.node).boot_id = boot
+            self._sender_of[entry.node].state(entry.node).boot_id = boot
             # printk stamps count from boot on the monotonic clock
             self._boot_times[entry.node] = entry.boot_time or time.time() - time.monotonic()
             return KmsgReader(saved, boot, path=entry.path or DEFAULT_KMSG_PATH, from_end=from_end)
@@ -282,7 +306,7 @@ class XidAgent:
             self.metrics.xids_seen.labels(xid=str(sighting.xid)).inc()
         if added:
             self.metrics.spool_depth.set(self.store.depth())
-            self._wake.set()
+            self._wake_senders()
         return added
 
     def _read_one(self, entry: NodeLog) -> StoreBatch | None:
@@ -301,20 +325,21 @@ class XidAgent:
         parser = self._parsers[entry.node]
         boot_time = self._boot_times.get(entry.node)
         events = [(record, parser.feed(record.text)) for record in records]
+        sender = self._sender_of[entry.node]
         if any(e is not None and not r.boot_id for r, e in events):
-            boot = self.sender.known_boot_id(entry.node)
+            boot = sender.known_boot_id(entry.node)
             if boot is None:
                 # the sender GETs the node; read these lines again once it knows the boot
                 # (never a GET here: with many simulated nodes it would stall every read)
-                self.sender.want_boot_id(entry.node)
-                self._wake.set()
+                sender.want_boot_id(entry.node)
+                self._wake_senders()
                 reader.rewind(self._persisted.get(entry.node))
                 return None
         sightings: list[XidSighting] = []
         for record, event in events:
             if event is None:
                 continue
-            boot = record.boot_id or self.sender.known_boot_id(entry.node) or UNKNOWN_BOOT_ID
+            boot = record.boot_id or sender.known_boot_id(entry.node) or UNKNOWN_BOOT_ID
             sightings.append(
                 XidSighting(
                     id=record_id(boot, record.position),
@@ -334,7 +359,7 @@ class XidAgent:
         return StoreBatch(entry.node, entry.source, reader.cursor, sightings)
 
     def _known_boot_id(self, node: str) -> str:
-        return self.sender.state(node).boot_id or ""
+        return self._sender_of[node].state(node).boot_id or ""
 
     def _reader_loop(self) -> None:
         while not self._stop.wait(self.options.poll_interval):
@@ -345,21 +370,24 @@ class XidAgent:
 
     # ------------------------------------------------------------------ sending
     def deliver_due_once(self) -> float | None:
-        """Make the one write that is due first (see :meth:`XidSender.deliver_due_once`)."""
-        return self.sender.deliver_due_once()
+        """Make the one write that is due first in each sender (see
+        :meth:`XidSender.deliver_due_once`); the soonest wait, None when nothing waits."""
+        waits = [w for w in (s.deliver_due_once() for s in self.senders) if w is not None]
+        return min(waits) if waits else None
 
-    def _sender_loop(self) -> None:
+    def _sender_loop(self, sender: XidSender) -> None:
+        wake = self._wakes[id(sender)]
         while not self._stop.is_set():
             try:
-                wait = self.sender.deliver_due_once()
+                wait = sender.deliver_due_once()
             except Stopped:
                 return
             except Exception:
                 log.exception("reporting Xids failed unexpectedly; backing off")
-                wait = self.sender.back_off_unexpected()
+                wait = sender.back_off_unexpected()
             if wait is None:
-                self._wake.wait(1.0)
-                self._wake.clear()
+                wake.wait(1.0)
+                wake.clear()
             elif wait > 0:
-                self._wake.wait(wait)
-                self._wake.clear()
+                wake.wait(wait)
+                wake.clear()

@@ -53,7 +53,7 @@ _MERGE = "application/merge-patch+json"
 class SenderOptions:
     """How the sender paces itself (see ``AgentOptions`` of the node agent)."""
 
-    burst_window: float = 0.2
+    burst_window: float = 0.05
     min_write_interval: float = 10.0
     collapse_window: float = 600.0
     backoff_base: float = 0.5
@@ -116,6 +116,7 @@ class XidSender:
         self._states = {
             node: _NodeState(boot_id=boot, fixed_boot=bool(boot)) for node, boot in boot_ids.items()
         }
+        self.nodes = frozenset(boot_ids)  # the nodes this sender writes for
         self._lock = threading.Lock()  # the reader may GET a node while the sender writes it
         self._attempt = 0
         self.backoff_until = 0.0
@@ -141,6 +142,8 @@ class XidSender:
         due: list[tuple[float, str]] = []
         finished: dict[str, float] = {}
         for burst in self.store.bursts():
+            if burst.node not in self.nodes:
+                continue  # another sender's
             # a burst is finished after a quiet window, or when it has lasted five
             finished[burst.node] = min(
                 burst.last_read + window, burst.first_read + max(1.0, 5 * window)

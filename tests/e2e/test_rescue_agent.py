@@ -195,6 +195,36 @@ def test_a_xid_62_line_gives_the_xid_event_and_the_gpu_xid_condition(
     print(f"\nFIGURE line->condition latency {latency:.3f} s")
 
 
+def test_a_burst_on_many_nodes_is_written_by_parallel_senders_each_node_once(
+    cluster: ClusterState,
+    local: LocalProvider,
+    core: client.CoreV1Api,
+    agents: list[Agent],
+    tmp_path: Path,
+) -> None:
+    """An agent serving the 52 GPU nodes runs 4 senders (one per 16 nodes); a Xid on 12
+    nodes at once is written once per node, by the sender whose share the node is."""
+    nodes = [f"gpu-{i}" for i in range(20, 32)]
+    agent = start_agent(
+        ["--cluster", cluster.name, "--from-end", "--max-rps", "100"],
+        tmp_path / "state",
+        tmp_path / "agent.log",
+    )
+    agents.append(agent)
+    assert "serving 52 node(s) with 4 sender(s)" in agent.log(), agent.log()
+    for node in nodes:
+        append(local.kernel_log(cluster.name, node), XID_62)
+    for node in nodes:
+        eventually(lambda n=node: reports(core, n), 20, f"the GPUXidError condition on {node}")
+    assert all(len(reports(core, n)) == 1 for n in nodes)
+    # one GET (the node's condition, first Xid since start) and one condition patch per
+    # node: a node written by two senders, or skipped and retried, would show here
+    assert agent.total(
+        "blackstart_rescue_agent_api_requests_total", verb="patch", resource="nodes/status"
+    ) == len(nodes)
+    assert agent.requests("get") == len(nodes)
+
+
 def test_a_burst_of_ten_xids_is_reported_in_at_most_two_writes(
     cluster: ClusterState,
     local: LocalProvider,

@@ -557,3 +557,34 @@ def test_a_report_that_grows_moves_last_and_is_not_pushed_out() -> None:
 
     assert len(reports) == MAX_REPORTS
     assert "b1:0" in [r["id"] for r in reports]
+
+
+def test_an_agent_of_many_nodes_shares_them_out_to_its_senders_each_node_to_one(
+    tmp_path: Path,
+) -> None:
+    api = client.ApiClient(client.Configuration(host="http://127.0.0.1:9"))
+    logs = [NodeLog(f"gpu-{i}", str(tmp_path / f"{i}.log"), boot_id="b") for i in range(10)]
+    many = XidAgent(logs, api, AgentOptions(state_dir=tmp_path / "a", senders=3))
+    try:
+        shares = [sender.nodes for sender in many.senders]
+        assert [len(share) for share in shares] == [4, 3, 3]
+        assert frozenset().union(*shares) == {log.node for log in logs}
+        assert sum(len(share) for share in shares) == len(logs)  # no node in two
+    finally:
+        many.stop()
+    # more senders than nodes: one per node, none idle
+    few = XidAgent(logs[:2], api, AgentOptions(state_dir=tmp_path / "b", senders=8))
+    try:
+        assert len(few.senders) == 2
+    finally:
+        few.stop()
+    with pytest.raises(ValueError, match="at least one sender"):
+        XidAgent(logs, api, AgentOptions(state_dir=tmp_path / "c", senders=0))
+
+
+def test_the_default_is_one_sender_per_16_nodes_from_1_to_8() -> None:
+    from blackstart.rescue.agent.cli import default_senders
+
+    assert [default_senders(n) for n in (1, 16, 17, 52, 128, 129, 10_000)] == [
+        1, 1, 2, 4, 8, 8, 8,
+    ]  # fmt: skip
