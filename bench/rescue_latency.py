@@ -15,7 +15,10 @@ local cluster, creates a RescuePolicy that cordons on Xid 62, starts the Xid age
   that changed since the cache saw it is read again and patched again);
 - then (``--stream``, default 40) writes single Xid lines on other nodes one at a time,
   ``--stream-interval`` seconds apart (default 0.5 s: a steady 2 Xids/s, the fleet
-  otherwise as busy as ever): p50 and p99 of the same latency for single Xids.
+  otherwise as busy as ever): p50 and p99 of the same latency for single Xids;
+- then (``--drain``, default 10) puts one evictable pod (a Deployment's) on each of as
+  many other nodes and writes a Xid 31 line (cordon, then drain) into their logs one a
+  second: p50 and p99 of line written -> the plan's ``drainedAt`` (the pod gone).
 
     python bench/rescue_latency.py [--nodes 100 --nodes 1000] [--xids 50] [--idle 60]
                                    [--stream 40] [--stream-interval 0.5] [--agent-max-rps 250]
@@ -43,6 +46,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import yaml
 from kubernetes import client, watch
@@ -53,15 +57,27 @@ from blackstart.clusters.spec import load_spec
 from blackstart.clusters.toolchain import resolve
 from blackstart.kube import api_client
 from blackstart.paths import cache_dir
+from blackstart.rescue.crd.plans import parse_time
 from blackstart.stats import percentile
 
 XID_62 = "[ 1843.308145] NVRM: Xid (PCI:0000:03:00): 62, Channel 00000001\n"
+XID_31 = "[ 1902.500000] NVRM: Xid (PCI:0000:01:00): 31, Ch 00000009, engmask 00000101\n"
 POLICY = {
     "apiVersion": "rescue.blackstart.dev/v1",
     "kind": "RescuePolicy",
     "metadata": {"name": "bench-cordon-62"},
-    "spec": {"rules": [{"priority": 10, "errorCode": ["62"], "actions": [{"name": "cordon"}]}]},
+    "spec": {
+        "rules": [
+            {"priority": 10, "errorCode": ["62"], "actions": [{"name": "cordon"}]},
+            {
+                "priority": 10,
+                "errorCode": ["31"],
+                "actions": [{"name": "cordon"}, {"name": "drain"}],
+            },
+        ]
+    },
 }
+DRAIN_NAMESPACE = "bench-drain"
 
 
 def fleet_spec(gpu_nodes: int, folder: Path) -> Path:
@@ -89,7 +105,7 @@ def requests_by_label(port: int, metric: str) -> dict[str, float]:
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             if s.name == metric:
-                key = " ".join(str(v) for v in s.labels.values())
+                key = " ".join(str(s.labels[k]) for k in ("verb", "code") if k in s.labels)
                 found[key] = found.get(key, 0.0) + s.value
     return found
 
@@ -123,26 +139,61 @@ CONTROLLER_METRIC = "blackstart_rescue_controller_api_requests_total"
 AGENT_METRIC = "blackstart_rescue_agent_api_requests_total"
 
 
-def watch_cordons(core: client.CoreV1Api, wanted: set[str], seen: dict[str, float]) -> None:
-    """Record when each node in ``wanted`` is first seen cordoned (wall clock)."""
+def has_xid_condition(node: dict[str, Any]) -> bool:
+    return any(
+        c.get("type") == "GPUXidError" and c.get("status") == "True"
+        for c in (node.get("status") or {}).get("conditions") or []
+    )
+
+
+def watch_cordons(
+    core: client.CoreV1Api,
+    wanted: set[str],
+    seen: dict[str, float],
+    signalled: dict[str, float] | None = None,
+) -> None:
+    """Record when each node in ``wanted`` is first seen cordoned (wall clock), and in
+    ``signalled`` when first seen with the agent's GPUXidError condition.
+
+    The events are read as plain JSON: decoding each Node into the client's model
+    classes takes milliseconds, and a burst of events would make this clock lag.
+    """
     start = core.list_node(limit=1).metadata.resource_version
     stream = watch.Watch()
-    for event in stream.stream(core.list_node, resource_version=start, timeout_seconds=300):
+    for event in stream.stream(
+        core.list_node, resource_version=start, timeout_seconds=300, deserialize=False
+    ):
         node = event["object"]
-        name = node.metadata.name
-        if name in wanted and node.spec.unschedulable and name not in seen:
+        name = node["metadata"]["name"]
+        if (
+            signalled is not None
+            and name in wanted
+            and name not in signalled
+            and has_xid_condition(node)
+        ):
+            signalled[name] = time.time()
+        if name in wanted and (node.get("spec") or {}).get("unschedulable") and name not in seen:
             seen[name] = time.time()
             if len(seen) == len(wanted):
                 stream.stop()
 
 
 def time_to_cordon(
-    core: client.CoreV1Api, local: LocalProvider, cluster: str, targets: list[str], spacing: float
+    core: client.CoreV1Api,
+    local: LocalProvider,
+    cluster: str,
+    targets: list[str],
+    spacing: float,
+    signalled: dict[str, float] | None = None,
 ) -> list[float]:
     """Write a Xid 62 line into each target's kernel log, ``spacing`` seconds apart (0: at
-    once); the seconds from each line written to its node seen cordoned on a watch."""
+    once); the seconds from each line written to its node seen cordoned on a watch.
+    ``signalled`` gets the seconds from line written to the agent's condition seen."""
     seen: dict[str, float] = {}
-    watcher = threading.Thread(target=watch_cordons, args=(core, set(targets), seen), daemon=True)
+    condition_at: dict[str, float] = {}
+    watcher = threading.Thread(
+        target=watch_cordons, args=(core, set(targets), seen, condition_at), daemon=True
+    )
     watcher.start()
     time.sleep(1)
     written: dict[str, float] = {}
@@ -158,7 +209,67 @@ def time_to_cordon(
         time.sleep(0.05)
     if len(seen) < len(targets):
         raise SystemExit(f"only {len(seen)} of {len(targets)} nodes were cordoned in 180 s")
+    if signalled is not None:
+        signalled.update({n: condition_at[n] - written[n] for n in targets if n in condition_at})
     return [seen[n] - written[n] for n in targets]
+
+
+def time_to_drain(
+    admin: client.ApiClient, local: LocalProvider, cluster: str, nodes: list[str], spacing: float
+) -> list[float]:
+    """One evictable pod (a Deployment's) on each node, then a Xid 31 line (cordon and
+    drain) into each node's log, ``spacing`` seconds apart; the seconds from the line
+    written to the plan's ``drainedAt`` (the pod gone, as the controller saw it)."""
+    core, apps = client.CoreV1Api(admin), client.AppsV1Api(admin)
+    custom = client.CustomObjectsApi(admin)
+    core.create_namespace({"metadata": {"name": DRAIN_NAMESPACE}})
+    for node in nodes:
+        labels = {"app": f"trainer-{node}"}
+        apps.create_namespaced_deployment(
+            DRAIN_NAMESPACE,
+            {
+                "metadata": {"name": f"trainer-{node}"},
+                "spec": {
+                    "replicas": 1,
+                    "selector": {"matchLabels": labels},
+                    "template": {
+                        "metadata": {"labels": labels},
+                        "spec": {
+                            "nodeSelector": {"kubernetes.io/hostname": node},
+                            "containers": [{"name": "c", "image": "registry.invalid/trainer:1"}],
+                        },
+                    },
+                },
+            },
+        )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        pods = core.list_namespaced_pod(DRAIN_NAMESPACE).items
+        running = {p.spec.node_name for p in pods if p.status.phase == "Running"}
+        if running >= set(nodes):
+            break
+        time.sleep(0.5)
+    else:
+        raise SystemExit(f"the trainer pods did not all run within 120 s: {sorted(running)}")
+    written: dict[str, float] = {}
+    for node in nodes:
+        with local.kernel_log(cluster, node).open("a") as log:
+            log.write(XID_31)
+        written[node] = time.time()
+        time.sleep(spacing)
+    drained: dict[str, float] = {}
+    deadline = time.monotonic() + 120
+    while len(drained) < len(nodes) and time.monotonic() < deadline:
+        plans = custom.list_cluster_custom_object("rescue.blackstart.dev", "v1", "rescueplans")
+        for plan in plans["items"]:
+            node = plan["spec"]["nodeName"]
+            at = parse_time((plan.get("status") or {}).get("drainedAt"))
+            if node in written and 31 in plan["spec"].get("xids", []) and at is not None:
+                drained[node] = at.timestamp() - written[node]
+        time.sleep(0.5)
+    if len(drained) < len(nodes):
+        raise SystemExit(f"only {len(drained)} of {len(nodes)} nodes were drained in 120 s")
+    return list(drained.values())
 
 
 def run(
@@ -171,6 +282,7 @@ def run(
     stream: int = 0,
     stream_interval: float = 0.5,
     poll_interval: float = 0.02,
+    drain: int = 10,
 ) -> dict[str, float]:
     name = f"bench-rescue-{gpu_nodes}"
     if local.state_dir(name).exists():
@@ -187,7 +299,7 @@ def run(
             name,
             extra_controller_args=(
                 "--max-unavailable-share", "1",
-                "--max-concurrent-plans", str(max(100, xids + stream)),
+                "--max-concurrent-plans", str(max(100, xids + stream + drain)),
             ),
             extra_agent_args=(
                 "--from-end", "--max-rps", str(agent_rps), "--poll-interval", str(poll_interval),
@@ -218,7 +330,15 @@ def run(
         step = max(1, gpu_nodes // xids)
         targets = [f"gpu-{i}" for i in range(0, gpu_nodes, step)][:xids]
         by_verb0 = requests_by_label(cport, CONTROLLER_METRIC)
-        latencies = time_to_cordon(core, local, name, targets, 0.0)
+        signalled: dict[str, float] = {}
+        latencies = time_to_cordon(core, local, name, targets, 0.0, signalled)
+        to_signal = list(signalled.values())
+        print(
+            f"[{gpu_nodes} GPU nodes] line written -> agent's condition seen: p50 "
+            f"{percentile(to_signal, 0.5):.3f} s, p99 {percentile(to_signal, 0.99):.3f} s "
+            f"({len(to_signal)} seen)",
+            flush=True,
+        )
         time.sleep(5)  # the plans' last status writes and Events
         c2, a2 = requests_made(cport, CONTROLLER_METRIC), requests_made(aport, AGENT_METRIC)
         by_verb = {
@@ -243,7 +363,17 @@ def run(
                 flush=True,
             )
             streamed = time_to_cordon(core, local, name, others, stream_interval)
+        drains = (
+            time_to_drain(
+                admin, local, name, [f"gpu-{i}" for i in range(2, gpu_nodes, step)][:drain], 1.0
+            )
+            if drain
+            else []
+        )
         return {
+            "drain_p50": percentile(drains, 0.50) if drains else float("nan"),
+            "drain_p99": percentile(drains, 0.99) if drains else float("nan"),
+            "drain_count": float(len(drains)),
             "stream_p50": percentile(streamed, 0.50) if streamed else float("nan"),
             "stream_p99": percentile(streamed, 0.99) if streamed else float("nan"),
             "stream_count": float(len(streamed)),
@@ -277,6 +407,9 @@ def main() -> None:
     parser.add_argument("--idle", type=float, default=60.0, help="seconds of idle measurement")
     parser.add_argument("--stream", type=int, default=40, help="single Xids after the burst")
     parser.add_argument(
+        "--drain", type=int, default=10, help="nodes with one pod each, drained one at a time"
+    )
+    parser.add_argument(
         "--agent-poll-interval",
         type=float,
         default=0.02,
@@ -309,6 +442,7 @@ def main() -> None:
                     args.stream,
                     args.stream_interval,
                     args.agent_poll_interval,
+                    args.drain,
                 )
             )
     print()
@@ -334,12 +468,13 @@ def main() -> None:
         )
     print(
         f"\n{'GPU nodes':>9} {'single Xids':>11} {'p50 s':>7} {'p99 s':>7} "
-        f"{'ctl writes before cordon/Xid':>28}"
+        f"{'ctl writes before cordon/Xid':>28} {'drained':>7} {'p50 s':>7} {'p99 s':>7}"
     )
     for r in rows:
         print(
             f"{r['gpu_nodes']:>9.0f} {r['stream_count']:>11.0f} {r['stream_p50']:>7.3f} "
-            f"{r['stream_p99']:>7.3f} {r['critical_writes']:>28.2f}"
+            f"{r['stream_p99']:>7.3f} {r['critical_writes']:>28.2f} {r['drain_count']:>7.0f} "
+            f"{r['drain_p50']:>7.3f} {r['drain_p99']:>7.3f}"
         )
     rps = args.agent_max_rps or 5.0 * args.xids
     print(

@@ -95,12 +95,12 @@ def _boot_times(pairs: dict[str, str]) -> dict[str, float]:
     return times
 
 
-def _api(kubeconfig: str | None, context: str | None) -> client.ApiClient:
+def _api(kubeconfig: str | None, context: str | None, connections: int = 4) -> client.ApiClient:
     """An ApiClient without client-side retries: the agent backs off on its own."""
     from blackstart.kube import KubeconfigError, process_api_client
 
     try:
-        return process_api_client(kubeconfig, context, pool_size=4, timeout=10.0)
+        return process_api_client(kubeconfig, context, pool_size=connections, timeout=10.0)
     except KubeconfigError as err:
         raise click.ClickException(str(err)) from err
 
@@ -350,7 +350,7 @@ def agent_command(
             f"rescue agent metrics on http://{metrics_address}:{server.server_port}/metrics",
             err=True,
         )
-    api = _api(kubeconfig, context)
+    api = _api(kubeconfig, context, max(4, options.senders))  # a connection per sender
     try:
         agent = XidAgent(logs, api, options, metrics=metrics)
     except (RuntimeError, ValueError) as err:

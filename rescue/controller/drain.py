@@ -4,7 +4,10 @@ What ``kubectl drain --ignore-daemonsets`` does, and what this does:
 
 - pods leave through the **Eviction API**, so PodDisruptionBudgets are honoured;
   an eviction refused with **429** (the budget allows no disruption now) is tried
-  again on the next round, every :data:`RETRY_SECONDS`, as kubectl does;
+  again on the next round, as kubectl does; the rounds follow each other after
+  :data:`FIRST_RECHECK_SECONDS`, doubling up to :data:`RETRY_SECONDS` (an evicted
+  pod that is gone in a moment ends the drain in a moment, and a budget that holds
+  is asked again every :data:`RETRY_SECONDS`);
 - **DaemonSet pods are skipped** (their controller would put them straight back,
   and they tolerate the cordon), and so are **mirror pods** (static pods: the API
   server cannot delete them, the kubelet owns them);
@@ -35,7 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
@@ -46,6 +49,7 @@ from blackstart.rescue.controller.kube_api import KubeApi
 from blackstart.rescue.crd.actions import RescueAction
 
 __all__ = [
+    "FIRST_RECHECK_SECONDS",
     "RETRY_SECONDS",
     "DrainOptions",
     "DrainResult",
@@ -55,9 +59,11 @@ __all__ = [
     "classify_pod",
     "drain_node",
     "plan_drain_round",
+    "recheck_pauses",
 ]
 
 RETRY_SECONDS = 2.0
+FIRST_RECHECK_SECONDS = 0.25
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 DEFAULT_GRACE_SECONDS = 30
 
@@ -214,6 +220,15 @@ class DrainResult:
 Notify = Callable[[str], Awaitable[None]]
 
 
+def recheck_pauses(longest: float = RETRY_SECONDS) -> Iterator[float]:
+    """The pauses between drain rounds: :data:`FIRST_RECHECK_SECONDS`, doubling up to
+    ``longest``, then ``longest`` for ever."""
+    pause = min(FIRST_RECHECK_SECONDS, longest)
+    while True:
+        yield pause
+        pause = min(pause * 2, longest)
+
+
 async def drain_node(
     api: KubeApi,
     node: str,
@@ -231,6 +246,7 @@ async def drain_node(
     warned: set[str] = set()
     refused: set[str] = set()  # the pods a budget refused in the latest round
     seen_version: str | None = None
+    pauses = recheck_pauses(retry_seconds)
     while True:
         items, version = await api.list_pods_on_node(node, not_older_than=seen_version)
         seen_version = version or seen_version
@@ -284,7 +300,7 @@ async def drain_node(
                 raise
             result.evicted += 1
             api.metrics.evictions.labels("evicted").inc()
-        await asyncio.sleep(retry_seconds)
+        await asyncio.sleep(next(pauses))
 
 
 def _api_message(err: ApiException) -> str:

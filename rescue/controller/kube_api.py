@@ -24,9 +24,11 @@ The client underneath is the official synchronous one, run in worker threads.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kubernetes import client
@@ -91,6 +93,12 @@ class KubeApi:
         self.metrics = metrics
         self.limiter = RateLimiter(qps, burst)
         self.retry_for = retry_for
+        # the requests' own threads: asyncio's default executor has as few as 5 (one CPU
+        # plus four), and a burst of cordons would queue there behind plan records
+        self._threads = ThreadPoolExecutor(
+            max_workers=max(8, api_client.configuration.connection_pool_maxsize or 8),
+            thread_name_prefix="kube-api",
+        )
 
     async def call(
         self,
@@ -111,8 +119,11 @@ class KubeApi:
         while True:
             await self.limiter.acquire(priority)
             try:
-                response = await asyncio.to_thread(
-                    fn, *args, _preload_content=False, _request_timeout=_TIMEOUT, **kwargs
+                response = await asyncio.get_running_loop().run_in_executor(
+                    self._threads,
+                    functools.partial(
+                        fn, *args, _preload_content=False, _request_timeout=_TIMEOUT, **kwargs
+                    ),
                 )
             except Exception as err:
                 self.metrics.api_requests.labels(verb, _status_code(err)).inc()

@@ -132,3 +132,15 @@ def test_the_drain_action_opts_in_to_evicting_them_as_kubectls_flags_do() -> Non
         == both
     )
     assert both.to_object()["attribute"] == {"force": "true", "deleteEmptyDirData": "true"}
+
+
+def test_drain_rounds_recheck_soon_after_evicting_then_every_two_seconds() -> None:
+    from itertools import islice
+
+    from blackstart.rescue.controller.drain import recheck_pauses
+
+    # a pod gone in a moment ends the drain in a moment; a budget that holds is asked
+    # again every 2 s (before: 2 s from the first round on, so no drain took under 2 s)
+    assert list(islice(recheck_pauses(), 6)) == [0.25, 0.5, 1.0, 2.0, 2.0, 2.0]
+    assert list(islice(recheck_pauses(0.5), 3)) == [0.25, 0.5, 0.5]
+    assert list(islice(recheck_pauses(0.1), 2)) == [0.1, 0.1]
