@@ -7,11 +7,14 @@ the holder starts its watches and acts, the others wait (and serve their metrics
 ``..._leader`` 0).
 
 As client-go's leader election does: the holder renews the Lease every
-``retry_seconds``; a replica takes the Lease over only once it has seen the Lease
-unchanged for ``lease_seconds`` (its own clock, so clocks that disagree do not
-matter); every write carries the ``resourceVersion`` read, so two replicas cannot
-both win. A holder that could not renew for ``renew_seconds`` (less than
-``lease_seconds``) stops acting before anyone else may start; a holder that stops
+``retry_seconds``, with one write of the Lease as its last write returned it (no
+read first: a conflict, 409, means someone else wrote it, and only then is it read
+and decided again), so holding the Lease costs one request per ``retry_seconds``;
+a replica takes the Lease over only once it has seen the Lease unchanged for
+``lease_seconds`` (its own clock, so clocks that disagree do not matter); every
+write carries the ``resourceVersion`` read, so two replicas cannot both win. A
+holder that could not renew for ``renew_seconds`` (less than ``lease_seconds``)
+stops acting before anyone else may start; a holder that stops
 cleanly gives the Lease up at once.
 """
 
@@ -80,6 +83,7 @@ class LeaderElection:
         self._observed: tuple[Any, ...] | None = None
         self._observed_at = 0.0
         self._renewed_at = 0.0
+        self._written: dict[str, Any] | None = None  # the Lease as our last write returned it
         self.is_leader = False
 
     async def acquire(self) -> None:
@@ -124,6 +128,7 @@ class LeaderElection:
         if not self.is_leader:
             return
         self.is_leader = False
+        self._written = None
         try:
             lease = await self._get()
             if lease is None or lease["spec"].get("holderIdentity") != self.identity:
@@ -151,13 +156,14 @@ class LeaderElection:
         return lease
 
     async def _create(self, body: dict[str, Any]) -> None:
-        await self.api.call(
+        self._written = await self.api.call(
             "create", self.coordination.create_namespaced_lease, self.namespace, body, retry=False
         )
 
     async def _replace(self, lease: dict[str, Any]) -> None:
         """Write ``lease`` back; its ``resourceVersion`` makes it fail (409) if it changed."""
-        await self.api.call(
+        self._written = None
+        self._written = await self.api.call(
             "update",
             self.coordination.replace_namespaced_lease,
             self.name,
@@ -176,8 +182,32 @@ class LeaderElection:
             "leaseTransitions": transitions,
         }
 
+    async def _renew_as_written(self) -> bool:
+        """Renew the Lease we hold with one write, from what our last write returned;
+        False when that is not known or someone wrote the Lease since (409)."""
+        written = self._written
+        if not self.is_leader or written is None:
+            return False
+        spec = written.get("spec") or {}
+        if spec.get("holderIdentity") != self.identity:
+            return False
+        now = time.monotonic()
+        renewed = {
+            **written,
+            "spec": self._spec(int(spec.get("leaseTransitions") or 0), spec.get("acquireTime")),
+        }
+        try:
+            await self._replace(renewed)
+        except ApiException as err:
+            if err.status == 409:
+                return False  # changed since our write: read it and decide again
+            raise
+        return self._won(now)
+
     async def _try(self) -> bool:
         """One round: create, renew or take over the Lease; True when this replica holds it."""
+        if await self._renew_as_written():
+            return True
         lease = await self._get()
         now = time.monotonic()
         if lease is None:

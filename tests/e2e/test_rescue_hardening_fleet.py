@@ -10,6 +10,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -140,6 +141,14 @@ def start_process(cluster: ClusterState, folder: Path, label: str) -> Controller
     return started
 
 
+def first_requests(controller: ControllerProcess, verb: str) -> float:
+    return sum(
+        value
+        for labels, value in controller.samples("blackstart_rescue_controller_api_requests_total")
+        if labels["verb"] == verb
+    )
+
+
 def test_of_two_controllers_running_at_once_only_the_lease_holder_acts(
     cluster: ClusterState,
     core: client.CoreV1Api,
@@ -161,6 +170,12 @@ def test_of_two_controllers_running_at_once_only_the_lease_holder_acts(
         eventually(
             lambda: first.metric("blackstart_rescue_controller_ready") == 1, 30, "first ready"
         )
+        # holding the Lease costs one write per renewal (2 s), no read: the idle leader's
+        # requests are Lease renewals only (before: a GET and a PUT each time)
+        gets, updates = first_requests(first, "get"), first_requests(first, "update")
+        time.sleep(7)
+        assert first_requests(first, "get") == gets
+        assert first_requests(first, "update") - updates >= 3
         second = start_process(cluster, tmp_path, "second")
         assert second.metric("blackstart_rescue_controller_leader") == 0  # it waits
         write_xid(core, "gpu-4", 62)
