@@ -53,6 +53,7 @@ from kubernetes import client, watch
 from prometheus_client.parser import text_string_to_metric_families
 
 from blackstart.clusters.local.provider import LocalProvider
+from blackstart.clusters.processes import read_pid
 from blackstart.clusters.spec import load_spec
 from blackstart.clusters.toolchain import resolve
 from blackstart.kube import api_client
@@ -137,6 +138,19 @@ def apf_dispatched(admin: client.ApiClient) -> dict[str, float]:
 
 CONTROLLER_METRIC = "blackstart_rescue_controller_api_requests_total"
 AGENT_METRIC = "blackstart_rescue_agent_api_requests_total"
+
+
+def rss_mib(pid: int | None) -> float:
+    """Resident memory of process ``pid`` in MiB (NaN when it is not running)."""
+    if pid is None:
+        return float("nan")
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
 
 
 def has_xid_condition(node: dict[str, Any]) -> bool:
@@ -283,6 +297,7 @@ def run(
     stream_interval: float = 0.5,
     poll_interval: float = 0.02,
     drain: int = 10,
+    controller_args: tuple[str, ...] = (),
 ) -> dict[str, float]:
     name = f"bench-rescue-{gpu_nodes}"
     if local.state_dir(name).exists():
@@ -300,6 +315,7 @@ def run(
             extra_controller_args=(
                 "--max-unavailable-share", "1",
                 "--max-concurrent-plans", str(max(100, xids + stream + drain)),
+                *controller_args,
             ),
             extra_agent_args=(
                 "--from-end", "--max-rps", str(agent_rps), "--poll-interval", str(poll_interval),
@@ -363,6 +379,8 @@ def run(
                 flush=True,
             )
             streamed = time_to_cordon(core, local, name, others, stream_interval)
+        controller_mib = rss_mib(read_pid(local.pid_file(name, "rescue-controller")))
+        agent_mib = rss_mib(read_pid(local.pid_file(name, "rescue-agent")))
         drains = (
             time_to_drain(
                 admin, local, name, [f"gpu-{i}" for i in range(2, gpu_nodes, step)][:drain], 1.0
@@ -371,6 +389,8 @@ def run(
             else []
         )
         return {
+            "controller_mib": controller_mib,
+            "agent_mib": agent_mib,
             "drain_p50": percentile(drains, 0.50) if drains else float("nan"),
             "drain_p99": percentile(drains, 0.99) if drains else float("nan"),
             "drain_count": float(len(drains)),
@@ -405,6 +425,12 @@ def main() -> None:
     parser.add_argument("--nodes", action="append", type=int, help="GPU nodes (repeatable)")
     parser.add_argument("--xids", type=int, default=50, help="simultaneous Xids")
     parser.add_argument("--idle", type=float, default=60.0, help="seconds of idle measurement")
+    parser.add_argument(
+        "--controller-arg",
+        action="append",
+        default=[],
+        help="an extra controller argument, e.g. --controller-arg=--qps=100 (repeatable)",
+    )
     parser.add_argument("--stream", type=int, default=40, help="single Xids after the burst")
     parser.add_argument(
         "--drain", type=int, default=10, help="nodes with one pod each, drained one at a time"
@@ -443,6 +469,7 @@ def main() -> None:
                     args.stream_interval,
                     args.agent_poll_interval,
                     args.drain,
+                    tuple(args.controller_arg),
                 )
             )
     print()
@@ -463,6 +490,11 @@ def main() -> None:
             f"{r['read_to_cordon']:.3f} s"
         )
         print(
+            f"{r['gpu_nodes']:.0f} GPU nodes: resident memory after the burst: controller "
+            f"{r['controller_mib']:.0f} MiB, agent (every node's, one process) "
+            f"{r['agent_mib']:.0f} MiB"
+        )
+        print(
             f"{r['gpu_nodes']:.0f} GPU nodes idle: {r['apf_idle_rps']:.3f} requests/s dispatched "
             "in APF flow schema global-default (agent, controller incl. kopf's watches, CoreDNS)"
         )
@@ -479,7 +511,8 @@ def main() -> None:
     rps = args.agent_max_rps or 5.0 * args.xids
     print(
         f"\n{args.xids} simultaneous Xid 62 lines; latency = line written -> node cordoned; "
-        f"agent budget {rps:.0f} requests/s, controller 20/s (burst 40)."
+        f"agent budget {rps:.0f} requests/s, controller 20/s (burst 40) unless "
+        f"--controller-arg says otherwise: {args.controller_arg}."
     )
 
 
