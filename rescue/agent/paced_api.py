@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -79,12 +80,17 @@ class PacedApi:
         except (HTTPError, OSError) as err:
             self._count(verb, resource, "error")
             raise ApiRetry(f"{verb} {resource}: {type(err).__name__}: {err}", None) from err
-        # *_with_http_info answers (data, status, headers); newer clients an ApiResponse
+        # *_with_http_info answers (data, status, headers); newer clients an ApiResponse;
+        # with _preload_content=False the raw response, whose JSON is decoded here as plain
+        # dicts (the client's model classes cost milliseconds per Node)
         if isinstance(response, tuple):
             data, status = response[0], response[1]
         else:
-            data, status = getattr(response, "data", response), getattr(response, "status_code", 0)
+            data = getattr(response, "data", response)
+            status = getattr(response, "status_code", None) or getattr(response, "status", 0)
         self._count(verb, resource, str(status or 200))
+        if isinstance(data, bytes | bytearray):
+            return json.loads(data) if data else {}
         return data
 
     def _count(self, verb: str, resource: str, code: str) -> None:

@@ -236,6 +236,7 @@ class XidSender:
                     condition_patch(merged, now),
                     _content_type=_STRATEGIC_MERGE,
                     _request_timeout=self.options.request_timeout,
+                    _preload_content=False,
                 ),
             )
         except NotFound:
@@ -294,6 +295,7 @@ class XidSender:
                         namespace,
                         body,  # type: ignore[arg-type]
                         _request_timeout=self.options.request_timeout,
+                        _preload_content=False,
                     ),
                 )
             state.series = _EventSeries(name=name, key=debt.key, count=debt.count)
@@ -325,6 +327,7 @@ class XidSender:
                 event_series_patch(total, self._clock()),
                 _content_type=_MERGE,
                 _request_timeout=self.options.request_timeout,
+                _preload_content=False,
             ),
         )
         series.count = total
@@ -336,7 +339,7 @@ class XidSender:
             "get",
             "nodes",
             lambda: self.core.read_node_with_http_info(
-                node, _request_timeout=self.options.request_timeout
+                node, _request_timeout=self.options.request_timeout, _preload_content=False
             ),
         )
         state = self.state(node)
@@ -347,13 +350,17 @@ class XidSender:
         self.remember_node(node, result)
 
     def remember_node(self, node: str, obj: Any) -> None:
+        """Keep the node's uid and boot id (``obj``: the Node as a dict, or a client model)."""
         state = self.state(node)
-        metadata = getattr(obj, "metadata", None)
-        uid = getattr(metadata, "uid", None)
+        if isinstance(obj, Mapping):
+            uid = (obj.get("metadata") or {}).get("uid")
+            boot = ((obj.get("status") or {}).get("nodeInfo") or {}).get("bootID")
+        else:
+            uid = getattr(getattr(obj, "metadata", None), "uid", None)
+            info = getattr(getattr(obj, "status", None), "node_info", None)
+            boot = getattr(info, "boot_id", None)
         if uid:
             state.uid = str(uid)
-        info = getattr(getattr(obj, "status", None), "node_info", None)
-        boot = getattr(info, "boot_id", None)
         if boot and not state.fixed_boot:
             state.boot_id = str(boot)
 

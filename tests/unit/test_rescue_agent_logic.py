@@ -588,3 +588,20 @@ def test_the_default_is_one_sender_per_16_nodes_from_1_to_8() -> None:
     assert [default_senders(n) for n in (1, 16, 17, 52, 128, 129, 10_000)] == [
         1, 1, 2, 4, 8, 8, 8,
     ]  # fmt: skip
+
+
+def test_a_raw_answer_is_decoded_as_plain_json_not_the_clients_models() -> None:
+    """The sender asks for raw answers (_preload_content=False): decoding a Node into
+    the client's model classes cost milliseconds of the one reader's and senders' time."""
+    import threading
+    from types import SimpleNamespace
+
+    from blackstart.rescue.agent.metrics import AgentMetrics
+    from blackstart.rescue.agent.paced_api import PacedApi
+
+    seen: list[tuple[str, str, str]] = []
+    api = PacedApi(100.0, threading.Event(), AgentMetrics(), lambda *a: seen.append(a))
+    raw = SimpleNamespace(data=b'{"metadata": {"uid": "u-1"}}', status=200)
+    assert api.request("get", "nodes", lambda: raw) == {"metadata": {"uid": "u-1"}}
+    assert api.request("patch", "events", lambda: SimpleNamespace(data=b"", status=201)) == {}
+    assert seen == [("get", "nodes", "200"), ("patch", "events", "201")]
