@@ -33,7 +33,7 @@ the whole simulated fleet squeezed through one node's budget. ``--agent-poll-int
 log that often for next to nothing; this process pays it for every simulated node.
 
 The storm guard is opened wide (``--max-unavailable-share 1``) so that every Xid is
-cordoned; the rate limits are the defaults (controller 20 requests/s, burst 40).
+cordoned; the rate limits are the defaults (controller 50 requests/s, burst 100).
 Every request goes to the local cluster on loopback; the clusters are deleted at the end.
 """
 
@@ -511,7 +511,7 @@ def main() -> None:
     rps = args.agent_max_rps or 5.0 * args.xids
     print(
         f"\n{args.xids} simultaneous Xid 62 lines; latency = line written -> node cordoned; "
-        f"agent budget {rps:.0f} requests/s, controller 20/s (burst 40) unless "
+        f"agent budget {rps:.0f} requests/s, controller 50/s (burst 100) unless "
         f"--controller-arg says otherwise: {args.controller_arg}."
     )
 

@@ -35,8 +35,8 @@ class ControllerConfig:
     max_report_age: dt.timedelta = dt.timedelta(hours=6)
     standby_label: str = DEFAULT_STANDBY_LABEL
     drain: DrainOptions = field(default_factory=DrainOptions)
-    qps: float = 20.0
-    burst: int = 40
+    qps: float = 50.0  # kube-scheduler's own client defaults: what every API server takes
+    burst: int = 100
     default_drain_waittime: dt.timedelta = dt.timedelta(minutes=10)
     default_reboot_waittime: dt.timedelta = dt.timedelta(minutes=20)
     drain_retry_seconds: float = 2.0

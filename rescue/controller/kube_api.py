@@ -96,7 +96,7 @@ class KubeApi:
         # the requests' own threads: asyncio's default executor has as few as 5 (one CPU
         # plus four), and a burst of cordons would queue there behind plan records
         self._threads = ThreadPoolExecutor(
-            max_workers=max(8, api_client.configuration.connection_pool_maxsize or 8),
+            max_workers=min(32, max(8, api_client.configuration.connection_pool_maxsize or 8)),
             thread_name_prefix="kube-api",
         )
 
