@@ -162,16 +162,17 @@ def _api(kubeconfig: str | None, context: str | None, connections: int = 4) -> c
     type=click.FloatRange(min=0.0),
     default=0.05,
     show_default=True,
-    help="Seconds without a new Xid on a node that end a burst (one report per burst). The "
-    "kernel logs a Xid's lines together, so a short window costs no extra writes and every "
-    "second of it is latency before the controller can cordon.",
+    help="Seconds without a new Xid on a node that end a burst (one report per burst), at "
+    "least --poll-interval. The kernel logs a Xid's lines together, so a short window costs "
+    "no extra writes, and every second of it is latency before the controller can cordon.",
 )
 @click.option(
     "--poll-interval",
     type=click.FloatRange(min=0.01),
-    default=0.1,
+    default=0.05,
     show_default=True,
-    help="Seconds between reads of each log.",
+    help="Seconds between reads of each log (a read of a log that did not grow is one stat, "
+    "or one read of /dev/kmsg). A burst spans at least this long.",
 )
 @click.option(
     "--backoff-cap",

@@ -100,7 +100,7 @@ class AgentOptions:
     state_dir: Path
     max_rps: float = 5.0
     burst_window: float = 0.05
-    poll_interval: float = 0.1
+    poll_interval: float = 0.05
     backoff_base: float = 0.5
     backoff_cap: float = 10.0
     request_timeout: tuple[float, float] = (3.0, 10.0)
@@ -113,7 +113,9 @@ class AgentOptions:
 
     def sender_options(self) -> SenderOptions:
         return SenderOptions(
-            burst_window=self.burst_window,
+            # a burst spans at least one read of the logs: lines the kernel wrote together
+            # but a read split stay one report
+            burst_window=max(self.burst_window, self.poll_interval),
             min_write_interval=self.min_write_interval,
             collapse_window=self.collapse_window,
             backoff_base=self.backoff_base,

@@ -605,3 +605,12 @@ def test_a_raw_answer_is_decoded_as_plain_json_not_the_clients_models() -> None:
     assert api.request("get", "nodes", lambda: raw) == {"metadata": {"uid": "u-1"}}
     assert api.request("patch", "events", lambda: SimpleNamespace(data=b"", status=201)) == {}
     assert seen == [("get", "nodes", "200"), ("patch", "events", "201")]
+
+
+def test_a_burst_spans_at_least_one_read_of_the_logs(tmp_path: Path) -> None:
+    """Lines the kernel wrote together but a read split must stay one report: a burst
+    window shorter than the poll interval would send the second part a write later."""
+    assert AgentOptions(state_dir=tmp_path).sender_options().burst_window == 0.05
+    slow = AgentOptions(state_dir=tmp_path, poll_interval=0.5, burst_window=0.05)
+    assert slow.sender_options().burst_window == 0.5
+    assert AgentOptions(state_dir=tmp_path, burst_window=2.0).sender_options().burst_window == 2.0
