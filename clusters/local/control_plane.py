@@ -22,7 +22,7 @@ from blackstart.clusters.local.supervisor import (
 from blackstart.clusters.net import free_port
 from blackstart.clusters.processes import is_alive, read_pid, start_detached, stop_pid_file
 from blackstart.clusters.provider import ClusterError
-from blackstart.clusters.spec import ControlPlaneSize, format_memory
+from blackstart.clusters.spec import ControlPlaneSize, format_memory, host_resources
 
 SUPERVISOR = "supervisor"
 SCRAPE_JOB = "control-plane"
@@ -40,13 +40,18 @@ class LocalControlPlane(LocalPrometheus):
         """Create the control plane's cgroup before kwokctl starts anything.
 
         Returns the ``preexec`` that puts kwokctl (and so every process it
-        starts) in it, or None when this machine has no usable cgroups.
+        starts) in it, or None when this machine has no usable cgroups. The
+        memory limit holds from the start; the CPU limit waits for
+        :meth:`limit_control_plane`: until then the cgroup holds every
+        component kwokctl starts (etcd, the controllers, the kwok controller,
+        Prometheus), not the API server alone, and they would start on one
+        API server's share of the CPU.
         """
         cgroup = ControlPlaneCgroup(name)
         if not cgroup.available:
             return None
         try:
-            cgroup.create(size.cpus, size.memory)
+            cgroup.create(max(size.cpus, float(host_resources()[0])), size.memory)
         except CgroupError as err:
             self.progress(f"[{name}] control plane left unlimited: {err}")
             return None
