@@ -23,7 +23,12 @@ from blackstart.clusters.local import kwokctl
 from blackstart.clusters.local.components import LocalComponents
 from blackstart.clusters.local.coredns import CorednsConfig
 from blackstart.clusters.local.credentials import COREDNS, write_identity_kubeconfigs
-from blackstart.clusters.local.kwok_nodes import create_nodes, node_is_ready
+from blackstart.clusters.local.fleet_ready import (
+    FleetNotReady,
+    wait_leases_held,
+    wait_nodes_ready,
+)
+from blackstart.clusters.local.kwok_nodes import create_nodes
 from blackstart.clusters.local.nodes import LocalNodes
 from blackstart.clusters.net import free_port, http_ok
 from blackstart.clusters.processes import ProcessError, is_alive, stop_pid_file, wait_gone
@@ -159,20 +164,26 @@ class LocalProvider(LocalComponents, LocalNodes):
         self.limit_control_plane(name, size)
         self.start_supervisor(name)
 
-        self.progress(f"[{name}] creating {state.nodes} KWOK nodes from {spec.source}")
-        core = client.CoreV1Api(api_client(admin))
-        create_nodes(
-            core, spec.nodes(), progress=lambda n: self.progress(f"[{name}]   {n} nodes created")
-        )
-
+        # CoreDNS first: it gets ready while the nodes are made
         self.progress(f"[{name}] starting CoreDNS on {coredns.address}")
         self.write_corefile(name, coredns)
         self.start_coredns(name)
         self.add_scrape_target(name, "coredns", f"127.0.0.1:{coredns.metrics_port}")
         self._extend_prometheus(name)
 
+        self.progress(f"[{name}] creating {state.nodes} KWOK nodes from {spec.source}")
+        # the ApiClient alone: the generated API classes cost 0.7 s to load on first use
+        api = api_client(admin)
+        creating = time.monotonic()
+        create_nodes(
+            api, spec.nodes(), progress=lambda n: self.progress(f"[{name}]   {n} nodes created")
+        )
+        self.progress(
+            f"[{name}]   {state.nodes} nodes created in {time.monotonic() - creating:.1f} s"
+        )
+
         deadline = time.monotonic() + timeout
-        self._wait_nodes_ready(core, state.nodes, deadline, name)
+        self._wait_fleet(api, [n.name for n in spec.nodes()], deadline, name)
         wait_for(
             lambda: self.coredns_ready(name),
             deadline - time.monotonic(),
@@ -210,19 +221,26 @@ class LocalProvider(LocalComponents, LocalNodes):
     def _running(self, name: str, component: str) -> bool:
         return self.component_state(name, component) == "running"
 
-    def _wait_nodes_ready(
-        self, core: client.CoreV1Api, want: int, deadline: float, name: str
+    def _wait_fleet(
+        self, api: client.ApiClient, names: list[str], deadline: float, name: str
     ) -> None:
-        last = -1
-        while time.monotonic() < deadline:
-            ready = sum(1 for n in core.list_node().items if node_is_ready(n))
-            if ready != last:
-                self.progress(f"[{name}]   {ready}/{want} nodes Ready")
-                last = ready
-            if ready >= want:
-                return
-            time.sleep(1.0)
-        raise ClusterError(f"only {last} of {want} nodes became Ready in time")
+        """Every node held (and so heartbeating) by the kwok controller, then every node Ready."""
+        want = len(names)
+        try:
+            wait_leases_held(
+                api,
+                names,
+                deadline,
+                progress=lambda n: self.progress(f"[{name}]   {n}/{want} node leases held"),
+            )
+            wait_nodes_ready(
+                api,
+                names,
+                deadline,
+                progress=lambda n: self.progress(f"[{name}]   {n}/{want} nodes Ready"),
+            )
+        except FleetNotReady as err:
+            raise ClusterError(str(err)) from err
 
     def down(self, name: str) -> list[str]:
         """Stop every process of cluster ``name`` and delete its state. Returns what was stopped."""
