@@ -160,16 +160,17 @@ def fake_toolchain(tmp_path: Path) -> Toolchain:
     )
 
 
-def test_the_kwokctl_config_is_a_configuration_then_six_stages() -> None:
+def test_the_kwokctl_config_is_two_configurations_then_six_stages() -> None:
     docs = list(yaml.safe_load_all(kwokctl_config()))
-    assert len(docs) == 7
+    assert len(docs) == 8
     assert docs[0] == {
         "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
         "kind": "KwokctlConfiguration",
         "options": {},
     }
-    assert [d["kind"] for d in docs[1:]] == ["Stage"] * 6
-    assert {d["metadata"]["name"] for d in docs[1:]} == {
+    assert docs[1]["kind"] == "KwokConfiguration"
+    assert [d["kind"] for d in docs[2:]] == ["Stage"] * 6
+    assert {d["metadata"]["name"] for d in docs[2:]} == {
         "node-initialize",
         "node-heartbeat-with-lease",
         "node-not-ready",
@@ -177,7 +178,16 @@ def test_the_kwokctl_config_is_a_configuration_then_six_stages() -> None:
         "pod-complete",
         "pod-delete",
     }
-    assert all(d["apiVersion"] == "kwok.x-k8s.io/v1alpha1" for d in docs[1:])
+    assert all(d["apiVersion"] == "kwok.x-k8s.io/v1alpha1" for d in docs[2:])
+
+
+def test_the_kwok_controller_renews_sixteen_node_leases_at_once_so_leases_keep_pace() -> None:
+    docs = list(yaml.safe_load_all(kwokctl_config()))
+    assert docs[1] == {
+        "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
+        "kind": "KwokConfiguration",
+        "options": {"nodeLeaseParallelism": 16},
+    }
 
 
 def test_the_heartbeat_factor_goes_into_the_kwokctl_options() -> None:
@@ -186,7 +196,7 @@ def test_the_heartbeat_factor_goes_into_the_kwokctl_options() -> None:
 
 
 def test_the_node_not_ready_stage_is_selected_by_its_label() -> None:
-    stages = {d["metadata"]["name"]: d for d in list(yaml.safe_load_all(kwokctl_config()))[1:]}
+    stages = {d["metadata"]["name"]: d for d in list(yaml.safe_load_all(kwokctl_config()))[2:]}
     assert NODE_NOT_READY_LABEL in yaml.safe_dump(stages["node-not-ready"]["spec"]["selector"])
 
 
