@@ -163,6 +163,10 @@ def create_command(
     ``kube-controller-manager``, ``kube-scheduler``, ``kwok-controller``):
     kwokctl otherwise counts down from 32765, so two clusters can pick the same
     port, for instance while one of them has its component stopped.
+
+    No ``--wait``: kwokctl returns once kube-apiserver serves, and the caller
+    waits for ``/healthz`` itself (kwokctl polls it every 0.5 s with a kubectl
+    process each time, which cost the default fleet about half a second).
     """
     argv = [
         str(toolchain.binary("kwokctl")),
@@ -196,8 +200,6 @@ def create_command(
         f"kube-controller-manager=service-cluster-ip-range={service_cidr}",
         "--extra-args",
         f"prometheus=storage.tsdb.path={prometheus_data}",
-        "--wait",
-        "3m",
     ]
     for component, port in sorted((component_ports or {}).items()):
         if component not in PORT_FLAGS:

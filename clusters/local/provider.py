@@ -29,6 +29,7 @@ from blackstart.clusters.local.fleet_ready import (
     wait_nodes_ready,
 )
 from blackstart.clusters.local.kwok_nodes import create_nodes
+from blackstart.clusters.local.liveness import tls_context
 from blackstart.clusters.local.nodes import LocalNodes
 from blackstart.clusters.net import free_port, http_ok
 from blackstart.clusters.processes import ProcessError, is_alive, stop_pid_file, wait_gone
@@ -37,6 +38,9 @@ from blackstart.clusters.spec import ClusterSpec
 from blackstart.clusters.state import ClusterState
 from blackstart.health import wait_for
 from blackstart.kube import api_client
+
+# how long kube-apiserver may take to pass /healthz once it serves (kwokctl's --wait was 3m)
+APISERVER_HEALTHY_TIMEOUT_S = 180.0
 
 
 class LocalProvider(LocalComponents, LocalNodes):
@@ -115,6 +119,15 @@ class LocalProvider(LocalComponents, LocalNodes):
         identities = write_identity_kubeconfigs(
             kc.pki_dir, server, context, state_dir / "identities"
         )
+        admin_tls = tls_context(kc.pki_dir)
+        wait_for(
+            lambda: http_ok(f"{server}/healthz", admin_tls)[0],
+            APISERVER_HEALTHY_TIMEOUT_S,
+            "kube-apiserver healthy (/healthz)",
+            interval=0.1,
+            error=ClusterError,
+        )
+        self.progress(f"[{name}] kube-apiserver healthy after {time.monotonic() - started:.1f} s")
         self._kubectl(
             admin,
             [

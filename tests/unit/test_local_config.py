@@ -195,6 +195,15 @@ def test_the_heartbeat_factor_goes_into_the_kwokctl_options() -> None:
     assert first["options"] == {"heartbeatFactor": 0.5}
 
 
+def test_kwokctl_returns_once_the_api_server_serves_and_up_waits_for_healthz_itself(
+    fake_toolchain: Toolchain, tmp_path: Path
+) -> None:
+    argv = create_command(
+        fake_toolchain, "fleet", tmp_path / "kwok.yaml", "10.96.0.0/16", 19090, tmp_path / "prom"
+    )
+    assert "--wait" not in argv
+
+
 def test_the_node_not_ready_stage_is_selected_by_its_label() -> None:
     stages = {d["metadata"]["name"]: d for d in list(yaml.safe_load_all(kwokctl_config()))[2:]}
     assert NODE_NOT_READY_LABEL in yaml.safe_dump(stages["node-not-ready"]["spec"]["selector"])
