@@ -204,6 +204,16 @@ def test_kwokctl_returns_once_the_api_server_serves_and_up_waits_for_healthz_its
     assert "--wait" not in argv
 
 
+def test_the_controller_manager_runs_every_controller_but_the_ttl_one_no_kubelet_reads(
+    fake_toolchain: Toolchain, tmp_path: Path
+) -> None:
+    argv = create_command(
+        fake_toolchain, "fleet", tmp_path / "kwok.yaml", "10.96.0.0/16", 19090, tmp_path / "prom"
+    )
+    extra = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--extra-args"]
+    assert "kube-controller-manager=controllers=*,-ttl-controller" in extra
+
+
 def test_the_node_not_ready_stage_is_selected_by_its_label() -> None:
     stages = {d["metadata"]["name"]: d for d in list(yaml.safe_load_all(kwokctl_config()))[2:]}
     assert NODE_NOT_READY_LABEL in yaml.safe_dump(stages["node-not-ready"]["spec"]["selector"])
@@ -261,6 +271,7 @@ def test_create_command_gives_the_spec_service_cidr_to_apiserver_and_controller_
     assert extra == [
         "kube-apiserver=service-cluster-ip-range=10.100.0.0/20",
         "kube-controller-manager=service-cluster-ip-range=10.100.0.0/20",
+        "kube-controller-manager=controllers=*,-ttl-controller",
         f"prometheus=storage.tsdb.path={tmp_path / 'prom'}",
     ]
 
