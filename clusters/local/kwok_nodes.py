@@ -86,6 +86,10 @@ def node_manifest(
         "type": "kwok",
         "kubernetes.io/os": "linux",
         "kubernetes.io/arch": "amd64",
+        # a kubelet registers the beta labels too; without them kube-controller-manager
+        # patches every node to add them
+        "beta.kubernetes.io/os": "linux",
+        "beta.kubernetes.io/arch": "amd64",
     }
     manifest: dict[str, Any] = {
         "apiVersion": "v1",

@@ -9,6 +9,7 @@ import http.server
 import json
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -38,6 +39,12 @@ def test_a_node_registers_ready_with_kwoks_conditions_so_kwok_writes_no_status_f
     for pressure in ("MemoryPressure", "DiskPressure", "PIDPressure", "NetworkUnavailable"):
         assert conditions[pressure]["status"] == "False"
     assert {c["lastHeartbeatTime"] for c in status["conditions"]} == {"2026-12-01T09:00:00Z"}
+
+
+def test_a_node_carries_the_os_and_arch_labels_a_kubelet_registers_beta_ones_included() -> None:
+    labels = node_manifest(load_spec().nodes()[0])["metadata"]["labels"]
+    assert labels["kubernetes.io/os"] == labels["beta.kubernetes.io/os"] == "linux"
+    assert labels["kubernetes.io/arch"] == labels["beta.kubernetes.io/arch"] == "amd64"
 
 
 @pytest.mark.parametrize(
@@ -184,3 +191,15 @@ def test_a_lease_never_held_fails_naming_how_far_the_fleet_got(
     monkeypatch.setattr(fleet_ready, "get_json", lambda *a, **k: listed)
     with pytest.raises(FleetNotReady, match="only 1 of 2 nodes"):
         wait_leases_held(object(), ["gpu-0", "gpu-1"], deadline=0.0)  # type: ignore[arg-type]
+
+
+def test_every_gpu_and_standby_node_gets_an_empty_kernel_log_and_cpu_nodes_none(
+    tmp_path: Path,
+) -> None:
+    from blackstart.clusters.local.provider import make_kernel_logs
+
+    nodes = load_spec().nodes()
+    assert make_kernel_logs(tmp_path, nodes) == 52
+    logs = {p.name for p in tmp_path.iterdir()}
+    assert "gpu-0.log" in logs and "standby-3.log" in logs and "cpu-0.log" not in logs
+    assert all(p.stat().st_size == 0 for p in tmp_path.iterdir())
