@@ -16,13 +16,15 @@ import ssl
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from kubernetes import client
 
 # a connection that failed is opened again this many times before the POST fails
 RETRIES = 3
+
+T = TypeVar("T")
 
 
 class CreateError(RuntimeError):
@@ -116,24 +118,27 @@ class JsonPoster:
 def post_all(
     cfg: client.Configuration,
     path: str,
-    bodies: Iterable[dict[str, Any]],
+    items: Iterable[T],
+    body: Callable[[T], dict[str, Any]],
     workers: int = 8,
     progress: Callable[[int], None] | None = None,
     progress_every: int = 1000,
 ) -> int:
-    """POST every body to ``path`` with ``workers`` threads; returns how many were created.
+    """POST ``body(item)`` for every item to ``path`` with ``workers`` threads.
 
-    An object that already exists (409) is left as it is and not counted.
+    Each body is made by the thread that sends it, when it sends it (a timestamp
+    in it is the time of its own request). Returns how many objects were
+    created; one that already exists (409) is left as it is and not counted.
     """
     poster = JsonPoster(cfg)
     created = 0
 
-    def post(body: dict[str, Any]) -> int:
-        return 1 if poster.post(path, body) != 409 else 0
+    def post(item: T) -> int:
+        return 1 if poster.post(path, body(item)) != 409 else 0
 
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            for done, result in enumerate(pool.map(post, bodies), start=1):
+            for done, result in enumerate(pool.map(post, items), start=1):
                 created += result
                 if progress is not None and done % progress_every == 0:
                     progress(done)

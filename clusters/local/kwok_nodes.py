@@ -134,13 +134,13 @@ def create_nodes(
     progress: Callable[[int], None] | None = None,
 ) -> int:
     """Create the nodes that do not exist yet, in parallel. Returns how many were created."""
-    now = dt.datetime.now(dt.UTC)
     fleet_size = len(nodes)
     try:
         return post_all(
             api.configuration,
             "/api/v1/nodes",
-            (node_manifest(node, fleet_size, now) for node in nodes),
+            nodes,
+            lambda node: node_manifest(node, fleet_size),
             workers=workers,
             progress=progress,
             progress_every=100 if fleet_size <= 2000 else 1000,

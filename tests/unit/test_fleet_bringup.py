@@ -103,12 +103,14 @@ def api_server() -> Iterator[client.Configuration]:
 def test_every_node_is_posted_once_and_one_that_exists_is_not_counted(
     api_server: client.Configuration,
 ) -> None:
-    bodies = [{"metadata": {"name": f"gpu-{i}"}} for i in range(50)]
-    assert post_all(api_server, "/api/v1/nodes", bodies, workers=4) == 50
-    assert sorted(b["metadata"]["name"] for b in _Recorder.seen) == sorted(
-        b["metadata"]["name"] for b in bodies
-    )
-    assert post_all(api_server, "/api/v1/nodes", bodies[:5], workers=2) == 0
+    names = [f"gpu-{i}" for i in range(50)]
+
+    def body(name: str) -> dict[str, Any]:
+        return {"metadata": {"name": name}}
+
+    assert post_all(api_server, "/api/v1/nodes", names, body, workers=4) == 50
+    assert sorted(b["metadata"]["name"] for b in _Recorder.seen) == sorted(names)
+    assert post_all(api_server, "/api/v1/nodes", names[:5], body, workers=2) == 0
 
 
 def test_a_refused_object_fails_naming_the_status_and_the_reply(
