@@ -129,14 +129,13 @@ class LocalProvider(LocalComponents, LocalNodes):
             error=ClusterError,
         )
         self.progress(f"[{name}] kube-apiserver healthy after {time.monotonic() - started:.1f} s")
-        self._kubectl(
-            admin,
-            [
-                "apply",
-                "-f",
-                str(resources.files("blackstart.clusters.local").joinpath("rbac.yaml")),
-            ],
-        )
+        # the identities' RBAC is applied while the supervisor starts; CoreDNS waits for it
+        rbac_args = [
+            "apply",
+            "-f",
+            str(resources.files("blackstart.clusters.local").joinpath("rbac.yaml")),
+        ]
+        rbac = self._kubectl_start(admin, rbac_args)
 
         kernel_logs = state_dir / "kmsg"
         kernel_logs.mkdir(exist_ok=True)
@@ -178,8 +177,9 @@ class LocalProvider(LocalComponents, LocalNodes):
         state.save()
         self.progress(f"[{name}] control plane sized {size.describe()}")
         self.limit_control_plane(name, size)
-        self.start_supervisor(name)
+        self.start_supervisor(name, wait=False)
 
+        self._kubectl_finish(rbac, rbac_args)
         # CoreDNS first: it gets ready while the nodes are made
         self.progress(f"[{name}] starting CoreDNS on {coredns.address}")
         self.write_corefile(name, coredns)
@@ -214,6 +214,7 @@ class LocalProvider(LocalComponents, LocalNodes):
             error=ClusterError,
         )
         self._restart_exited_controllers(name, deadline)
+        self.wait_supervisor(name)
         self.progress(f"[{name}] up in {time.monotonic() - started:.1f} s")
         return state
 

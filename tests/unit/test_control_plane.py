@@ -465,3 +465,20 @@ def test_the_control_plane_starts_with_its_memory_limit_and_gets_its_cpu_limit_o
     memory = root / "memory/blackstart/incident/control-plane/memory.limit_in_bytes"
     assert cpu.read_text() == "200000"  # both cores of this machine: no limit yet
     assert memory.read_text() == str(GiB)
+
+
+def test_bring_up_goes_on_while_the_supervisor_starts_and_a_dead_one_is_an_error(
+    tmp_path: Path,
+) -> None:
+    from blackstart.clusters.local.control_plane import SUPERVISOR
+    from blackstart.clusters.local.provider import LocalProvider
+    from blackstart.clusters.provider import ClusterError
+
+    provider = LocalProvider(tmp_path / "cache", progress=lambda m: None)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    pid_file = provider.pid_file("incident", SUPERVISOR)
+    pid_file.parent.mkdir(parents=True)
+    pid_file.write_text(str(gone.pid))
+    with pytest.raises(ClusterError, match="supervisor of incident exited"):
+        provider.wait_supervisor("incident", timeout=5.0)
