@@ -6,7 +6,9 @@ and prints wall-clock seconds for up (to every node Ready, CoreDNS and
 Prometheus ready) and down, plus the resident memory of the cluster's
 processes once up.
 
-    python bench/cluster_up.py [--spec FILE ...] [--runs N]
+    python bench/cluster_up.py [--spec FILE ...] [--runs N] [--name-prefix PREFIX]
+
+Clusters are named ``<prefix><spec file stem>`` (prefix ``bench-``).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", action="append", type=Path, help="spec file (repeatable)")
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--name-prefix", default="bench-", help="cluster name prefix")
     args = parser.parse_args()
     cache = cache_dir()
     toolchain, missing = resolve(cache)
@@ -54,7 +57,7 @@ def main() -> None:
     rows = []
     for spec_path in args.spec or DEFAULT_SPECS:
         spec = load_spec(spec_path)
-        name = f"bench-{spec_path.stem}"
+        name = f"{args.name_prefix}{spec_path.stem}"
         if local.state_dir(name).exists():
             local.down(name)
         ups, downs, mem = [], [], 0.0

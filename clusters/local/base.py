@@ -58,11 +58,24 @@ class LocalBase:
         return self.kwok_cluster(name).pid_file(component)
 
     def _kubectl(self, kubeconfig: Path, args: list[str]) -> str:
+        return self._kubectl_finish(self._kubectl_start(kubeconfig, args), args)
+
+    def _kubectl_start(self, kubeconfig: Path, args: list[str]) -> subprocess.Popen[str]:
+        """Start kubectl with ``args``; :meth:`_kubectl_finish` waits for it."""
         argv = [str(self.toolchain.binary("kubectl")), "--kubeconfig", str(kubeconfig), *args]
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
-        if result.returncode != 0:
-            raise ClusterError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
-        return result.stdout
+        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def _kubectl_finish(self, proc: subprocess.Popen[str], args: list[str]) -> str:
+        """Wait for a kubectl from :meth:`_kubectl_start`; its output, or ClusterError."""
+        try:
+            out, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired as exc:
+            proc.kill()
+            proc.communicate()
+            raise ClusterError(f"kubectl {' '.join(args)} did not finish in 120 s") from exc
+        if proc.returncode != 0:
+            raise ClusterError(f"kubectl {' '.join(args)} failed: {err.strip()}")
+        return out
 
     def kubeconfig(self, name: str) -> Path:
         """The admin kubeconfig of cluster ``name``."""

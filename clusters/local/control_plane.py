@@ -22,7 +22,7 @@ from blackstart.clusters.local.supervisor import (
 from blackstart.clusters.net import free_port
 from blackstart.clusters.processes import is_alive, read_pid, start_detached, stop_pid_file
 from blackstart.clusters.provider import ClusterError
-from blackstart.clusters.spec import ControlPlaneSize, format_memory
+from blackstart.clusters.spec import ControlPlaneSize, format_memory, host_resources
 
 SUPERVISOR = "supervisor"
 SCRAPE_JOB = "control-plane"
@@ -40,13 +40,18 @@ class LocalControlPlane(LocalPrometheus):
         """Create the control plane's cgroup before kwokctl starts anything.
 
         Returns the ``preexec`` that puts kwokctl (and so every process it
-        starts) in it, or None when this machine has no usable cgroups.
+        starts) in it, or None when this machine has no usable cgroups. The
+        memory limit holds from the start; the CPU limit waits for
+        :meth:`limit_control_plane`: until then the cgroup holds every
+        component kwokctl starts (etcd, the controllers, the kwok controller,
+        Prometheus), not the API server alone, and they would start on one
+        API server's share of the CPU.
         """
         cgroup = ControlPlaneCgroup(name)
         if not cgroup.available:
             return None
         try:
-            cgroup.create(size.cpus, size.memory)
+            cgroup.create(max(size.cpus, float(host_resources()[0])), size.memory)
         except CgroupError as err:
             self.progress(f"[{name}] control plane left unlimited: {err}")
             return None
@@ -101,8 +106,14 @@ class LocalControlPlane(LocalPrometheus):
         state.extra["control_plane"] = merged
         state.save()
 
-    def start_supervisor(self, name: str, backoff_initial_s: float | None = None) -> int:
-        """Start the cluster's supervisor (restarts with back-off, restart counts, /metrics)."""
+    def start_supervisor(
+        self, name: str, backoff_initial_s: float | None = None, wait: bool = True
+    ) -> int:
+        """Start the cluster's supervisor (restarts with back-off, restart counts, /metrics).
+
+        ``wait``: return once it has written its first status (else call
+        :meth:`wait_supervisor` later: bring-up goes on while it starts).
+        """
         pid_file = self.pid_file(name, SUPERVISOR)
         if is_alive(read_pid(pid_file)):
             return read_pid(pid_file) or 0
@@ -120,15 +131,21 @@ class LocalControlPlane(LocalPrometheus):
         pid = start_detached(argv, pid_file, self.log_file(name, SUPERVISOR))
         self._save_control_plane(name, {"metrics_port": port})
         self.add_scrape_target(name, SCRAPE_JOB, f"127.0.0.1:{port}")
-        deadline = time.monotonic() + 10.0
+        if wait:
+            self.wait_supervisor(name)
+        return pid
+
+    def wait_supervisor(self, name: str, timeout: float = 10.0) -> None:
+        """Wait until the supervisor wrote its first status; raise if it exited."""
+        pid = read_pid(self.pid_file(name, SUPERVISOR))
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not read_status(self.state_dir(name)):
             if not is_alive(pid):
                 raise ClusterError(
                     f"the control-plane supervisor of {name} exited; see "
                     f"{self.log_file(name, SUPERVISOR)}"
                 )
-            time.sleep(0.1)
-        return pid
+            time.sleep(0.05)
 
     def stop_supervisor(self, name: str) -> bool:
         return stop_pid_file(self.pid_file(name, SUPERVISOR), SUPERVISOR)

@@ -442,3 +442,43 @@ def test_a_process_frozen_on_purpose_is_not_probed() -> None:
         proc.kill()
         proc.wait()
     assert not liveness.probed(proc.pid)
+
+
+def test_the_control_plane_starts_with_its_memory_limit_and_gets_its_cpu_limit_once_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kwokctl starts every component inside the cgroup: they must not start on one API
+    server's CPU share; the spec's CPU limit comes with limit_control_plane."""
+    from blackstart.clusters.local import control_plane
+    from blackstart.clusters.local.provider import LocalProvider
+    from blackstart.clusters.spec import ControlPlaneSize
+
+    root = fake_v1(tmp_path / "cgroup")
+    monkeypatch.setattr(
+        control_plane, "ControlPlaneCgroup", lambda name: ControlPlaneCgroup(name, root)
+    )
+    monkeypatch.setattr(control_plane, "host_resources", lambda: (2, 8 * GiB))
+    provider = LocalProvider(tmp_path / "cache", progress=lambda m: None)
+    join = provider.prepare_control_plane_cgroup("incident", ControlPlaneSize(1.0, GiB))
+    assert join is not None
+    cpu = root / "cpu/blackstart/incident/control-plane/cpu.cfs_quota_us"
+    memory = root / "memory/blackstart/incident/control-plane/memory.limit_in_bytes"
+    assert cpu.read_text() == "200000"  # both cores of this machine: no limit yet
+    assert memory.read_text() == str(GiB)
+
+
+def test_bring_up_goes_on_while_the_supervisor_starts_and_a_dead_one_is_an_error(
+    tmp_path: Path,
+) -> None:
+    from blackstart.clusters.local.control_plane import SUPERVISOR
+    from blackstart.clusters.local.provider import LocalProvider
+    from blackstart.clusters.provider import ClusterError
+
+    provider = LocalProvider(tmp_path / "cache", progress=lambda m: None)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    pid_file = provider.pid_file("incident", SUPERVISOR)
+    pid_file.parent.mkdir(parents=True)
+    pid_file.write_text(str(gone.pid))
+    with pytest.raises(ClusterError, match="supervisor of incident exited"):
+        provider.wait_supervisor("incident", timeout=5.0)

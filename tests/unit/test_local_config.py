@@ -160,16 +160,17 @@ def fake_toolchain(tmp_path: Path) -> Toolchain:
     )
 
 
-def test_the_kwokctl_config_is_a_configuration_then_six_stages() -> None:
+def test_the_kwokctl_config_is_two_configurations_then_six_stages() -> None:
     docs = list(yaml.safe_load_all(kwokctl_config()))
-    assert len(docs) == 7
+    assert len(docs) == 8
     assert docs[0] == {
         "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
         "kind": "KwokctlConfiguration",
         "options": {},
     }
-    assert [d["kind"] for d in docs[1:]] == ["Stage"] * 6
-    assert {d["metadata"]["name"] for d in docs[1:]} == {
+    assert docs[1]["kind"] == "KwokConfiguration"
+    assert [d["kind"] for d in docs[2:]] == ["Stage"] * 6
+    assert {d["metadata"]["name"] for d in docs[2:]} == {
         "node-initialize",
         "node-heartbeat-with-lease",
         "node-not-ready",
@@ -177,7 +178,16 @@ def test_the_kwokctl_config_is_a_configuration_then_six_stages() -> None:
         "pod-complete",
         "pod-delete",
     }
-    assert all(d["apiVersion"] == "kwok.x-k8s.io/v1alpha1" for d in docs[1:])
+    assert all(d["apiVersion"] == "kwok.x-k8s.io/v1alpha1" for d in docs[2:])
+
+
+def test_the_kwok_controller_renews_sixteen_node_leases_at_once_so_leases_keep_pace() -> None:
+    docs = list(yaml.safe_load_all(kwokctl_config()))
+    assert docs[1] == {
+        "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
+        "kind": "KwokConfiguration",
+        "options": {"nodeLeaseParallelism": 16},
+    }
 
 
 def test_the_heartbeat_factor_goes_into_the_kwokctl_options() -> None:
@@ -185,8 +195,27 @@ def test_the_heartbeat_factor_goes_into_the_kwokctl_options() -> None:
     assert first["options"] == {"heartbeatFactor": 0.5}
 
 
+def test_kwokctl_returns_once_the_api_server_serves_and_up_waits_for_healthz_itself(
+    fake_toolchain: Toolchain, tmp_path: Path
+) -> None:
+    argv = create_command(
+        fake_toolchain, "fleet", tmp_path / "kwok.yaml", "10.96.0.0/16", 19090, tmp_path / "prom"
+    )
+    assert "--wait" not in argv
+
+
+def test_the_controller_manager_runs_every_controller_but_the_ttl_one_no_kubelet_reads(
+    fake_toolchain: Toolchain, tmp_path: Path
+) -> None:
+    argv = create_command(
+        fake_toolchain, "fleet", tmp_path / "kwok.yaml", "10.96.0.0/16", 19090, tmp_path / "prom"
+    )
+    extra = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--extra-args"]
+    assert "kube-controller-manager=controllers=*,-ttl-controller" in extra
+
+
 def test_the_node_not_ready_stage_is_selected_by_its_label() -> None:
-    stages = {d["metadata"]["name"]: d for d in list(yaml.safe_load_all(kwokctl_config()))[1:]}
+    stages = {d["metadata"]["name"]: d for d in list(yaml.safe_load_all(kwokctl_config()))[2:]}
     assert NODE_NOT_READY_LABEL in yaml.safe_dump(stages["node-not-ready"]["spec"]["selector"])
 
 
@@ -242,6 +271,7 @@ def test_create_command_gives_the_spec_service_cidr_to_apiserver_and_controller_
     assert extra == [
         "kube-apiserver=service-cluster-ip-range=10.100.0.0/20",
         "kube-controller-manager=service-cluster-ip-range=10.100.0.0/20",
+        "kube-controller-manager=controllers=*,-ttl-controller",
         f"prometheus=storage.tsdb.path={tmp_path / 'prom'}",
     ]
 
