@@ -181,8 +181,15 @@ def test_of_two_controllers_running_at_once_only_the_lease_holder_acts(
         write_xid(core, "gpu-4", 62)
         plan = ended_plan(custom, "gpu-4")
         assert plan["status"]["phase"] == "Succeeded"
-        # the standby only reads the Lease (verb get): no list, no write, nothing acted on
-        requests = second.samples("blackstart_rescue_controller_api_requests_total")
+        # the standby only reads the Lease (verb get): no list, no write, nothing acted on.
+        # Its first read may come after the plan ended (the cordon takes well under a
+        # second now): wait for it, every 2 s
+        requests = eventually(
+            lambda: second.samples("blackstart_rescue_controller_api_requests_total"),
+            10,
+            "the standby's first read of the Lease",
+        )
+        assert isinstance(requests, list)
         assert requests and {labels["verb"] for labels, _ in requests} == {"get"}, requests
         assert "RescuePlan" not in second.log.read_text() and "gpu-4" not in second.log.read_text()
 
