@@ -53,6 +53,7 @@ from kubernetes import client, watch
 from prometheus_client.parser import text_string_to_metric_families
 
 from blackstart.clusters.local.provider import LocalProvider
+from blackstart.clusters.local.supervisor import process_usage
 from blackstart.clusters.processes import read_pid
 from blackstart.clusters.spec import load_spec
 from blackstart.clusters.toolchain import resolve
@@ -142,15 +143,8 @@ AGENT_METRIC = "blackstart_rescue_agent_api_requests_total"
 
 def rss_mib(pid: int | None) -> float:
     """Resident memory of process ``pid`` in MiB (NaN when it is not running)."""
-    if pid is None:
-        return float("nan")
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
+    usage = process_usage(pid)
+    return usage[0] / 2**20 if usage is not None else float("nan")
 
 
 def has_xid_condition(node: dict[str, Any]) -> bool:

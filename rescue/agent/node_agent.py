@@ -175,9 +175,8 @@ class XidAgent:
             for share in shares
             if share
         ]
-        self.sender = self.senders[0]
         self._sender_of = {node: sender for sender in self.senders for node in sender.nodes}
-        self._wakes = {id(sender): threading.Event() for sender in self.senders}
+        self._wakes = [threading.Event() for _ in self.senders]  # one per sender, in order
         self._parsers = {entry.node: XidParser() for entry in logs}
         self._boot_times: dict[str, float | None] = {}
         self._readers: dict[str, KernelLogReader] = {}
@@ -195,9 +194,12 @@ class XidAgent:
             threading.Thread(target=self._reader_loop, name="xid-reader", daemon=True),
             *(
                 threading.Thread(
-                    target=self._sender_loop, args=(sender,), name=f"xid-sender-{i}", daemon=True
+                    target=self._sender_loop,
+                    args=(sender, wake),
+                    name=f"xid-sender-{i}",
+                    daemon=True,
                 )
-                for i, sender in enumerate(self.senders)
+                for i, (sender, wake) in enumerate(zip(self.senders, self._wakes, strict=True))
             ),
         ]
         for thread in self._threads:
@@ -229,7 +231,7 @@ class XidAgent:
         self._wake_senders()
 
     def _wake_senders(self) -> None:
-        for wake in self._wakes.values():
+        for wake in self._wakes:
             wake.set()
 
     def run(self) -> None:
@@ -377,8 +379,7 @@ class XidAgent:
         waits = [w for w in (s.deliver_due_once() for s in self.senders) if w is not None]
         return min(waits) if waits else None
 
-    def _sender_loop(self, sender: XidSender) -> None:
-        wake = self._wakes[id(sender)]
+    def _sender_loop(self, sender: XidSender, wake: threading.Event) -> None:
         while not self._stop.is_set():
             try:
                 wait = sender.deliver_due_once()
