@@ -24,7 +24,13 @@ process and its Corefile (which CoreDNS re-reads every 2 s):
   process running, ready); :func:`start_coredns` starts a killed CoreDNS as
   its supervisor would.
 
-Local provider only.
+On a kind cluster the real CoreDNS Deployment is acted on: :func:`kill_coredns`
+scales it to 0 (its supervisor scales it back), :func:`restart_coredns` kills its
+containers (SIGKILL, as an OOM kill does) and kubelet starts them again, with
+or without an API server; :func:`hang_coredns` freezes its processes;
+:func:`restore_coredns` brings it back and waits until it answers. The
+Corefile faults (configuration, dropped answers, latency, the cut) are local
+provider only.
 """
 
 import contextlib
@@ -46,9 +52,10 @@ from blackstart.clusters.local.coredns import CorednsConfig, render_corefile
 from blackstart.clusters.local.provider import LocalProvider
 from blackstart.clusters.net import free_port
 from blackstart.clusters.processes import is_alive
+from blackstart.clusters.provider import ClusterError, ClusterProvider
 from blackstart.health import utc_now_iso, wait_until
 from blackstart.probes.dns import DEFAULT_NAMES, query_once
-from blackstart.target import Target, local_provider, resolve_target
+from blackstart.target import Target, cluster_provider, local_provider, resolve_target
 
 __all__ = [
     "add_dns_latency",
@@ -74,6 +81,14 @@ def _local(
     target = resolve_target(configuration, secrets)
     provider = local_provider(target, what)
     return target, provider, str(target.cluster)
+
+
+def _any(
+    configuration: Configuration, secrets: Secrets, what: str
+) -> tuple[Target, ClusterProvider, str]:
+    """The target's provider, local or kind."""
+    target = resolve_target(configuration, secrets)
+    return target, cluster_provider(target, what), str(target.cluster)
 
 
 # ------------------------------------------------------------- configuration
@@ -247,7 +262,7 @@ def active_dns_throttles() -> list[str]:
 class _Supervisor:
     """Start a killed CoreDNS again after a delay, as kubelet restarts a crashed container."""
 
-    def __init__(self, provider: LocalProvider, cluster: str, delay: float):
+    def __init__(self, provider: ClusterProvider, cluster: str, delay: float):
         self.provider = provider
         self.cluster = cluster
         self.cancelled = threading.Event()
@@ -288,7 +303,7 @@ def kill_coredns(
     "restart_after_s"}``; raises when CoreDNS was not running.
     """
     delay = _seconds("restart_after_s", restart_after_s, 0, 600)
-    _, provider, cluster = _local(configuration, secrets, "kill_coredns")
+    _, provider, cluster = _any(configuration, secrets, "kill_coredns")
     result = components.stop(provider, cluster, COREDNS, grace=0.0)
     result["restart_after_s"] = delay or None
     if delay:
@@ -306,22 +321,36 @@ def hang_coredns(configuration: Configuration = None, secrets: Secrets = None) -
     Returns ``{"cluster", "component", "pid", "hung_at"}``. Roll back with
     ``restore_coredns``.
     """
-    _, provider, cluster = _local(configuration, secrets, "hang_coredns")
+    _, provider, cluster = _any(configuration, secrets, "hang_coredns")
     return components.hang(provider, cluster, COREDNS)
 
 
-def _answers(provider: LocalProvider, cluster: str) -> bool:
+def _answers(target: Target, provider: ClusterProvider, cluster: str) -> bool:
     """CoreDNS is ready and answers a cluster name (a SERVFAIL it cached while it could not
     sync lingers for seconds after it reports ready)."""
-    if not provider.coredns_ready(cluster):
+    if isinstance(provider, LocalProvider) and not provider.coredns_ready(cluster):
         return False
-    host, _, port = provider.state(cluster).dns_address.rpartition(":")
+    address = target.dns_server or ""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ActivityFailed(
+            f"cluster {cluster} has no data-plane DNS address to check CoreDNS with "
+            f"({address!r}); set the configuration key 'dns_server' as host:port"
+        )
     return query_once(host, int(port), PROBE_NAME, "A", 0.5)[0] == "ok"
 
 
-def _wait_ready(provider: LocalProvider, cluster: str, timeout_s: float) -> float | None:
-    ready, waited = wait_until(lambda: _answers(provider, cluster), timeout_s, 0.2)
+def _wait_ready(
+    target: Target, provider: ClusterProvider, cluster: str, timeout_s: float
+) -> float | None:
+    ready, waited = wait_until(lambda: _answers(target, provider, cluster), timeout_s, 0.2)
     return round(waited, 3) if ready else None
+
+
+def _logs(provider: ClusterProvider, cluster: str) -> str:
+    if isinstance(provider, LocalProvider):
+        return f"see {provider.log_file(cluster, COREDNS)}"
+    return "see `kubectl -n kube-system logs deployment/coredns`"
 
 
 def start_coredns(
@@ -336,13 +365,13 @@ def start_coredns(
     The configuration is left as it is (see ``restore_coredns``).
     """
     _seconds("timeout_s", timeout_s, 1, 600)
-    _, provider, cluster = _local(configuration, secrets, "start_coredns")
+    target, provider, cluster = _any(configuration, secrets, "start_coredns")
     done = components.ensure_running(provider, cluster, COREDNS)
-    ready_after = _wait_ready(provider, cluster, timeout_s)
+    ready_after = _wait_ready(target, provider, cluster, timeout_s)
     if ready_after is None:
         raise ActivityFailed(
             f"CoreDNS of cluster {cluster} was not ready {timeout_s:g} s after it was "
-            f"{done}; see {provider.log_file(cluster, COREDNS)}"
+            f"{done}; {_logs(provider, cluster)}"
         )
     return {"cluster": cluster, "done": done, "ready_after_s": ready_after}
 
@@ -364,19 +393,24 @@ def restart_coredns(
     """
     flag("wait_ready", wait_ready)
     _seconds("timeout_s", timeout_s, 1, 600)
-    _, provider, cluster = _local(configuration, secrets, "restart_coredns")
-    if components.component_state(provider, cluster, COREDNS) == "stopped":
-        raise ActivityFailed(f"CoreDNS of cluster {cluster} is not running: nothing to restart")
-    components.stop(provider, cluster, COREDNS, grace=5.0)
-    components.ensure_running(provider, cluster, COREDNS)
+    target, provider, cluster = _any(configuration, secrets, "restart_coredns")
+    if isinstance(provider, LocalProvider):
+        if components.component_state(provider, cluster, COREDNS) == "stopped":
+            raise ActivityFailed(f"CoreDNS of cluster {cluster} is not running: nothing to restart")
+        components.stop(provider, cluster, COREDNS, grace=5.0)
+        components.ensure_running(provider, cluster, COREDNS)
+        pid = components.component_pid(provider, cluster, COREDNS)
+    else:
+        _restart(provider, cluster)
+        pid = None  # pids inside a kind node mean nothing on the host
     result: dict[str, Any] = {
         "cluster": cluster,
-        "pid": components.component_pid(provider, cluster, COREDNS),
+        "pid": pid,
         "restarted_at": utc_now_iso(),
         "ready_after_s": None,
     }
     if wait_ready:
-        result["ready_after_s"] = _wait_ready(provider, cluster, timeout_s)
+        result["ready_after_s"] = _wait_ready(target, provider, cluster, timeout_s)
         if result["ready_after_s"] is None:
             raise ActivityFailed(
                 f"CoreDNS of cluster {cluster} was not ready {timeout_s:g} s after its restart"
@@ -515,12 +549,15 @@ def restore_coredns(
     ``timeout_s`` (is the API server up?).
     """
     _seconds("timeout_s", timeout_s, 2, 600)
-    _, provider, cluster = _local(configuration, secrets, "restore_coredns")
+    target, any_provider, cluster = _any(configuration, secrets, "restore_coredns")
     started = time.monotonic()
     done = []
     _cancel_supervisor(cluster)
     if _stop_throttle(cluster):
         done.append("throttling ended")
+    if not isinstance(any_provider, LocalProvider):
+        return _restore_deployment(target, any_provider, cluster, timeout_s, started, done)
+    provider = any_provider
     cfg = provider.coredns_config(cluster)
     was = components.component_state(provider, cluster, COREDNS)
     if was == "hung":
@@ -534,17 +571,53 @@ def restore_coredns(
         components.ensure_running(provider, cluster, COREDNS)
         done.append("started")
     (provider.state_dir(cluster) / CUT_KUBECONFIG).unlink(missing_ok=True)
-    ready_after = _wait_ready(provider, cluster, timeout_s / 2)
+    ready_after = _wait_ready(target, provider, cluster, timeout_s / 2)
     if ready_after is None:
         components.stop(provider, cluster, COREDNS, grace=2.0)
         components.ensure_running(provider, cluster, COREDNS)
         done.append("restarted (was not ready)")
         left = max(1.0, timeout_s - (time.monotonic() - started))
-        if _wait_ready(provider, cluster, left) is None:
+        if _wait_ready(target, provider, cluster, left) is None:
             raise ActivityFailed(
                 f"CoreDNS of cluster {cluster} is not ready {timeout_s:g} s into its restore; "
                 f"is the API server up? see {provider.log_file(cluster, COREDNS)}"
             )
+    return {
+        "cluster": cluster,
+        "done": done or ["nothing to restore"],
+        "ready_after_s": round(time.monotonic() - started, 3),
+    }
+
+
+def _restart(provider: ClusterProvider, cluster: str) -> None:
+    try:
+        provider.restart_coredns(cluster)
+    except ClusterError as err:
+        raise ActivityFailed(f"could not restart CoreDNS of cluster {cluster}: {err}") from err
+
+
+def _restore_deployment(
+    target: Target,
+    provider: ClusterProvider,
+    cluster: str,
+    timeout_s: float,
+    started: float,
+    done: list[str],
+) -> dict[str, Any]:
+    """:func:`restore_coredns` on a cluster whose CoreDNS is a Deployment (kind)."""
+    state = components.component_state(provider, cluster, COREDNS)
+    if state != "running":
+        components.ensure_running(provider, cluster, COREDNS)
+        done.append("resumed" if state == "hung" else "started")
+    # No restart half-way, as on the local provider: after an API outage the node's
+    # kube-proxy and CoreDNS's own client each retry with a back-off (about a minute in
+    # all, measured on kind); a restart would only start CoreDNS's wait again.
+    left = max(1.0, timeout_s - (time.monotonic() - started))
+    if _wait_ready(target, provider, cluster, left) is None:
+        raise ActivityFailed(
+            f"CoreDNS of cluster {cluster} does not answer {timeout_s:g} s into its "
+            f"restore; is the API server up? {_logs(provider, cluster)}"
+        )
     return {
         "cluster": cluster,
         "done": done or ["nothing to restore"],

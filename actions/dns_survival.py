@@ -111,8 +111,12 @@ def disable_dns_survival(
     """Turn the data-plane DNS mitigation off: the plain Corefile, no snapshot writer.
 
     Safe when it is off. A running CoreDNS reloads the plain configuration
-    within seconds. Returns ``{"was_enabled"}``.
+    within seconds. Returns ``{"was_enabled"}``. On a cluster not of the local
+    provider the mitigation cannot have been enabled (``enable_dns_survival``
+    refuses it there), so there is nothing to turn off: ``{"was_enabled": false}``.
     """
     target = resolve_target(configuration, secrets)
+    if target.state is None or target.state.provider != "local":
+        return {"was_enabled": False}
     provider = local_provider(target, "disable_dns_survival")
     return {"was_enabled": provider.disable_dns_survival(str(target.cluster))}

@@ -39,9 +39,10 @@ from blackstart.actions._xid_record import recorded_injections as recorded_injec
 from blackstart.actions._xid_rollback import restore_xid_nodes
 from blackstart.clusters.local.kwok_nodes import node_is_ready
 from blackstart.clusters.provider import ClusterError
+from blackstart.clusters.state import ClusterState
 from blackstart.health import utc_now_iso
 from blackstart.rescue.wire.xid import normalise_pci, parse_lines
-from blackstart.target import Target, local_provider, resolve_target
+from blackstart.target import Target, cluster_provider, resolve_target
 
 __all__ = ["inject_xid", "restore_xid_nodes", "xid_storm"]
 
@@ -201,6 +202,18 @@ def _was_cordoned(target: Target, node: str) -> bool | None:
     return bool(found.spec and found.spec.unschedulable)
 
 
+def kubernetes_node_name(state: ClusterState, node: str) -> str:
+    """The Node's name for ``node``: a kind cluster also takes the spec's names (``gpu-0``).
+
+    The catalogue names nodes as the cluster spec does; a kind cluster's nodes are
+    ``<cluster>-worker<N>``, mapped in its state (``cluster status`` shows them).
+    """
+    node_map = state.extra.get("node_map") if state.provider == "kind" else None
+    if isinstance(node_map, dict) and node in node_map:
+        return str(node_map[node])
+    return node
+
+
 def _write_xids(
     target: Target,
     node: str,
@@ -214,7 +227,7 @@ def _write_xids(
     compute_instance: str = "",
     bare: bool = False,
 ) -> Injection:
-    provider = local_provider(target, "inject_xid")
+    provider = cluster_provider(target, "inject_xid")
     state = target.require_state("inject_xid")
     try:
         path = provider.kernel_log(state.name, node)
@@ -222,6 +235,7 @@ def _write_xids(
         raise ActivityFailed(
             f"{err}: only GPU and standby nodes have a kernel log; pick one of those"
         ) from err
+    node = kubernetes_node_name(state, node)
     was_cordoned = _was_cordoned(target, node)
     pid = random.randint(1000, 60000)
     bodies = []

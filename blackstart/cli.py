@@ -197,7 +197,7 @@ def gameday(
     from blackstart.suite import SuiteError, load_suite
 
     try:
-        suite = load_suite(suite_path, only=only)
+        suite = load_suite(suite_path, only=only, provider="context" if context else provider)
         if spec_path and not context:
             load_spec(spec_path)
     except (SuiteError, SpecError) as err:

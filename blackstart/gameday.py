@@ -236,7 +236,10 @@ class Gameday:
             self._add_not_run(cluster_error)
             wall = time.monotonic() - started
             self._write_suite_reports(started_at, wall)
-        if code == ExitCode.AS_EXPECTED and any(not m.run.as_expected for m in self.results):
+        not_here = {e.name for e in suite.entries if e.not_run}
+        if code == ExitCode.AS_EXPECTED and any(
+            not m.run.as_expected and m.run.name not in not_here for m in self.results
+        ):
             code = ExitCode.UNEXPECTED
         self._summary(wall, code)
         return int(code)
@@ -265,7 +268,10 @@ class Gameday:
         for index, entry in enumerate(entries, start=1):
             if self._interrupted.is_set():
                 break
-            measured = self._run_entry(index, len(entries), entry)
+            if entry.not_run:
+                measured = self._not_run_here(index, len(entries), entry)
+            else:
+                measured = self._run_entry(index, len(entries), entry)
             self.results.append(measured)
             # Keep the index and JUnit current, so a crash later loses nothing.
             self._write_suite_reports(started_at, time.monotonic() - started)
@@ -282,6 +288,20 @@ class Gameday:
             self.notes.append(f"Tear-down failed: {err}")
 
     # ----------------------------------------------------------- one entry
+    def _not_run_here(self, index: int, total: int, entry: SuiteEntry) -> _Measured:
+        """An entry the suite says does not run on this provider: reported, never passed."""
+        provider = self.options.suite.provider
+        reason = f"not run on {provider}: {entry.not_run}"
+        self.echo(f"[{index}/{total} {entry.name}] {reason}")
+        run = ExperimentRun(
+            name=entry.name,
+            outcome="skipped",
+            expected=entry.expect,
+            error=reason,
+            experiment_path=str(entry.path),
+        )
+        return _Measured(run)
+
     def _run_entry(self, index: int, total: int, entry: SuiteEntry) -> _Measured:
         opts = self.options
         folder = opts.out_dir / entry.name
@@ -485,9 +505,12 @@ class Gameday:
                 f"{format_duration(r.duration)}"
             )
         ok = sum(1 for m in self.results if m.run.as_expected)
+        suite = self.options.suite
+        not_here = sum(1 for e in suite.entries if e.not_run)
+        where = f" ({not_here} not run on {suite.provider}, see the suite)" if not_here else ""
         self.out("")
         self.out(
-            f"{ok} of {len(self.results)} experiments as expected; wall time "
+            f"{ok} of {len(self.results)} experiments as expected{where}; wall time "
             f"{format_duration(wall)}; exit code {int(code)} ({code.name.lower()})"
         )
         self.out(f"index: {self.options.out_dir / 'index.html'}")

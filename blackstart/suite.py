@@ -13,6 +13,11 @@ A suite is YAML (``experiments/gameday.yaml``)::
         timeout: 300
         variables: {xid: 62}
         description: ...             # optional, for people
+        providers:                   # optional: what changes on one provider
+          kind:                      # local | kind | context (blackstart gameday --context)
+            variables: {xid_node: gpu-0}   # merged over the entry's variables there
+          context:
+            not_run: why             # not run there: reported as not run, with this reason
 
 :func:`load_suite` checks every field and raises :class:`SuiteError` naming
 the file, the entry and the field that is wrong, and what would be right.
@@ -43,7 +48,9 @@ __all__ = [
 EXPECTED_OUTCOMES = ("completed", "deviated")
 DEFAULT_TIMEOUT = 600.0
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-ENTRY_FIELDS = ("name", "file", "expect", "timeout", "variables", "description")
+ENTRY_FIELDS = ("name", "file", "expect", "timeout", "variables", "description", "providers")
+PROVIDERS = ("local", "kind", "context")
+PROVIDER_FIELDS = ("variables", "not_run")
 DEFAULT_FIELDS = ("timeout", "variables", "expect")
 TOP_FIELDS = ("suite", "description", "defaults", "experiments")
 
@@ -62,6 +69,8 @@ class SuiteEntry:
     timeout: float = DEFAULT_TIMEOUT
     variables: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    #: why this entry is not run on the game day's provider; empty when it runs
+    not_run: str = ""
 
 
 @dataclass(frozen=True)
@@ -73,14 +82,26 @@ class Suite:
     entries: tuple[SuiteEntry, ...]
     description: str = ""
     all_names: tuple[str, ...] = ()
+    #: the provider the entries were resolved for (their ``providers`` section)
+    provider: str = "local"
 
 
-def load_suite(path: str | Path, only: Sequence[str] = (), check_files: bool = True) -> Suite:
+def load_suite(
+    path: str | Path,
+    only: Sequence[str] = (),
+    check_files: bool = True,
+    provider: str = "local",
+) -> Suite:
     """Read and check the suite at ``path``, keeping only the entries named in ``only``.
 
+    Each entry is resolved for ``provider`` (``local``, ``kind`` or ``context``):
+    its ``providers.<provider>.variables`` are merged over its variables, and
+    ``providers.<provider>.not_run`` marks it as not run there, with that reason.
     With ``check_files`` every kept entry's experiment file must exist and be
     JSON or YAML that looks like an experiment (a ``title`` and a ``method``).
     """
+    if provider not in PROVIDERS:
+        raise SuiteError(f"provider must be one of {', '.join(PROVIDERS)}, not {provider!r}")
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -145,6 +166,8 @@ def load_suite(path: str | Path, only: Sequence[str] = (), check_files: bool = T
         description = raw.get("description", "")
         if not isinstance(description, str):
             raise SuiteError(f"{where}: 'description' must be text, found {_kind(description)}")
+        here = _providers(raw.get("providers") or {}, where).get(provider, {})
+        variables.update(here.get("variables", {}))
         entries.append(
             SuiteEntry(
                 name=name,
@@ -155,6 +178,7 @@ def load_suite(path: str | Path, only: Sequence[str] = (), check_files: bool = T
                 timeout=_timeout(raw.get("timeout", default_timeout), where),
                 variables=variables,
                 description=description,
+                not_run=str(here.get("not_run", "")),
             )
         )
 
@@ -183,6 +207,7 @@ def load_suite(path: str | Path, only: Sequence[str] = (), check_files: bool = T
         entries=tuple(entries),
         description=description if isinstance(description, str) else "",
         all_names=names,
+        provider=provider,
     )
 
 
@@ -211,6 +236,34 @@ def _no_unknown(mapping: Mapping[str, Any], allowed: Sequence[str], where: str) 
             f"{where}: unknown field(s) {', '.join(repr(u) for u in unknown)}; "
             f"allowed: {', '.join(allowed)}"
         )
+
+
+def _providers(value: Any, where: str) -> dict[str, dict[str, Any]]:
+    """An entry's ``providers`` section, checked: provider -> {variables, not_run}."""
+    if not isinstance(value, dict):
+        raise SuiteError(
+            f"{where}: 'providers' must map a provider ({', '.join(PROVIDERS)}) to what "
+            f"changes there, found {_kind(value)}"
+        )
+    checked: dict[str, dict[str, Any]] = {}
+    for name, section in value.items():
+        at = f"{where}: providers.{name}"
+        if name not in PROVIDERS:
+            raise SuiteError(f"{at}: unknown provider; use one of {', '.join(PROVIDERS)}")
+        if not isinstance(section, dict) or not section:
+            raise SuiteError(
+                f"{at}: must be a mapping with 'variables' and/or 'not_run', found {_kind(section)}"
+            )
+        _no_unknown(section, PROVIDER_FIELDS, at)
+        reason = section.get("not_run", "")
+        if "not_run" in section and (not isinstance(reason, str) or not reason.strip()):
+            raise SuiteError(
+                f"{at}: 'not_run' must say why the experiment does not run there, found {reason!r}"
+            )
+        checked[name] = {"variables": _variables(section.get("variables") or {}, at)}
+        if reason:
+            checked[name]["not_run"] = reason.strip()
+    return checked
 
 
 def _expect(value: Any, where: str) -> str:

@@ -47,6 +47,8 @@ CLUSTER_LABEL = "io.x-k8s.kind.cluster"
 KIND_NETWORK = "kind"
 #: a node container that exits non-zero (rebooted from inside: systemd ends on SIGHUP) restarts
 NODE_RESTART_POLICY = "on-failure"
+#: the NodePort Service through which the host's DNS probes reach the CoreDNS pods
+DNS_SERVICE = "blackstart-dns"
 _ENDPOINTS = {
     "etcd": "https://{cp}:2379 (in the kind network)",
     "kube-controller-manager": "https://127.0.0.1:10257 (in {cp})",
@@ -150,6 +152,8 @@ class KindProvider:
                 self._run(command, f"setting up the nodes of {name!r}")
             self.advertise_gpus(name)
             self._wait_ready(state, "pod", "--all", "-n", "kube-system")
+            state.dns_address = self._publish_dns(state)
+            state.save()
         except ClusterError:
             if not self.retain_on_failure:
                 self.down(name)
@@ -341,10 +345,29 @@ class KindProvider:
         return self._signal_component(name, component, "CONT")
 
     def restart_coredns(self, name: str) -> None:
-        """Roll the CoreDNS Deployment (new pods) and wait until the roll-out is done."""
-        state = load_state(name, self.cache)
-        self._system(state, "rollout", "restart", "deployment/coredns")
-        self._coredns_rollout(state)
+        """Kill CoreDNS's containers (SIGKILL, as an OOM kill does); kubelet starts them again.
+
+        Needs no API server: kubelet restarts a pod's dead container on its own,
+        which is how CoreDNS restarts while the control plane is down. Waits until
+        every CoreDNS pod that ran has a new container running (not until it is ready).
+        """
+        nodes = [n for n, s in self._node_states(name).items() if s == "running"]
+        before = {
+            n: {c.id for c in kc.running_named(self.nodes.containers(n), kc.COREDNS)} for n in nodes
+        }
+        killed = [pid for n in nodes for pid in self.nodes.signal(n, kc.COREDNS, "KILL", False)]
+        if not killed:
+            raise ClusterError(f"CoreDNS does not run in kind cluster {name!r}: nothing to restart")
+        self.progress(f"[{name}] killed {len(killed)} CoreDNS container(s); kubelet restarts them")
+
+        def restarted() -> bool:
+            for node, old in before.items():
+                now = {c.id for c in kc.running_named(self.nodes.containers(node), kc.COREDNS)}
+                if len(now - old) < len(old):
+                    return False
+            return True
+
+        self._until(restarted, f"the CoreDNS containers of {name!r} to run again", timeout=90.0)
 
     # --- nodes ------------------------------------------------------------------
     def reboot_node(self, name: str, node: str) -> str:
@@ -473,6 +496,49 @@ class KindProvider:
             raise ClusterError(f"{component} does not run in kind cluster {name!r}")
         return pids[0]
 
+    def _publish_dns(self, state: ClusterState) -> str:
+        """Publish CoreDNS on a NodePort and return ``<control-plane IP>:<port>``.
+
+        The probes' queries enter the cluster at the control-plane node's kube-proxy
+        and reach the CoreDNS pods over the pod network, as a pod's query to the
+        ``kube-dns`` ClusterIP does; the host cannot reach the ClusterIP itself.
+        """
+        self._system(
+            state,
+            "expose",
+            "deployment/coredns",
+            f"--name={DNS_SERVICE}",
+            "--type=NodePort",
+            "--port=53",
+            "--target-port=53",
+            "--protocol=UDP",
+        )
+        port = self._system(
+            state, "get", f"service/{DNS_SERVICE}", "-o", "jsonpath={.spec.ports[0].nodePort}"
+        ).strip()
+        address = self._run(
+            [
+                self.docker,
+                "inspect",
+                "-f",
+                "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+                self._cp(state),
+            ],
+            "reading the control plane's address",
+        ).split()
+        if not port.isdigit() or not address:
+            raise ClusterError(
+                f"CoreDNS could not be published on a NodePort (port {port!r}, address {address})"
+            )
+        published = f"{address[0]}:{port}"
+        self._until(
+            lambda: _dns_answers(address[0], int(port)),
+            f"CoreDNS to answer at {published} (kube-proxy programs the NodePort)",
+            timeout=60.0,
+        )
+        self.progress(f"[{state.name}] data-plane DNS published at {published}")
+        return published
+
     def _readyz(self, state: ClusterState) -> bool:
         try:
             argv = [self.kubectl, "--kubeconfig", state.kubeconfig, "get", "--raw", "/readyz"]
@@ -510,6 +576,15 @@ class KindProvider:
         endpoint = "kube-system/coredns (Service kube-dns)"
         detail = f"{ready_n}/{wanted_n} pods ready"
         return ComponentStatus(kc.COREDNS, None, endpoint, current, healthy, detail)
+
+
+def _dns_answers(host: str, port: int) -> bool:
+    """``kubernetes.default.svc`` resolves through ``host:port`` (True without dnspython)."""
+    try:
+        from blackstart.probes.dns import DEFAULT_NAMES, query_once
+    except ImportError:  # the rescue images carry no chaos extra; nothing to wait with
+        return True
+    return query_once(host, port, DEFAULT_NAMES[0], "A", 1.0)[0] == "ok"
 
 
 def _server_of(kubeconfig: Path) -> str:

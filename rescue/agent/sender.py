@@ -170,9 +170,12 @@ class XidSender:
         """The node's write: the condition when it lacks Xids, else the Event's turn."""
         state = self.state(node)
         pending = self.store.pending(node, self.options.max_batch) if burst_finished else []
-        if pending and state.reports is None:
+        # A repeat would fold into a report of our last write; read the condition as it is
+        # now first: a person or a tool may have cleared it since, and a Xid folded into a
+        # cleared report (whose id the controller has handled) would never be acted on.
+        if pending and (state.reports is None or self._repeats(state, pending)):
             try:
-                self.fetch_node(node)
+                self.fetch_node(node, fresh=True)
             except NotFound:
                 lines = sum(p.count for p in pending)
                 log.error("node %s does not exist; dropping its %d spooled Xid(s)", node, lines)
@@ -190,6 +193,10 @@ class XidSender:
         else:
             return
         state.next_write = self._clock() + self.options.min_write_interval
+
+    def _repeats(self, state: _NodeState, pending: list[PendingReport]) -> bool:
+        held = {key_of_report(r) for r in state.reports or []}
+        return any(p.key in held for p in pending)
 
     def _new_keys(self, state: _NodeState, pending: list[PendingReport]) -> bool:
         held = {key_of_report(r) for r in state.reports or []}
@@ -333,8 +340,12 @@ class XidSender:
         series.count = total
 
     # ------------------------------------------------------------------ the Node
-    def fetch_node(self, node: str) -> None:
-        """GET the node: its condition as it is, its uid and boot id."""
+    def fetch_node(self, node: str, fresh: bool = False) -> None:
+        """GET the node: its condition as it is, its uid and boot id.
+
+        ``fresh``: the condition read replaces what this agent last wrote (the sender's
+        own read before a write); else it only fills in a condition not known yet.
+        """
         result = self.api.request(
             "get",
             "nodes",
@@ -345,7 +356,7 @@ class XidSender:
         state = self.state(node)
         with self._lock:
             # the reader may GET while the sender patches: never replace what was written since
-            if state.reports is None:
+            if state.reports is None or fresh:
                 state.reports = reports_from_node(result)
         self.remember_node(node, result)
 

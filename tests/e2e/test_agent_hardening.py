@@ -239,6 +239,42 @@ CORDON_ON_79 = {"priority": 10, "errorCode": ["79"], "actions": [{"name": "cordo
 CORDON_ON_62 = {"priority": 10, "errorCode": ["62"], "actions": [{"name": "cordon"}]}
 
 
+# --- a Xid again after its report was cleared ---
+def test_a_xid_again_after_its_report_was_cleared_is_a_new_report_and_a_new_plan(
+    core: client.CoreV1Api, custom: client.CustomObjectsApi, processes: Processes, tmp_path: Path
+) -> None:
+    """A person (or blackstart's own rollback) uncordons the node and clears its GPUXidError
+    condition; the same Xid on the same GPU minutes later is acted on again. It used to be
+    folded into the cleared report, whose id the controller had handled: the node stayed
+    schedulable (found on kind, a second Xid 62 on one worker)."""
+    node = "gpu-45"
+    log = tmp_path / f"{node}.log"
+    log.write_text("")
+    policy(custom, "cordon-62", CORDON_ON_62)
+    processes.controller()
+    processes.agent("--node", f"{node}={log}", "--min-write-interval", "0")
+
+    append(log, xid_line(62, time.time(), node))
+    eventually(lambda: ended(custom, node), 30, f"the first plan on {node} to end")
+    [first] = reports(core, node)
+    assert core.read_node(node).spec.unschedulable
+    core.patch_node(node, {"spec": {"unschedulable": None}})
+    core.patch_node_status(
+        node, {"status": {"conditions": [{"type": "GPUXidError", "$patch": "delete"}]}}
+    )
+    eventually(lambda: not reports(core, node), 10, f"the condition on {node} cleared")
+
+    # the same Xid on the same GPU, well within the agent's 10-minute collapse window
+    append(log, xid_line(62, time.time(), node))
+    eventually(lambda: core.read_node(node).spec.unschedulable, 30, f"{node} cordoned again")
+    [again] = reports(core, node)
+    assert again["id"] != first["id"]
+    assert again["count"] == 1
+    # the cordon goes first, the plan that records it follows
+    eventually(lambda: len(plans(custom, node)) == 2, 30, f"the second plan on {node}")
+    assert [p["spec"]["reportIds"] for p in plans(custom, node)] == [[first["id"]], [again["id"]]]
+
+
 # --- 15: old Xids replayed as new ---
 def test_a_replayed_week_old_xid_is_not_acted_on_and_a_fresh_one_is(
     core: client.CoreV1Api, custom: client.CustomObjectsApi, processes: Processes, tmp_path: Path

@@ -71,6 +71,7 @@ def run_gameday(
     session: NoClusterSession | None = None,
     on_line: object = None,
     grace: float = 30.0,
+    provider: str = "local",
 ) -> tuple[int, list[str], NoClusterSession, Path]:
     session = session or NoClusterSession()
     out = tmp_path / "out"
@@ -84,7 +85,7 @@ def run_gameday(
             on_line(message)
 
     options = GamedayOptions(
-        suite=load_suite(suite_file(tmp_path, body)),
+        suite=load_suite(suite_file(tmp_path, body), provider=provider),
         out_dir=out,
         session=session,
         chaos=chaos,
@@ -131,6 +132,45 @@ experiments:
     summary = lines[lines.index("") + 1 :]
     assert summary[0].split() == ["EXPERIMENT", "EXPECTED", "OUTCOME", "RESULT", "TOOK"]
     assert summary[2].split()[:4] == ["known-weakness", "deviated", "deviated", "ok"]
+
+
+def test_an_entry_the_suite_keeps_off_a_provider_is_reported_not_run_never_passed(
+    tmp_path: Path,
+) -> None:
+    flag = tmp_path / "flag"
+    flag.touch()
+    body = f"""
+experiments:
+  - name: holds
+    file: FIXTURES/experiments/probe-holds.json
+  - name: needs-local
+    file: FIXTURES/experiments/flag-deviates.json
+    expect: deviated
+    variables: {{flag_path: "{flag}"}}
+    providers:
+      kind: {{not_run: "the storm needs the local control plane's cgroup"}}
+"""
+    code, lines, _, out = run_gameday(tmp_path, body, provider="kind")
+    # what ran ended as expected: the entry not run on kind does not fail the game day...
+    assert code == ExitCode.AS_EXPECTED
+    assert not (out / "needs-local" / "journal.json").exists()
+    # ...but it is never counted as passed: JUnit skips it with the reason, the index says so
+    root = ET.parse(out / "junit.xml").getroot()
+    assert (root.get("tests"), root.get("failures"), root.get("skipped")) == ("2", "0", "1")
+    skipped = root.find(".//testcase[@name='needs-local']/skipped")
+    assert skipped is not None
+    assert "not run on kind: the storm needs the local control plane's cgroup" in (
+        skipped.get("message") or ""
+    )
+    assert "1 of 2 experiments were not run." in (out / "index.html").read_text()
+    summary = lines[lines.index("") + 1 :]
+    assert summary[2].split()[:4] == ["needs-local", "deviated", "skipped", "not"]
+    assert "1 of 2 experiments as expected (1 not run on kind, see the suite)" in "\n".join(lines)
+    # on the local provider the same suite runs it
+    (tmp_path / "local").mkdir()
+    code, _, _, out = run_gameday(tmp_path / "local", body)
+    assert code == ExitCode.AS_EXPECTED
+    assert (out / "needs-local" / "journal.json").is_file()
 
 
 def test_an_unexpected_outcome_exits_1(tmp_path: Path) -> None:

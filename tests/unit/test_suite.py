@@ -30,6 +30,14 @@ CATALOGUE = [
     "remedy-grow-apiserver",
     "staged-rollout-guard",
 ]
+# the entries that run on the default kind fleet (one control plane, two GPU workers)
+KIND_RUNS = [
+    "xid-62-cordon",
+    "control-plane-outage-dns",
+    "coredns-restart-during-outage",
+    "coredns-outage",
+    "xid-during-apiserver-outage",
+]
 # what each entry demonstrates: a known weakness deviates, a fix completes
 DEVIATES = {"telemetry-storm", "coredns-restart-during-outage", "dns-chain-during-storm"}
 EXPERIMENT = '{"title": "t", "method": [{"type": "action", "name": "a"}]}'
@@ -84,6 +92,52 @@ experiments:
     assert (b.path, b.expect, b.timeout) == (tmp_path / "a.json", "deviated", 30.0)
 
 
+def test_a_provider_section_adds_variables_or_keeps_the_entry_off_that_provider(
+    tmp_path: Path,
+) -> None:
+    path = write_suite(
+        tmp_path,
+        """
+defaults: {variables: {node: gpu-3, rate: 5}}
+experiments:
+  - name: a
+    providers:
+      kind: {variables: {node: gpu-0}}
+  - name: b
+    file: a.json
+    providers:
+      kind: {not_run: "  needs the local control plane  "}
+      context: {not_run: needs blackstart's own cluster}
+""",
+    )
+    local = load_suite(path)
+    assert local.provider == "local"
+    assert [(dict(e.variables), e.not_run) for e in local.entries] == [
+        ({"node": "gpu-3", "rate": 5}, ""),
+        ({"node": "gpu-3", "rate": 5}, ""),
+    ]
+    kind = load_suite(path, provider="kind")
+    assert [(dict(e.variables), e.not_run) for e in kind.entries] == [
+        ({"node": "gpu-0", "rate": 5}, ""),
+        ({"node": "gpu-3", "rate": 5}, "needs the local control plane"),
+    ]
+    assert load_suite(path, provider="context").entries[1].not_run == (
+        "needs blackstart's own cluster"
+    )
+    with pytest.raises(SuiteError, match="provider must be one of local, kind, context"):
+        load_suite(path, provider="eks")
+
+
+def test_the_catalogue_says_why_each_entry_it_keeps_off_kind_does_not_run_there() -> None:
+    kind = load_suite(REPO / "experiments" / "gameday.yaml", provider="kind")
+    runs = [e.name for e in kind.entries if not e.not_run]
+    assert runs == KIND_RUNS
+    for entry in kind.entries:
+        assert entry.not_run == "" or len(entry.not_run) > 30, entry.name
+    # the local game day runs every entry
+    assert not [e for e in load_suite(REPO / "experiments" / "gameday.yaml").entries if e.not_run]
+
+
 def test_only_keeps_the_named_entries_and_skips_checking_the_others(tmp_path: Path) -> None:
     path = write_suite(tmp_path, "experiments: [a, not-written-yet]")
     assert [e.name for e in load_suite(path, only=["a"]).entries] == ["a"]
@@ -117,6 +171,19 @@ def test_only_keeps_the_named_entries_and_skips_checking_the_others(tmp_path: Pa
         ("experiments:\n  - {name: a, variables: {'k:int': 1}}", "variable name 'k:int'"),
         ("experiments:\n  - {name: a, variables: {k: null}}", "variable 'k' has no value"),
         ("experiments: []", "'experiments' must be a non-empty list"),
+        (
+            "experiments:\n  - {name: a, providers: {eks: {not_run: x}}}",
+            "experiments[0] (a): providers.eks: unknown provider; use one of local, kind",
+        ),
+        (
+            "experiments:\n  - {name: a, providers: {kind: {not_run: ''}}}",
+            "providers.kind: 'not_run' must say why the experiment does not run there",
+        ),
+        (
+            "experiments:\n  - {name: a, providers: {kind: {skip: yes}}}",
+            "providers.kind: unknown field(s) 'skip'; allowed: variables, not_run",
+        ),
+        ("experiments:\n  - {name: a, providers: [kind]}", "'providers' must map a provider"),
         ("- a\n- b", "a suite is a mapping with an 'experiments' list, found a list"),
         ("experiments: [a\n", "not valid YAML (line 2, column 1)"),
         ("defaults: {expect: maybe}\nexperiments: [a]", "defaults: 'expect' must be one of"),
