@@ -9,6 +9,7 @@ import click
 
 from blackstart.cli_common import BIN_DIR, CLUSTER_NAME, Context, pass_context
 from blackstart.cli_common import progress as _progress
+from blackstart.clusters.kind import KIND_DEFAULT_SPEC
 from blackstart.clusters.kind_provider import KindProvider
 from blackstart.clusters.local.provider import LocalProvider
 from blackstart.clusters.processes import ProcessError
@@ -21,8 +22,6 @@ from blackstart.clusters.state import (
     state_dir_for,
 )
 from blackstart.clusters.toolchain import resolve
-
-KIND_DEFAULT_SPEC = "kind-gpu.yaml"
 
 
 @click.group()

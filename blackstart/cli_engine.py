@@ -9,8 +9,6 @@ import click
 from blackstart.cli_common import Context, pass_context
 from blackstart.cli_common import progress as _progress
 
-KIND_DEFAULT_SPEC = "kind-gpu.yaml"
-
 
 @click.group()
 def engine() -> None:

@@ -11,8 +11,6 @@ from blackstart.cli_common import BIN_DIR, Context, pass_context
 from blackstart.cli_common import progress as _progress
 from blackstart.clusters.toolchain import ToolchainError, install, resolve
 
-KIND_DEFAULT_SPEC = "kind-gpu.yaml"
-
 
 @click.group()
 def toolchain() -> None:

@@ -164,7 +164,11 @@ class LocalSession:
 
 
 class KindSession:
-    """The kind provider (needs Docker)."""
+    """The kind provider (needs Docker): the default kind fleet, or ``--spec``.
+
+    A kind cluster of that name that is running and healthy is reused and kept, as
+    the local provider's is; otherwise one is created and deleted afterwards.
+    """
 
     def __init__(self, cache: Path, name: str, spec_path: str | None, echo: Echo) -> None:
         self.cache = cache
@@ -172,17 +176,39 @@ class KindSession:
         self.spec_path = spec_path
         self.echo = echo
         self.created = False
+        self.reused = False
         self.state: ClusterState | None = None
         self.description = f"kind cluster {name}"
 
     def up(self) -> None:
+        from blackstart.clusters.kind import KIND_DEFAULT_SPEC
         from blackstart.clusters.kind_provider import KindProvider
         from blackstart.clusters.provider import ClusterError
         from blackstart.clusters.spec import SpecError, load_spec
+        from blackstart.clusters.state import ClusterNotFound, load_state
 
         provider = KindProvider(self.cache, progress=self.echo)
         try:
-            spec = load_spec(self.spec_path)
+            existing: ClusterState | None = load_state(self.name, self.cache)
+        except ClusterNotFound:
+            existing = None
+        if existing is not None and existing.provider == "kind":
+            try:
+                bad = [s.name for s in provider.status(self.name) if not s.healthy]
+            except ClusterError as err:
+                raise ClusterUnavailable(str(err)) from err
+            if bad:
+                raise ClusterUnavailable(
+                    f"a kind cluster named {self.name!r} already exists but is unhealthy "
+                    f"({', '.join(bad)}); run `blackstart cluster down --name {self.name}` "
+                    "or pass another --name"
+                )
+            self.echo(f"[gameday] reusing the running kind cluster {self.name!r}; it will be kept")
+            self.state = existing
+            self.reused = True
+            return
+        try:
+            spec = load_spec(self.spec_path or KIND_DEFAULT_SPEC)
             self.echo(f"[gameday] creating kind cluster {self.name} (Docker)")
             self.state = provider.up(spec, self.name)
         except (ClusterError, SpecError) as err:
@@ -190,17 +216,16 @@ class KindSession:
         self.created = True
 
     def start_rescue(self) -> str:
-        """The controller and agents as pods: images built and loaded, the chart installed.
-
-        What runs it is tested (tests/kind/test_chart_on_kind.py installs through the same
-        function); a whole game day on kind is not yet: the catalogue's rescue experiments
-        are written for the 60-node local fleet (node names, GPU counts), see README.
-        """
-        from blackstart.rescue.kind_chart import ChartError, install_on_kind
+        """The controller and agents as pods: images built and loaded, the chart installed
+        (on a reused cluster after its release is removed, so the pods run these images)."""
+        from blackstart.rescue.kind_chart import ChartError, install_on_kind, uninstall
 
         if self.state is None:
             return "kind: no cluster, no rescue controller"
         try:
+            if self.reused:  # its pods may run older images under the same tag
+                self.echo("[gameday] removing the reused cluster's rescue release first")
+                uninstall(self.cache, self.state, missing_ok=True)
             seconds = install_on_kind(self.cache, self.state, progress=self.echo)
         except ChartError as err:
             raise ClusterUnavailable(
@@ -209,6 +234,8 @@ class KindSession:
         return f"rescue controller and agents installed with the Helm chart in {seconds:.0f} s"
 
     def down(self) -> str:
+        if self.reused:
+            return f"kind cluster {self.name!r} was running before this game day; left running"
         if not self.created:
             return "kind cluster not created; nothing to delete"
         from blackstart.clusters.kind_provider import KindProvider
@@ -224,9 +251,9 @@ class KindSession:
 
     def facts(self) -> dict[str, str]:
         return {
-            "provider": "kind",
+            "provider": "kind (real nodes as Docker containers, the controller and agents as pods)",
             "cluster": self.name,
-            "cluster spec": self.spec_path or "clusters/gpu-fleet.yaml (default)",
+            "cluster spec": self.spec_path or "clusters/kind-gpu.yaml (default)",
         }
 
 

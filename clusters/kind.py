@@ -77,6 +77,8 @@ __all__ = [
 ]
 
 KIND_API_VERSION = "kind.x-k8s.io/v1alpha4"
+#: the packaged spec of the default kind fleet (`cluster up --provider kind`, the game day)
+KIND_DEFAULT_SPEC = "kind-gpu.yaml"
 
 # The real /dev/kmsg inside a kind node is the host kernel's ring buffer,
 # shared by the host and every container: a fake Xid written there would

@@ -37,6 +37,8 @@ __all__ = [
 ]
 
 RELEASE = "blackstart-rescue"
+#: where the controller keeps its leader Lease: the chart's eventsNamespace (default)
+LEASE_NAMESPACE = "default"
 NAMESPACE = "blackstart-rescue"
 #: the chart values every blackstart kind cluster needs (see the module doc)
 KIND_VALUES: dict[str, str] = {
@@ -97,16 +99,56 @@ def install_on_kind(
     progress(f"[{state.name}] helm install {RELEASE} (the rescue controller and agents)")
     started = time.monotonic()
     _run_helm(argv, f"helm install of the rescue chart on {state.name}", timeout_s + 60)
+    # Ready pods are not yet a controller that acts: it waits for the leader Lease, which
+    # an uninstalled release's controller may still hold (its RBAC can go first, so it
+    # cannot give the Lease up) until it expires
+    _wait_leading(state, timeout_s)
     seconds = time.monotonic() - started
-    progress(f"[{state.name}] rescue controller and agents running ({seconds:.0f} s)")
+    progress(f"[{state.name}] rescue controller and agents running and leading ({seconds:.0f} s)")
     return seconds
 
 
-def uninstall(cache: Path, state: ClusterState, timeout_s: float = 120.0) -> None:
-    """``helm uninstall --wait`` of the release (the CRDs stay, as Helm leaves them)."""
+def _wait_leading(state: ClusterState, timeout_s: float) -> None:
+    """Wait until a running controller pod of the release holds the leader Lease."""
+    from kubernetes import client
+
+    from blackstart.kube import api_client
+    from blackstart.rescue.controller.leader import LEASE_NAME
+
+    api = api_client(state.kubeconfig, state.context, pool_size=1)
+    core, leases = client.CoreV1Api(api), client.CoordinationV1Api(api)
+    selector = "app.kubernetes.io/component=controller"
+    holder = ""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        pods = core.list_namespaced_pod(NAMESPACE, label_selector=selector).items
+        running = [p.metadata.name for p in pods if p.status.phase == "Running"]
+        try:
+            lease = leases.read_namespaced_lease(LEASE_NAME, LEASE_NAMESPACE)
+            holder = str(lease.spec.holder_identity or "")
+        except client.ApiException as err:
+            if err.status != 404:
+                raise ChartError(f"reading the Lease {LEASE_NAME}: {err.reason}") from err
+        if any(holder.startswith(f"{pod}_") for pod in running):
+            return
+        time.sleep(0.5)
+    raise ChartError(
+        f"no controller pod of {NAMESPACE} took the Lease {LEASE_NAMESPACE}/{LEASE_NAME} "
+        f"within {timeout_s:.0f} s (held by {holder or 'no one'})"
+    )
+
+
+def uninstall(
+    cache: Path, state: ClusterState, timeout_s: float = 120.0, missing_ok: bool = False
+) -> None:
+    """``helm uninstall --wait`` of the release (the CRDs stay, as Helm leaves them).
+
+    ``missing_ok``: a release that is not installed is not an error.
+    """
     _run_helm(
         [_helm(cache), "uninstall", RELEASE, "--namespace", NAMESPACE,
-         "--kubeconfig", state.kubeconfig, "--wait"],
+         "--kubeconfig", state.kubeconfig, "--wait",
+         *(["--ignore-not-found"] if missing_ok else [])],
         f"helm uninstall of the rescue chart on {state.name}",
         timeout_s,
     )  # fmt: skip

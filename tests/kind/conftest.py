@@ -11,10 +11,11 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from kubernetes import client
+from kubernetes.client.rest import ApiException
 
 from blackstart.clusters.engine import EngineError, ensure_engine
 from blackstart.clusters.kind_provider import KindProvider
@@ -23,8 +24,11 @@ from blackstart.clusters.provider import ClusterError
 from blackstart.clusters.spec import load_spec
 from blackstart.clusters.state import ClusterState, load_state, state_dir_for
 from blackstart.kube import api_client
+from blackstart.names import CORDONED_BY_ANNOTATION, RESCUE_GROUP, RESCUE_PLANS, RESCUE_VERSION
 from blackstart.paths import cache_dir
 from blackstart.rescue.image import RescueImage, RescueImageError, build_images
+from blackstart.rescue.install import deploy_documents
+from blackstart.rescue.kind_chart import uninstall
 
 KIND_CLUSTER = os.environ.get("BLACKSTART_KIND_TEST_CLUSTER", "bs-kind-test")
 KEEP_ENV = "BLACKSTART_E2E_KEEP"
@@ -121,3 +125,53 @@ def eventually(check: Callable[[], T], timeout: float, what: str, interval: floa
 
 def repo_root() -> Path:
     return Path(__file__).resolve().parents[2]
+
+
+def remove_rescue(
+    kind_cluster: ClusterState,
+    core: client.CoreV1Api,
+    cordoned_before: set[str],
+) -> None:
+    """Plans first (the controller releases their nodes), then the release and the CRDs,
+    which Helm leaves; every node put back as it was for the tests after this module."""
+    custom = client.CustomObjectsApi(api_client(kind_cluster.kubeconfig))
+    custom.delete_collection_cluster_custom_object(RESCUE_GROUP, RESCUE_VERSION, RESCUE_PLANS)
+
+    def plans_left() -> list[Any]:
+        items: list[Any] = custom.list_cluster_custom_object(
+            RESCUE_GROUP, RESCUE_VERSION, RESCUE_PLANS
+        )["items"]
+        return items
+
+    deadline = time.monotonic() + 60
+    while plans_left() and time.monotonic() < deadline:
+        time.sleep(1)
+    for plan in plans_left():  # the controller did not release it: do not leave it stuck
+        custom.patch_cluster_custom_object(
+            RESCUE_GROUP,
+            RESCUE_VERSION,
+            RESCUE_PLANS,
+            plan["metadata"]["name"],
+            {"metadata": {"finalizers": None}},
+        )
+    uninstall(cache_dir(), kind_cluster)
+    extensions = client.ApiextensionsV1Api(api_client(kind_cluster.kubeconfig))
+    for crd in deploy_documents(["crds.yaml"]):
+        try:
+            extensions.delete_custom_resource_definition(crd["metadata"]["name"])
+        except ApiException as err:
+            if err.status != 404:
+                raise
+    for node in core.list_node().items:
+        annotations = node.metadata.annotations or {}
+        name = node.metadata.name
+        if CORDONED_BY_ANNOTATION in annotations or (
+            node.spec.unschedulable and name not in cordoned_before
+        ):
+            core.patch_node(
+                name,
+                {
+                    "spec": {"unschedulable": True if name in cordoned_before else None},
+                    "metadata": {"annotations": {CORDONED_BY_ANNOTATION: None}},
+                },
+            )

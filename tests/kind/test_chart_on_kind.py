@@ -42,11 +42,10 @@ from blackstart.names import (
 from blackstart.paths import cache_dir
 from blackstart.rescue.crd.plans import parse_time
 from blackstart.rescue.image import RescueImage
-from blackstart.rescue.install import deploy_documents
-from blackstart.rescue.kind_chart import NAMESPACE, ChartError, install_on_kind, uninstall
+from blackstart.rescue.kind_chart import NAMESPACE, ChartError, install_on_kind
 from blackstart.rescue.wire.signal import CONDITION_TYPE, parse_condition_message
 
-from .conftest import eventually
+from .conftest import eventually, remove_rescue
 
 pytestmark = pytest.mark.kind
 
@@ -82,63 +81,13 @@ def installed(
         )
     except ChartError as err:
         report = _pods_report(core)
-        _uninstall(kind_cluster, core, cordoned_before)
+        remove_rescue(kind_cluster, core, cordoned_before)
         pytest.fail(f"helm install failed: {err}\n{report}")
     print(f"\nFIGURE helm install --wait of the rescue chart on kind: {seconds:.1f} s")
     try:
         yield seconds
     finally:
-        _uninstall(kind_cluster, core, cordoned_before)
-
-
-def _uninstall(
-    kind_cluster: ClusterState,
-    core: client.CoreV1Api,
-    cordoned_before: set[str],
-) -> None:
-    """Plans first (the controller releases their nodes), then the release and the CRDs,
-    which Helm leaves; every node put back as it was for the tests after this module."""
-    custom = client.CustomObjectsApi(api_client(kind_cluster.kubeconfig))
-    custom.delete_collection_cluster_custom_object(RESCUE_GROUP, RESCUE_VERSION, RESCUE_PLANS)
-
-    def plans_left() -> list[Any]:
-        items: list[Any] = custom.list_cluster_custom_object(
-            RESCUE_GROUP, RESCUE_VERSION, RESCUE_PLANS
-        )["items"]
-        return items
-
-    deadline = time.monotonic() + 60
-    while plans_left() and time.monotonic() < deadline:
-        time.sleep(1)
-    for plan in plans_left():  # the controller did not release it: do not leave it stuck
-        custom.patch_cluster_custom_object(
-            RESCUE_GROUP,
-            RESCUE_VERSION,
-            RESCUE_PLANS,
-            plan["metadata"]["name"],
-            {"metadata": {"finalizers": None}},
-        )
-    uninstall(cache_dir(), kind_cluster)
-    extensions = client.ApiextensionsV1Api(api_client(kind_cluster.kubeconfig))
-    for crd in deploy_documents(["crds.yaml"]):
-        try:
-            extensions.delete_custom_resource_definition(crd["metadata"]["name"])
-        except ApiException as err:
-            if err.status != 404:
-                raise
-    for node in core.list_node().items:
-        annotations = node.metadata.annotations or {}
-        name = node.metadata.name
-        if CORDONED_BY_ANNOTATION in annotations or (
-            node.spec.unschedulable and name not in cordoned_before
-        ):
-            core.patch_node(
-                name,
-                {
-                    "spec": {"unschedulable": True if name in cordoned_before else None},
-                    "metadata": {"annotations": {CORDONED_BY_ANNOTATION: None}},
-                },
-            )
+        remove_rescue(kind_cluster, core, cordoned_before)
 
 
 def _pods_report(core: client.CoreV1Api) -> str:

@@ -1,0 +1,80 @@
+"""`blackstart gameday --provider kind` on the kind tests' cluster, as a user runs it.
+
+The catalogue's entries that run on kind act on real parts: kube-apiserver is
+stopped by parking its static-pod manifest (kubelet removes the pod), CoreDNS is
+the cluster's Deployment whose containers are killed while the API server is
+down (kubelet starts them again, and they cannot sync), the data-plane DNS probes
+resolve through kube-proxy and the CoreDNS pods, and the Xid is acted on by the
+controller and agent pods installed with the Helm chart. An entry the suite keeps
+off kind is reported as not run with its reason, never as passed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from blackstart.clusters.state import ClusterState
+from blackstart.rescue.image import RescueImage
+
+from .conftest import remove_rescue, repo_root
+
+pytestmark = pytest.mark.kind
+
+ENTRIES = ("xid-62-cordon", "control-plane-outage-dns", "coredns-restart-during-outage")
+NOT_ON_KIND = "telemetry-storm"
+
+
+def test_the_catalogue_on_kind_ends_as_the_suite_expects_and_says_what_did_not_run(
+    kind_cluster: ClusterState,
+    images: dict[str, RescueImage],
+    core: client.CoreV1Api,
+    tmp_path: Path,
+) -> None:
+    cordoned_before = {n.metadata.name for n in core.list_node().items if n.spec.unschedulable}
+    out = tmp_path / "gameday"
+    argv = [sys.executable, "-m", "blackstart.cli", "gameday", "--provider", "kind"]
+    argv += ["--name", kind_cluster.name, "--out", str(out)]
+    for name in (*ENTRIES, NOT_ON_KIND):
+        argv += ["--only", name]
+    try:
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=1500, cwd=repo_root(), check=False
+        )
+    finally:
+        remove_rescue(kind_cluster, core, cordoned_before)
+    assert done.returncode == 0, f"exit {done.returncode}:\n{done.stdout}\n{done.stderr[-6000:]}"
+    assert f"reusing the running kind cluster {kind_cluster.name!r}" in done.stderr
+
+    cases = {c.get("name"): c for c in ET.parse(out / "junit.xml").getroot().iter("testcase")}
+    assert set(cases) == {*ENTRIES, NOT_ON_KIND}
+    skipped = cases[NOT_ON_KIND].find("skipped")
+    assert skipped is not None, "an entry kept off kind must be reported as not run"
+    assert "not run on kind: the storm" in (skipped.get("message") or "")
+    assert not (out / NOT_ON_KIND / "journal.json").exists()
+    for name in ENTRIES:
+        assert cases[name].find("failure") is None and cases[name].find("error") is None, name
+
+    def journal(name: str) -> dict[str, object]:
+        loaded: dict[str, object] = json.loads((out / name / "journal.json").read_text())
+        return loaded
+
+    assert journal("xid-62-cordon")["status"] == "completed"
+    assert journal("control-plane-outage-dns")["status"] == "completed"
+    # the December 2024 coupling on a real cluster: CoreDNS restarted while the API server
+    # is down cannot sync and answers SERVFAIL through the cluster's own Service
+    restarted = journal("coredns-restart-during-outage")
+    assert restarted.get("deviated") is True
+    after = restarted["steady_states"]["after"]["probes"]  # type: ignore[index]
+    [dns] = [p for p in after if p["activity"]["name"] == "data-plane-dns-answers"]
+    assert dns["output"]["success_ratio"] < 0.5, dns["output"]
+    assert "SERVFAIL" in dns["output"]["failures"] or "timeout" in dns["output"]["failures"]
+    for name in (*ENTRIES, NOT_ON_KIND):
+        print(f"FIGURE kind game day {name}: {cases[name].get('time')} s")
+    print(f"FIGURE kind game day: {done.stdout.strip().splitlines()[-3]}")
