@@ -36,7 +36,12 @@ from blackstart.clusters.kind import (
     resolve_kind_node,
     write_kind_config,
 )
-from blackstart.clusters.provider import CONTROL_PLANE_COMPONENTS, ClusterError, ComponentStatus
+from blackstart.clusters.provider import (
+    CONTROL_PLANE_COMPONENTS,
+    LEADER_ELECTED,
+    ClusterError,
+    ComponentStatus,
+)
 from blackstart.clusters.spec import GPU_RESOURCE, ClusterSpec
 from blackstart.clusters.state import ClusterState, load_state, state_dir_for
 from blackstart.clusters.toolchain import resolve
@@ -325,7 +330,11 @@ class KindProvider:
             return
         cp = self._cp(state)
         self.nodes.signal(cp, component, "CONT", required=False)
-        self.nodes.unpark(cp, component)
+        if not self.nodes.unpark(cp, component) and component in LEADER_ELECTED:
+            # not stopped by us but exited (it lost its leader Lease in an outage): kubelet
+            # starts it again after its crash back-off, up to minutes; waiting adds nothing
+            self.progress(f"[{name}] {component} exited; kubelet restarts it after its back-off")
+            return
         self._until(
             lambda: bool(kc.running_named(self.nodes.containers(cp), component)),
             f"{component} of {name!r} to run",
