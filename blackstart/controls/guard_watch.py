@@ -27,18 +27,29 @@ from kubernetes.client.exceptions import ApiException
 
 from blackstart.names import STANDBY_LABEL
 
-__all__ = ["FREEZE_FAULTS", "OUTAGE_FAULTS", "Blindness", "FreezeWindows", "NodeWatch"]
+__all__ = [
+    "FREEZE_FAULTS",
+    "OUTAGE_FAULTS",
+    "STORM_FAULTS",
+    "Blindness",
+    "FreezeWindows",
+    "NodeWatch",
+]
 
 logger = logging.getLogger("chaostoolkit")
 
+#: the telemetry storm, started bare or as the telemetry service rolled out to every node:
+#: it is meant to take the API server down (the incident)
+STORM_FAULTS = frozenset({"start_telemetry_storm", "deploy_telemetry_service"})
+
 #: actions that make the API server (and what asks it) stop answering, on purpose
-OUTAGE_FAULTS = frozenset(
-    {"stop_apiserver", "hang_apiserver", "stop_etcd", "hang_etcd", "start_telemetry_storm"}
+OUTAGE_FAULTS = frozenset({"stop_apiserver", "hang_apiserver", "stop_etcd", "hang_etcd"}) | (
+    STORM_FAULTS
 )
 
 #: outage faults whose latency is their own doing; a storm is not one (its latency is what
 #: the limit is there for: storm experiments that want none set it to null)
-FREEZE_FAULTS = OUTAGE_FAULTS - {"start_telemetry_storm"}
+FREEZE_FAULTS = OUTAGE_FAULTS - STORM_FAULTS
 
 
 class FreezeWindows:

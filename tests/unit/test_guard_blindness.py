@@ -86,6 +86,28 @@ def test_a_freeze_of_the_experiment_excuses_the_latency_limit_until_its_window_r
     assert freezes.excuse(40) is None
 
 
+def test_the_telemetry_service_rolled_out_to_every_node_is_an_outage_of_the_experiments_own() -> (
+    None
+):
+    """The incident's roll-out takes the API server down for minutes on purpose: the guard
+    expects the silence until the service is removed (it failed closed 42 s into a storm)."""
+    clock = Clock()
+    blind = blindness(clock)
+    blind.opening("deploy_telemetry_service")
+    blind.closing("deploy_telemetry_service")  # it returns at once; the storm goes on
+    blind.silent("the API server")
+    clock.now += 120
+    assert blind.verdict() is None
+    assert blind.expected == ["deploy_telemetry_service"]
+    blind.closing("remove_telemetry_service")
+    assert blind.expected == []
+    clock.now += 30
+    assert blind.verdict() is not None
+    freezes = FreezeWindows(FAULT_UNDONE_BY, clock=clock)
+    freezes.opening("deploy_telemetry_service")  # its latency is what the limit is there for
+    assert freezes.excuse(40) is None
+
+
 def test_a_storm_or_an_unrelated_action_excuses_no_latency() -> None:
     clock = Clock()
     freezes = FreezeWindows(FAULT_UNDONE_BY, clock=clock)
