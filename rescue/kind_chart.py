@@ -122,10 +122,14 @@ def _wait_leading(state: ClusterState, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         pods = core.list_namespaced_pod(NAMESPACE, label_selector=selector).items
-        running = [p.metadata.name for p in pods if p.status.phase == "Running"]
+        running = [
+            str(p.metadata.name)
+            for p in pods
+            if p.metadata is not None and p.status is not None and p.status.phase == "Running"
+        ]
         try:
             lease = leases.read_namespaced_lease(LEASE_NAME, LEASE_NAMESPACE)
-            holder = str(lease.spec.holder_identity or "")
+            holder = str((lease.spec.holder_identity if lease.spec else None) or "")
         except client.ApiException as err:
             if err.status != 404:
                 raise ChartError(f"reading the Lease {LEASE_NAME}: {err.reason}") from err

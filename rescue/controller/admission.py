@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from blackstart.rescue.controller.execution import PlanExecution
@@ -50,14 +51,15 @@ class Admission(PlanExecution):
         reports = parse_condition_message(view.xid_message)
         # forget ids no longer on the condition (the agent keeps the last 20): bounded memory
         memory.seen &= {str(r["id"]) for r in reports}
-        # boots a reboot of ours ended: the node came back with another boot id since
-        rebooted_away = {
-            before
-            for plan in self.plans_for_node(node_name)
-            if (before := plan.status.boot_id_before_reboot)
-            and view.boot_id
-            and before != view.boot_id
-        }
+        # boots a reboot of ours ended (the node came back with another boot id since),
+        # each with when the node was Ready again after it
+        rebooted_away: dict[str, dt.datetime | None] = {}
+        for plan in self.plans_for_node(node_name):
+            before = plan.status.boot_id_before_reboot
+            if before and view.boot_id and before != view.boot_id:
+                back = parse_time(plan.status.ready_at)
+                known = rebooted_away.get(before)
+                rebooted_away[before] = back if known is None or back is None else max(known, back)
         new: list[dict[str, Any]] = []
         for report in reports:
             report_id = str(report["id"])
@@ -75,7 +77,7 @@ class Admission(PlanExecution):
                 )
                 continue
             boot = str(report.get("bootId") or report_id.rpartition(":")[0])
-            if boot in rebooted_away:
+            if boot in rebooted_away and not read_after(report, rebooted_away[boot]):
                 log.info(
                     "ignoring Xid report %s on %s: from boot %s, which a finished reboot ended",
                     report_id,
@@ -313,3 +315,14 @@ class Admission(PlanExecution):
                 log.warning("could not make the plan for refused incident on %s: %s", node, err)
                 self._deferred[node] = incident
                 return
+
+
+def read_after(report: Mapping[str, Any], back: dt.datetime | None) -> bool:
+    """The agent read the report's first line after the node was Ready again from our reboot.
+
+    No line of a boot that had ended can be read after it: such a report only carries the
+    old boot id because its agent had not learned the new one yet (an agent that outlives
+    the node's reboot, as the simulated fleet's one process does), so it is news.
+    """
+    first = parse_time(report.get("firstSeen"))
+    return back is not None and first is not None and first > back

@@ -327,8 +327,7 @@ def test_a_report_from_a_boot_that_a_finished_reboot_ended_is_not_acted_on(
     agent_core = client.CoreV1Api(api_client(cluster.identity_kubeconfig(AGENT_USER)))
     old_boot = core.read_node(node).status.node_info.boot_id
 
-    def report(position: int) -> dict[str, Any]:
-        now = time.time()
+    def report(position: int, now: float) -> dict[str, Any]:
         return {
             "id": f"{old_boot}:{position}",
             "xid": 62,
@@ -342,14 +341,16 @@ def test_a_report_from_a_boot_that_a_finished_reboot_ended_is_not_acted_on(
             "loggedAt": rfc3339(now),
         }
 
-    first = report(100)
+    before_reboot = time.time()
+    first = report(100, before_reboot)
     agent_core.patch_node_status(node, condition_patch([first], time.time()))
     plan = eventually(lambda: ended(custom, node), 60, f"the reboot plan of {node} to end")
     assert plan["status"]["phase"] == "Succeeded", plan["status"]  # type: ignore[index]
     assert core.read_node(node).status.node_info.boot_id != old_boot
 
-    # a line of the old boot, spooled before the reboot and sent only now
-    agent_core.patch_node_status(node, condition_patch([first, report(200)], time.time()))
+    # a line of the old boot, read and spooled before the reboot, sent only now
+    spooled = report(200, before_reboot + 0.1)
+    agent_core.patch_node_status(node, condition_patch([first, spooled], time.time()))
     eventually(
         lambda: "which a finished reboot ended" in controller.text(),
         30,
@@ -357,6 +358,14 @@ def test_a_report_from_a_boot_that_a_finished_reboot_ended_is_not_acted_on(
     )
     assert len(plans(custom, node)) == 1
     assert not core.read_node(node).spec.unschedulable
+
+    # a line read after the node was back, under the old boot id because its agent (one that
+    # outlived the reboot, as the simulated fleet's does) had not learned the new one: news
+    late = report(300, time.time())
+    agent_core.patch_node_status(node, condition_patch([first, spooled, late], time.time()))
+    eventually(lambda: core.read_node(node).spec.unschedulable, 30, f"{node} cordoned again")
+    eventually(lambda: len(plans(custom, node)) == 2, 30, f"the second plan on {node}")
+    assert plans(custom, node)[-1]["spec"]["reportIds"] == [late["id"]]
 
 
 # --- 16: a steady Xid stream ---
