@@ -90,7 +90,8 @@ class ClusterProvider(Protocol):
         ...
 
     def restart_coredns(self, name: str) -> None:
-        """Restart the cluster's CoreDNS (process or Deployment), as a roll-out would."""
+        """Restart the cluster's CoreDNS (its process, or its pods' containers), as a crash or
+        an OOM kill would; works while the API server is down (the incident's restart)."""
         ...
 
     def reboot_node(self, name: str, node: str) -> str:
