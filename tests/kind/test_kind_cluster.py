@@ -16,8 +16,9 @@ from blackstart.clusters import firewall
 from blackstart.clusters.kind_provider import CLUSTER_LABEL, KIND_NETWORK, KindProvider
 from blackstart.clusters.node_image import TOOLBOX_IMAGE
 from blackstart.clusters.spec import GPU_RESOURCE, ROLE_LABEL, STANDBY_LABEL
-from blackstart.clusters.state import ClusterState, state_dir_for
+from blackstart.clusters.state import ClusterState, load_state, state_dir_for
 from blackstart.kube import api_client
+from blackstart.probes.dns import DEFAULT_NAMES, query_once
 
 from .conftest import KIND_CLUSTER, eventually
 
@@ -235,17 +236,35 @@ def test_a_frozen_scheduler_shows_as_hung_and_resumes(
     assert {s.name: s for s in kind.status(name)}["kube-scheduler"].state == "running"
 
 
-def test_coredns_restarts_as_a_rollout_of_the_real_deployment(
+def test_coredns_restarts_as_kubelet_starts_its_killed_containers_and_answers_again(
     kind: KindProvider, kind_cluster: ClusterState, core: client.CoreV1Api
 ) -> None:
-    def pods() -> set[str]:
-        listed = core.list_namespaced_pod("kube-system", label_selector="k8s-app=kube-dns").items
-        return {p.metadata.name for p in listed if p.status.phase == "Running"}
+    """The incident's restart (a crash or an OOM kill, which needs no API server): the same
+    pods, each container started again by kubelet; data-plane DNS answers afterwards."""
 
-    before = pods()
+    def restarts() -> dict[str, int]:
+        listed = core.list_namespaced_pod("kube-system", label_selector="k8s-app=kube-dns").items
+        return {
+            p.metadata.name: sum(c.restart_count for c in p.status.container_statuses or [])
+            for p in listed
+        }
+
+    before = restarts()
+    assert len(before) == 2, before
     kind.restart_coredns(kind_cluster.name)
-    after = eventually(lambda: pods() if len(pods()) == 2 else set(), 60, "2 CoreDNS pods")
-    assert not before & after
+
+    def all_restarted() -> dict[str, int]:
+        now = restarts()
+        return now if all(now.get(n, 0) > c for n, c in before.items()) else {}
+
+    after = eventually(all_restarted, 60, "each CoreDNS container restarted by kubelet")
+    assert set(after) == set(before)  # a crash restart, not a roll-out: the same pods
+    host, _, port = load_state(kind_cluster.name).dns_address.rpartition(":")
+    eventually(
+        lambda: query_once(host, int(port), DEFAULT_NAMES[0], "A", 1.0)[0] == "ok",
+        60,
+        f"data-plane DNS to answer at {host}:{port} again",
+    )
 
 
 def test_a_rebooted_gpu_worker_comes_back_with_a_new_boot_id_and_its_gpus(

@@ -217,6 +217,8 @@ def test_ctrl_c_forwards_to_chaos_plays_rollbacks_skips_the_rest_and_tears_down(
     tmp_path: Path,
 ) -> None:
     marker = tmp_path / "rolled-back"
+    # what SIGINT did before (a shell that starts pytest in the background ignores it)
+    handler_before = signal.getsignal(signal.SIGINT)
     seconds = "117.25"  # unique, to look for a leftover `sleep` afterwards
 
     def press_ctrl_c_once_the_method_runs(line: str) -> None:
@@ -245,7 +247,7 @@ experiments:
     assert "interrupted" in (out / "index.html").read_text()
     leftovers = [pid for pid in os.listdir("/proc") if pid.isdigit() and seconds in _cmdline(pid)]
     assert leftovers == []
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert signal.getsignal(signal.SIGINT) is handler_before  # handler restored
 
 
 def _processes_with(needle: str) -> list[str]:
