@@ -272,7 +272,10 @@ def test_a_xid_again_after_its_report_was_cleared_is_a_new_report_and_a_new_plan
     assert again["count"] == 1
     # the cordon goes first, the plan that records it follows
     eventually(lambda: len(plans(custom, node)) == 2, 30, f"the second plan on {node}")
-    assert [p["spec"]["reportIds"] for p in plans(custom, node)] == [[first["id"]], [again["id"]]]
+    # (both may carry the same creation second: compare without their order)
+    assert sorted(p["spec"]["reportIds"] for p in plans(custom, node)) == sorted(
+        [[first["id"]], [again["id"]]]
+    )
 
 
 # --- 15: old Xids replayed as new ---
@@ -365,7 +368,7 @@ def test_a_report_from_a_boot_that_a_finished_reboot_ended_is_not_acted_on(
     agent_core.patch_node_status(node, condition_patch([first, spooled, late], time.time()))
     eventually(lambda: core.read_node(node).spec.unschedulable, 30, f"{node} cordoned again")
     eventually(lambda: len(plans(custom, node)) == 2, 30, f"the second plan on {node}")
-    assert plans(custom, node)[-1]["spec"]["reportIds"] == [late["id"]]
+    assert [late["id"]] in [p["spec"]["reportIds"] for p in plans(custom, node)]
 
 
 # --- 16: a steady Xid stream ---
