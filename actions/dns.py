@@ -580,8 +580,13 @@ def restore_coredns(
         if _wait_ready(target, provider, cluster, left) is None:
             raise ActivityFailed(
                 f"CoreDNS of cluster {cluster} is not ready {timeout_s:g} s into its restore; "
-                f"is the API server up? see {provider.log_file(cluster, COREDNS)}"
+                f"is the API server up? {_logs(provider, cluster)}"
             )
+    return _restored(cluster, done, started)
+
+
+def _restored(cluster: str, done: list[str], started: float) -> dict[str, Any]:
+    """What :func:`restore_coredns` returns."""
     return {
         "cluster": cluster,
         "done": done or ["nothing to restore"],
@@ -618,8 +623,4 @@ def _restore_deployment(
             f"CoreDNS of cluster {cluster} does not answer {timeout_s:g} s into its "
             f"restore; is the API server up? {_logs(provider, cluster)}"
         )
-    return {
-        "cluster": cluster,
-        "done": done or ["nothing to restore"],
-        "ready_after_s": round(time.monotonic() - started, 3),
-    }
+    return _restored(cluster, done, started)
