@@ -19,6 +19,7 @@ from blackstart.actions._xid_record import (
 )
 from blackstart.clusters.local.kwokctl import NODE_NOT_READY_LABEL
 from blackstart.clusters.spec import load_spec
+from blackstart.clusters.state import kubernetes_node_name
 from blackstart.health import parse_iso
 from blackstart.names import (
     RESCUE_GROUP,
@@ -33,7 +34,14 @@ from blackstart.target import Target, resolve_target
 __all__ = ["restore_xid_nodes"]
 
 # labels the cluster (kubelet/KWOK) sets on every node: never removed when restoring a standby
-_MANAGED_LABELS = ("type", "kubernetes.io/os", "kubernetes.io/arch", "kubernetes.io/hostname")
+_MANAGED_LABELS = (
+    "type",
+    "kubernetes.io/os",
+    "kubernetes.io/arch",
+    "kubernetes.io/hostname",
+    "beta.kubernetes.io/os",
+    "beta.kubernetes.io/arch",
+)
 
 
 def _plans(target: Target) -> list[dict[str, Any]] | None:
@@ -161,7 +169,8 @@ def _spec_labels(target: Target) -> dict[str, dict[str, str]]:
         spec = load_spec(state.spec_path)
     except Exception:
         return {}
-    return {n.name: dict(n.labels) for n in spec.nodes()}
+    # keyed by the Node's name: a kind cluster's nodes are <cluster>-worker<N>
+    return {kubernetes_node_name(state, n.name): dict(n.labels) for n in spec.nodes()}
 
 
 def _rescue_annotations_removed(node: Any) -> dict[str, None]:

@@ -39,7 +39,7 @@ from blackstart.actions._xid_record import recorded_injections as recorded_injec
 from blackstart.actions._xid_rollback import restore_xid_nodes
 from blackstart.clusters.local.kwok_nodes import node_is_ready
 from blackstart.clusters.provider import ClusterError
-from blackstart.clusters.state import ClusterState
+from blackstart.clusters.state import kubernetes_node_name
 from blackstart.health import utc_now_iso
 from blackstart.rescue.wire.xid import normalise_pci, parse_lines
 from blackstart.target import Target, cluster_provider, resolve_target
@@ -200,18 +200,6 @@ def _was_cordoned(target: Target, node: str) -> bool | None:
     except Exception:
         return None
     return bool(found.spec and found.spec.unschedulable)
-
-
-def kubernetes_node_name(state: ClusterState, node: str) -> str:
-    """The Node's name for ``node``: a kind cluster also takes the spec's names (``gpu-0``).
-
-    The catalogue names nodes as the cluster spec does; a kind cluster's nodes are
-    ``<cluster>-worker<N>``, mapped in its state (``cluster status`` shows them).
-    """
-    node_map = state.extra.get("node_map") if state.provider == "kind" else None
-    if isinstance(node_map, dict) and node in node_map:
-        return str(node_map[node])
-    return node
 
 
 def _write_xids(

@@ -91,3 +91,15 @@ def list_states(cache: Path | None = None) -> list[ClusterState]:
         except ClusterNotFound:
             continue
     return states
+
+
+def kubernetes_node_name(state: ClusterState, node: str) -> str:
+    """The Node's name for ``node``: a kind cluster also takes the spec's names (``gpu-0``).
+
+    The catalogue names nodes as the cluster spec does; a kind cluster's nodes are
+    ``<cluster>-worker<N>``, mapped in its state (``cluster status`` shows them).
+    """
+    node_map = state.extra.get("node_map") if state.provider == "kind" else None
+    if isinstance(node_map, dict) and node in node_map:
+        return str(node_map[node])
+    return node

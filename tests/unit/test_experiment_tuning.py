@@ -50,6 +50,28 @@ def test_a_var_on_the_command_line_changes_the_node_and_keeps_the_type() -> None
     assert substitute(inject["provider"]["arguments"], defaults, {})["node"] == "gpu-3"
 
 
+@pytest.mark.parametrize("stem", ["xid-48-drain-reboot", "xid-79-warm-standby"])
+def test_the_gpu_capacity_tolerance_follows_the_fleets_floor(stem: str) -> None:
+    from chaoslib.hypothesis import within_tolerance
+
+    experiment = json.loads((REPO / f"experiments/{stem}.json").read_text())
+    [probe] = [
+        p
+        for p in experiment["steady-state-hypothesis"]["probes"]
+        if p["provider"]["func"] == "schedulable_gpu_capacity"
+    ]
+    defaults = load_configuration(experiment["configuration"], {})
+    on_kind = load_configuration(experiment["configuration"], convert_vars(["gpu_floor:int=8"]))
+    assert substitute(probe["provider"]["arguments"], on_kind, {})["at_least"] == 8
+
+    def holds(value: object, config: dict[str, Any]) -> bool:
+        return within_tolerance(json.loads(json.dumps(probe["tolerance"])), value, config, {})
+
+    assert holds(384, defaults) and not holds(383, defaults)
+    assert holds(8, on_kind) and holds(12, on_kind) and not holds(7, on_kind)
+    assert not holds(None, on_kind)  # the probe failed: no number, not met
+
+
 def test_suite_variables_reach_chaos_typed() -> None:
     args = chaos_var_arguments({"xid_node": "gpu-9", "cordon_within_s": 8, "xid_fraction": 0.25})
     config = convert_vars([a for a in args if a != "--var"])

@@ -33,6 +33,8 @@ CATALOGUE = [
 # the entries that run on the default kind fleet (one control plane, two GPU workers)
 KIND_RUNS = [
     "xid-62-cordon",
+    "xid-48-drain-reboot",
+    "xid-79-warm-standby",
     "control-plane-outage-dns",
     "coredns-restart-during-outage",
     "coredns-outage",

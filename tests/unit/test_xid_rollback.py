@@ -44,3 +44,30 @@ def test_the_rollback_takes_out_the_xids_its_injections_made_and_no_other() -> N
     reports = [injected, older, other_gpu, other_xid]
     assert injected_reports_removed(reports, [injection]) == [older, other_gpu, other_xid]
     assert injected_reports_removed(reports, []) == reports
+
+
+def test_a_standby_on_kind_gets_back_the_labels_of_its_spec_node_by_its_kind_name() -> None:
+    from pathlib import Path
+
+    from blackstart.actions._xid_rollback import _spec_labels
+    from blackstart.clusters.state import ClusterState
+    from blackstart.names import STANDBY_LABEL
+    from blackstart.target import Target
+
+    spec = Path(__file__).resolve().parents[2] / "clusters" / "kind-gpu.yaml"
+    node_map = {"gpu-0": "gd-worker", "gpu-1": "gd-worker2", "cpu-0": "gd-worker3"}
+    node_map["standby-0"] = "gd-worker4"
+    state = ClusterState(
+        name="gd",
+        provider="kind",
+        state_dir="/nonexistent",
+        spec_path=str(spec),
+        kubeconfig="",
+        context="kind-gd",
+        extra={"node_map": node_map},
+    )
+    labels = _spec_labels(Target(provider="kind", kubeconfig=None, context=None, state=state))
+    # the rollback reads Nodes by their names; a spec name would never match one
+    assert set(labels) == set(node_map.values())
+    assert labels["gd-worker4"][STANDBY_LABEL] == "true"
+    assert "nvidia.com/gpu.present" in labels["gd-worker4"]
