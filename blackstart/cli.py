@@ -196,8 +196,11 @@ def gameday(
     )
     from blackstart.suite import SuiteError, load_suite
 
+    existing = ContextSession(context) if context else None
     try:
-        suite = load_suite(suite_path, only=only, provider="context" if context else provider)
+        suite = load_suite(
+            suite_path, only=only, provider=existing.suite_provider if existing else provider
+        )
         if spec_path and not context:
             load_spec(spec_path)
     except (SuiteError, SpecError) as err:
@@ -211,10 +214,10 @@ def gameday(
             err=True,
         )
         sys.exit(2)
-    if context:
+    if existing is not None:
         if spec_path:
             _progress("[gameday] --spec is ignored with --context (the cluster exists already)")
-        session: ContextSession | LocalSession | KindSession = ContextSession(context)
+        session: ContextSession | LocalSession | KindSession = existing
     elif provider == "kind":
         session = KindSession(ctx.cache, cluster_name, spec_path, _progress)
     else:

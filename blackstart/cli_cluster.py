@@ -17,6 +17,7 @@ from blackstart.clusters.provider import ClusterError
 from blackstart.clusters.spec import ClusterSpec, SpecError, load_spec
 from blackstart.clusters.state import (
     ClusterNotFound,
+    ClusterState,
     list_states,
     load_state,
     state_dir_for,
@@ -120,14 +121,66 @@ def _kind_up(ctx: Context, spec: ClusterSpec, name: str, timeout: float, rescue:
     except (ClusterError, EngineError) as err:
         raise click.ClickException(str(err)) from err
     if rescue:
-        from blackstart.rescue.kind_chart import ChartError, install_on_kind
+        _install_rescue_on_kind(ctx, state, "is up")
+    _print_kind_status(provider, name)
 
-        try:
-            install_on_kind(ctx.cache, state, progress=_progress)
-        except ChartError as err:
-            raise click.ClickException(
-                f"kind cluster {name} is up, but the rescue chart did not install: {err}"
-            ) from err
+
+def _install_rescue_on_kind(ctx: Context, state: ClusterState, done: str) -> None:
+    from blackstart.rescue.kind_chart import ChartError, install_on_kind
+
+    try:
+        install_on_kind(ctx.cache, state, progress=_progress)
+    except ChartError as err:
+        raise click.ClickException(
+            f"kind cluster {state.name} {done}, but the rescue chart did not install: {err}"
+        ) from err
+
+
+@cluster.command("adopt")
+@click.option(
+    "--spec",
+    "spec_path",
+    default=KIND_DEFAULT_SPEC,
+    show_default=True,
+    help="The spec the cluster's workers play, in order: one worker per spec node.",
+)
+@CLUSTER_NAME
+@click.option(
+    "--with-rescue",
+    is_flag=True,
+    help="Also build the controller and agent images, load them and install the Helm chart.",
+)
+@pass_context
+def cluster_adopt(ctx: Context, spec_path: str, name: str, with_rescue: bool) -> None:
+    """Take over a kind cluster that blackstart did not create, so experiments can run on it.
+
+    \b
+    The cluster is one made with plain `kind create cluster` from blackstart's node
+    image (`blackstart toolchain node-image` prints its tag), one worker per node of --spec:
+        kind create cluster --name staging --image <node image> --config staging.yaml
+        blackstart cluster adopt --name staging --with-rescue
+        BLACKSTART_ALLOWED_CONTEXTS=kind-staging blackstart gameday --context kind-staging
+
+    Adoption labels, cordons and taints the workers as the spec says, advertises
+    nvidia.com/gpu on the GPU workers, gives each worker a kernel-log file for
+    fake Xids and publishes CoreDNS on a NodePort for the DNS probes. Experiments
+    through the cluster's own kubeconfig context still need that context
+    allow-listed. `blackstart cluster down --name NAME` forgets it again and
+    leaves its containers running.
+    """
+    from blackstart.clusters.engine import EngineError
+
+    try:
+        spec = load_spec(spec_path)
+    except SpecError as err:
+        raise click.ClickException(str(err)) from err
+    provider = KindProvider(ctx.cache, progress=_progress)
+    try:
+        state = provider.adopt(spec, name)
+    except (ClusterError, EngineError) as err:
+        raise click.ClickException(str(err)) from err
+    if with_rescue:
+        _install_rescue_on_kind(ctx, state, "was adopted")
     _print_kind_status(provider, name)
 
 
@@ -140,7 +193,8 @@ def _print_kind_status(provider: KindProvider, name: str) -> bool:
     click.echo(f"kubeconfig  {state.kubeconfig} (context {state.context})")
     click.echo(f"apiserver   {state.apiserver_url}")
     click.echo(f"node image  {state.extra.get('node_image', '')}")
-    click.echo(f"kernel logs {state.kernel_log_dir}")
+    logs = state.kernel_log_dir or "in each worker's /var volume (an adopted cluster)"
+    click.echo(f"kernel logs {logs}")
     click.echo("")
     click.echo(f"{'COMPONENT':<32} {'PID':>8}  {'STATE':<8} {'HEALTH':<7} ENDPOINT")
     for s in statuses:
@@ -223,13 +277,19 @@ def cluster_status(ctx: Context, name: str, as_json: bool) -> None:
 @CLUSTER_NAME
 @pass_context
 def cluster_down(ctx: Context, name: str) -> None:
-    """Stop every process of the cluster and delete its state; leaves nothing running."""
+    """Stop every process of the cluster and delete its state; leaves nothing running.
+
+    An adopted kind cluster (`cluster adopt`) is only forgotten: its nodes keep running.
+    """
     if _provider_of(ctx, name) == "kind":
+        kind = KindProvider(ctx.cache, progress=_progress)
+        adopted = kind.adopted(name)
         try:
-            removed = KindProvider(ctx.cache, progress=_progress).down(name)
+            removed = kind.down(name)
         except ClusterError as err:
             raise click.ClickException(str(err)) from err
-        click.echo(f"kind cluster {name} deleted; removed: {', '.join(removed) or 'nothing left'}")
+        done = "forgotten (adopted: its nodes keep running)" if adopted else "deleted"
+        click.echo(f"kind cluster {name} {done}; removed: {', '.join(removed) or 'nothing left'}")
         return
     local = LocalProvider(ctx.cache, resolve(ctx.cache)[0], progress=_progress)
     try:

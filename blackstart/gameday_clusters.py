@@ -275,6 +275,18 @@ class ContextSession:
         self.description = f"kubeconfig context {context}"
         self.behind: str | None = None
 
+    @property
+    def suite_provider(self) -> str:
+        """Whose entries of the suite run: the provider of a blackstart cluster behind the
+        context (a kind cluster it adopted runs the kind entries), else ``context``.
+
+        Read from the kubeconfig and blackstart's saved states; no request is made.
+        """
+        from blackstart.target import blackstart_state_behind
+
+        behind = blackstart_state_behind(self.kubeconfig, self.context)
+        return behind.provider if behind is not None else "context"
+
     def up(self) -> None:
         """Check the context exists, is allow-listed (before any request) and answers."""
         from kubernetes import client

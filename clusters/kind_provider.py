@@ -27,6 +27,7 @@ import yaml
 from blackstart.clusters import kind_components as kc
 from blackstart.clusters.engine import ensure_engine
 from blackstart.clusters.kind import (
+    KMSG_CONTAINER_PATH,
     KMSG_HOST_FOLDER,
     KindError,
     _run,
@@ -43,7 +44,7 @@ from blackstart.clusters.provider import (
     ComponentStatus,
 )
 from blackstart.clusters.spec import GPU_RESOURCE, ClusterSpec
-from blackstart.clusters.state import ClusterState, load_state, state_dir_for
+from blackstart.clusters.state import ClusterNotFound, ClusterState, load_state, state_dir_for
 from blackstart.clusters.toolchain import resolve
 from blackstart.paths import cache_dir
 
@@ -166,10 +167,123 @@ class KindProvider:
         self.progress(f"[{name}] kind cluster up in {time.monotonic() - started:.0f} s")
         return state
 
+    def adopt(self, spec: ClusterSpec, name: str) -> ClusterState:
+        """Take over kind cluster ``name`` that blackstart did not create; return its state.
+
+        The cluster was made with plain ``kind create cluster`` (blackstart's node
+        image, one worker per node of ``spec``, in spec order). Adoption saves a
+        state for it, so the kind actions and ``gameday --context`` act on it, and
+        makes what ``up`` would have configured: the spec's labels, cordons and
+        taints, ``nvidia.com/gpu`` advertised, the nodes' restart policy, a
+        kernel-log file in each worker (under its ``/var`` volume, which the host
+        can append to: a foreign cluster has no kernel-log mounts) and CoreDNS
+        published on a NodePort. ``down`` on an adopted cluster forgets it and
+        leaves its containers running.
+        """
+        started = time.monotonic()
+        ensure_engine(self.cache, self.progress)
+        if name not in self._clusters():
+            raise ClusterError(
+                f"there is no kind cluster {name!r} to adopt (`kind get clusters` lists "
+                f"{', '.join(self._clusters()) or 'none'})"
+            )
+        folder = state_dir_for(name, self.cache)
+        if (folder / "cluster.json").exists():
+            raise ClusterError(
+                f"kind cluster {name!r} is blackstart's already (state in {folder}): "
+                "`blackstart cluster status` shows it"
+            )
+        plan = plan_kind_cluster(spec, name, folder)
+        workers = sorted(
+            self._docker_ps(name, '{{.Names}} {{.Label "io.x-k8s.kind.role"}}').splitlines()
+        )
+        found = {line.split()[0] for line in workers if line.endswith(" worker")}
+        wanted = [w.kind_name for w in plan.workers]
+        if not set(wanted) <= found:
+            raise ClusterError(
+                f"kind cluster {name!r} has {len(found)} worker(s) ({', '.join(sorted(found))}); "
+                f"spec {spec.source} needs {len(wanted)} ({', '.join(wanted)}): create it with "
+                f"that many workers, or adopt it with a spec of {len(found)} nodes"
+            )
+        folder.mkdir(parents=True, exist_ok=True)
+        kubeconfig = folder / "kubeconfig"
+        kubeconfig.write_text(
+            self._run([self.kind, "get", "kubeconfig", "--name", name], "reading its kubeconfig")
+        )
+        kubeconfig.chmod(0o600)
+        state = ClusterState(
+            name=name,
+            provider=self.name,
+            state_dir=str(folder),
+            spec_path=spec.source,
+            kubeconfig=str(kubeconfig),
+            context=f"kind-{name}",
+            apiserver_url=_server_of(kubeconfig),
+            nodes=len(plan.workers) + 1,
+            created_at=time.time(),
+            extra={
+                "adopted": True,
+                "node_map": plan.node_map(),
+                "control_plane": plan.control_plane,
+                "gpus": {w.kind_name: w.spec.gpus for w in plan.workers if w.spec.gpus},
+                "kernel_logs": {
+                    w.spec_name: str(self._kernel_log_in_volume(w.kind_name)) for w in plan.workers
+                },
+            },
+        )
+        self.progress(f"[{name}] adopting: {len(wanted)} workers as {spec.source} says")
+        self._wait_ready(state, "node", "--all")
+        self._run(
+            [self.docker, "update", f"--restart={NODE_RESTART_POLICY}", *self._containers(name)],
+            f"setting the restart policy of the nodes of {name!r}",
+        )
+        for worker in plan.workers:
+            pairs = [f"{k}={v}" for k, v in worker.config_labels.items()]
+            self._kctl(state, "label", "node", worker.kind_name, *pairs, "--overwrite")
+        for command in post_create_commands(plan, self.kubectl, kubeconfig):
+            self._run(command, f"setting up the nodes of {name!r}")
+        state.save()
+        self.advertise_gpus(name)
+        self._wait_ready(state, "pod", "--all", "-n", "kube-system")
+        state.dns_address = self._publish_dns(state)
+        state.save()
+        self.progress(f"[{name}] adopted in {time.monotonic() - started:.0f} s")
+        return state
+
+    def _kernel_log_in_volume(self, node: str) -> Path:
+        """Make the kernel-log file in ``node`` and return its path on the host.
+
+        kind gives every node a volume at ``/var``; the file lives there, so the
+        host appends to it as to a mounted file, and it survives node restarts.
+        """
+        log = Path(KMSG_CONTAINER_PATH)
+        self._run(
+            [
+                self.docker,
+                "exec",
+                node,
+                "sh",
+                "-c",
+                f"mkdir -p {shlex.quote(str(log.parent))} && touch {shlex.quote(str(log))}",
+            ],
+            f"making the kernel-log file in {node}",
+        )
+        template = '{{range .Mounts}}{{if eq .Destination "/var"}}{{.Source}}{{end}}{{end}}'
+        source = self._run([self.docker, "inspect", "-f", template, node], f"inspecting {node}")
+        relative = log.relative_to("/var")
+        if not source.strip():
+            raise ClusterError(f"{node} has no /var volume; is it a kind node?")
+        path = Path(source.strip()) / relative
+        if not path.is_file():
+            raise ClusterError(f"{node}'s kernel-log file is not at {path} on this host")
+        return path
+
     def down(self, name: str) -> list[str]:
         """Delete the cluster's containers, its volumes, the kind network when unused, its state."""
         removed: list[str] = []
         folder = state_dir_for(name, self.cache)
+        if self.adopted(name):
+            return self._forget(name)
         containers = self._containers(name)
         if containers or name in self._clusters():
             command = [self.kind, "delete", "cluster", "--name", name]
@@ -206,6 +320,26 @@ class KindProvider:
             import shutil
 
             shutil.rmtree(folder)
+        return removed
+
+    def adopted(self, name: str) -> bool:
+        """Cluster ``name`` was made by someone else and adopted (``down`` forgets it)."""
+        try:
+            return bool(load_state(name, self.cache).extra.get("adopted"))
+        except ClusterNotFound:
+            return False
+
+    def _forget(self, name: str) -> list[str]:
+        """Forget an adopted cluster: its DNS Service and state go, its nodes stay."""
+        import shutil
+
+        state = load_state(name, self.cache)
+        removed = []
+        with contextlib.suppress(ClusterError):
+            self._system(state, "delete", "service", DNS_SERVICE, "--ignore-not-found")
+            removed.append(f"service kube-system/{DNS_SERVICE}")
+        shutil.rmtree(state.state_dir, ignore_errors=True)
+        removed.append(f"blackstart's state of {name!r} (the adopted cluster keeps running)")
         return removed
 
     def _remove_leftover_nodes(self, name: str, attempts: int = 5) -> None:
@@ -408,6 +542,9 @@ class KindProvider:
         if spec_name is None:
             resolve_kind_node(node, name, node_map)  # raises, naming the valid nodes
             raise KindError(f"{node!r} is the control plane, which has no kernel-log file")
+        adopted: dict[str, str] = dict(state.extra.get("kernel_logs", {}))  # type: ignore[call-overload]
+        if spec_name in adopted:  # an adopted cluster's file, in the node's /var volume
+            return Path(adopted[spec_name])
         return Path(state.kernel_log_dir) / f"{spec_name}.log"
 
     def advertise_gpus(self, name: str) -> None:
@@ -512,16 +649,20 @@ class KindProvider:
         and reach the CoreDNS pods over the pod network, as a pod's query to the
         ``kube-dns`` ClusterIP does; the host cannot reach the ClusterIP itself.
         """
-        self._system(
-            state,
-            "expose",
-            "deployment/coredns",
-            f"--name={DNS_SERVICE}",
-            "--type=NodePort",
-            "--port=53",
-            "--target-port=53",
-            "--protocol=UDP",
+        published = self._system(
+            state, "get", "service", DNS_SERVICE, "--ignore-not-found", "-o", "name"
         )
+        if not published.strip():  # an adopted cluster may keep it from an earlier adoption
+            self._system(
+                state,
+                "expose",
+                "deployment/coredns",
+                f"--name={DNS_SERVICE}",
+                "--type=NodePort",
+                "--port=53",
+                "--target-port=53",
+                "--protocol=UDP",
+            )
         port = self._system(
             state, "get", f"service/{DNS_SERVICE}", "-o", "jsonpath={.spec.ports[0].nodePort}"
         ).strip()

@@ -295,3 +295,22 @@ def test_chaos_run_with_a_pinned_context_is_refused_by_the_guard_and_creates_not
     assert not (tmp_path / "injected").exists()
     assert [s.name for s in list_states()] == ["ext"]
     assert "creating cluster" not in done.stdout + done.stderr
+
+
+def test_the_suite_entries_of_the_provider_behind_the_context_run(
+    ext: ClusterState, staging: Path, tmp_path: Path
+) -> None:
+    # ext is local: the catalogue's local entries (all of them)
+    assert ContextSession("staging-gpu").suite_provider == "local"
+    # an adopted kind cluster behind the user's context runs the kind entries and variables
+    ext.provider = "kind"
+    ext.save()
+    assert ContextSession("staging-gpu").suite_provider == "kind"
+    suite = load_suite(
+        Path(__file__).resolve().parents[2] / "experiments" / "gameday.yaml",
+        provider=ContextSession("staging-gpu").suite_provider,
+    )
+    assert [e for e in suite.entries if e.not_run]
+    # any other cluster: the context's own entries
+    other = kubeconfig(tmp_path / "other", "https://127.0.0.1:1", b"another CA", "prod")
+    assert ContextSession("prod", str(other)).suite_provider == "context"
