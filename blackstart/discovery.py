@@ -51,6 +51,7 @@ PROBE_MODULES = (
     "blackstart.probes.prometheus",
     "blackstart.probes.rescue",
     "blackstart.probes.telemetry_storm",
+    "blackstart.probes.tolerance",
 )
 
 

@@ -15,6 +15,7 @@ from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 from kubernetes import client
 
+from blackstart.arguments import seconds
 from blackstart.clusters.local.kwok_nodes import node_is_ready
 from blackstart.clusters.spec import GPU_RESOURCE
 from blackstart.names import STANDBY_LABEL
@@ -238,14 +239,29 @@ def lowest_schedulable_share(
 
 
 def gpu_deployments_available(
-    namespace: str = "", configuration: Configuration = None, secrets: Secrets = None
+    namespace: str = "",
+    within_s: float = 0.0,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
 ) -> bool:
     """True when every Deployment whose pods request GPUs has all its replicas available.
 
-    ``namespace``: only there (default all). True when there is no such
-    Deployment, so it holds before a workload exists and after it is gone.
+    ``namespace``: only there (default all). ``within_s``: wait up to that long
+    for it (a pod evicted by a drain is scheduled again only once its node is
+    uncordoned, then its container starts: seconds on a real node). True when
+    there is no such Deployment, so it holds before a workload exists and
+    after it is gone.
     """
+    wait = seconds("within_s", within_s, 0, 600)
     apps = client.AppsV1Api(resolve_target(configuration, secrets).api())
+    deadline = time.monotonic() + wait
+    while True:
+        if _gpu_deployments_available(apps, namespace) or time.monotonic() >= deadline:
+            return _gpu_deployments_available(apps, namespace)
+        time.sleep(1.0)
+
+
+def _gpu_deployments_available(apps: client.AppsV1Api, namespace: str) -> bool:
     deployments: list[Any]
     if namespace:
         deployments = apps.list_namespaced_deployment(namespace).items

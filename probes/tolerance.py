@@ -8,14 +8,19 @@ experiment hold 384 GPUs on the default local fleet and 8 on the kind fleet.
 Chaos Toolkit passes the checked probe's output as ``value``.
 """
 
-from typing import Any
+from chaoslib.types import Configuration, Secrets
 
 from blackstart.arguments import number
 
 __all__ = ["at_least"]
 
 
-def at_least(value: Any = None, minimum: float = 0) -> bool:
+def at_least(
+    value: float | None = None,
+    minimum: float = 0,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> bool:
     """The probe's output is a number no smaller than ``minimum``."""
     floor = number("minimum", minimum, 0, 1e12)
     if isinstance(value, bool) or not isinstance(value, int | float):
