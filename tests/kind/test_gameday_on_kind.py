@@ -16,6 +16,7 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client
@@ -27,7 +28,13 @@ from .conftest import remove_rescue, repo_root
 
 pytestmark = pytest.mark.kind
 
-ENTRIES = ("xid-62-cordon", "control-plane-outage-dns", "coredns-restart-during-outage")
+ENTRIES = (
+    "xid-62-cordon",
+    "xid-48-drain-reboot",
+    "xid-79-warm-standby",
+    "control-plane-outage-dns",
+    "coredns-restart-during-outage",
+)
 NOT_ON_KIND = "telemetry-storm"
 
 
@@ -61,17 +68,28 @@ def test_the_catalogue_on_kind_ends_as_the_suite_expects_and_says_what_did_not_r
     for name in ENTRIES:
         assert cases[name].find("failure") is None and cases[name].find("error") is None, name
 
-    def journal(name: str) -> dict[str, object]:
-        loaded: dict[str, object] = json.loads((out / name / "journal.json").read_text())
+    def journal(name: str) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads((out / name / "journal.json").read_text())
         return loaded
 
     assert journal("xid-62-cordon")["status"] == "completed"
+    # the drain, the reboot (the node container restarted from inside) and the uncordon,
+    # with the evicted 4-GPU pod back and the fleet's 8 GPUs schedulable again
+    drained = journal("xid-48-drain-reboot")
+    assert drained["status"] == "completed" and drained.get("deviated") is False
+    # the warm standby swapped in for the Xid 79 node, and put back by the rollback
+    swapped = journal("xid-79-warm-standby")
+    assert swapped["status"] == "completed" and swapped.get("deviated") is False
+    [promoted] = [r for r in swapped["run"] if r["activity"]["name"] == "standby-promoted"]
+    assert promoted["output"], promoted
+    [restored] = [r for r in swapped["rollbacks"] if r["activity"]["name"] == "restore-xid-nodes"]
+    assert restored["output"]["standbys_restored"], restored["output"]
     assert journal("control-plane-outage-dns")["status"] == "completed"
     # the December 2024 coupling on a real cluster: CoreDNS restarted while the API server
     # is down cannot sync and answers SERVFAIL through the cluster's own Service
     restarted = journal("coredns-restart-during-outage")
     assert restarted.get("deviated") is True
-    after = restarted["steady_states"]["after"]["probes"]  # type: ignore[index]
+    after = restarted["steady_states"]["after"]["probes"]
     [dns] = [p for p in after if p["activity"]["name"] == "data-plane-dns-answers"]
     assert dns["output"]["success_ratio"] < 0.5, dns["output"]
     assert "SERVFAIL" in dns["output"]["failures"] or "timeout" in dns["output"]["failures"]
