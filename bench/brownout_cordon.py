@@ -6,9 +6,11 @@ cgroup-limited as the spec says, so the storm can OOM-kill kube-apiserver), this
 
 1. starts the rescue controller and Xid agent (``LocalProvider.start_rescue``) with a
    RescuePolicy that cordons on Xid 62;
-2. ``controller-priority`` only: ``apply_apf_mitigation`` with the controller's identity
+2. ``controller-priority``: ``apply_apf_mitigation`` with the controller's identity
    (user ``blackstart:rescue-controller``) as the subject of a FlowSchema that wins over
    the built-in ones, to a priority level with ``--controller-shares`` shares;
+   ``storm-confined``: the catalogue's mitigation instead (``telemetry-storm-apf``: the
+   telemetry agents' group confined to a priority level of 1 share);
 3. seeds 2,000 pods and 200 ConfigMaps and rolls the telemetry service out to every node,
    as the catalogue's unmitigated ``telemetry-storm`` does (48 in flight, LIST pods);
 4. after ``--warmup`` seconds, writes one Xid 62 line into a GPU node's kernel log every
@@ -17,10 +19,11 @@ cgroup-limited as the spec says, so the storm can OOM-kill kube-apiserver), this
    record of its cordon; read after the storm, so an outage does not lose the figure).
 
 Prints p50, p99 and max per variant, how many cordons the storm window held, the API
-server's restarts, and the ratio of the p99s. Loopback only; the storm stops by itself
+server's restarts, and the ratio of each variant's p99 to the first's. Loopback only; the storm stops by itself
 after ``--storm`` seconds and each cluster is deleted at the end.
 
-    python bench/brownout_cordon.py [--variant none --variant controller-priority]
+    python bench/brownout_cordon.py [--variant none --variant controller-priority
+                                     --variant storm-confined]
                                     [--xids 12] [--interval 5] [--warmup 20] [--storm 150]
 """
 
@@ -53,7 +56,7 @@ POLICY = {
     "spec": {"rules": [{"priority": 10, "errorCode": ["62"], "actions": [{"name": "cordon"}]}]},
 }
 CONTROLLER_USER = "blackstart:rescue-controller"
-VARIANTS = ("none", "controller-priority")
+VARIANTS = ("none", "controller-priority", "storm-confined")
 
 
 def cordoned_at(admin: client.ApiClient, nodes: list[str], timeout: float) -> dict[str, float]:
@@ -95,7 +98,15 @@ def run(local: LocalProvider, variant: str, args: argparse.Namespace) -> dict[st
     try:
         state = local.state(name)
         admin = api_client(state.kubeconfig, pool_size=4)
-        local.start_rescue(name, timeout=300)
+        # the storm guard opened wide, so that every Xid is cordoned (the bench measures
+        # latency, not the guard: 12 of 48 nodes is more than its default 20 %)
+        local.start_rescue(
+            name,
+            extra_controller_args=(
+                "--max-unavailable-share", "1", "--max-concurrent-plans", "100",
+            ),
+            timeout=300,
+        )  # fmt: skip
         client.CustomObjectsApi(admin).create_cluster_custom_object(
             "rescue.blackstart.dev", "v1", "rescuepolicies", POLICY
         )
@@ -111,6 +122,8 @@ def run(local: LocalProvider, variant: str, args: argparse.Namespace) -> dict[st
                 configuration=config,
             )
             print(f"[{variant}] APF: {made}", flush=True)
+        if variant == "storm-confined":  # the catalogue's telemetry-storm-apf mitigation
+            print(f"[{variant}] APF: {apply_apf_mitigation(configuration=config)}", flush=True)
         seeded = seed_objects(pods=2000, configmaps=200, payload_kib=4, configuration=config)
         print(f"[{variant}] seeded {seeded.get('pods')} pods", flush=True)
         restarts_before = restarts(local, name)
@@ -179,9 +192,10 @@ def main() -> None:
             f"{r['variant']:<22}{r['cordoned']:>7}/{r['xids']:<2}{r['in_storm']:>10}"
             f"{r['p50']:>9.2f}{r['p99']:>9.2f}{r['max']:>9.2f}{r['restarts']:>20}"
         )
-    if len(results) == 2 and results[1]["p99"] > 0:
-        print(f"p99 ratio {results[0]['variant']} / {results[1]['variant']}: "
-              f"{results[0]['p99'] / results[1]['p99']:.1f}x")  # fmt: skip
+    for other in results[1:]:
+        if other["p99"] > 0:
+            print(f"p99 ratio {results[0]['variant']} / {other['variant']}: "
+                  f"{results[0]['p99'] / other['p99']:.1f}x")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -4,7 +4,10 @@ Each node gets at most one write per ``min_write_interval`` seconds (the first
 after a quiet spell goes at once), so one bad job logging Xids on a thousand
 nodes costs the API server at most a hundred writes a second, not thousands.
 A write slot goes to the ``GPUXidError`` condition when it has Xids it does not
-hold yet; otherwise the condition and the ``XidError`` Event take turns. The
+hold yet; otherwise the condition and the ``XidError`` Event take turns. An
+Event never holds back a Xid the condition lacks: such a write waits only for
+the condition's own interval (at most one condition write per interval), so a
+node's writes are at most one condition and one Event per interval. The
 condition is what the controller acts on: the spool is acknowledged as soon as
 the condition holds the Xids. The Event is best-effort: a repeat of the same
 Xid adds to the ``count`` of the Event already there (as Kubernetes event
@@ -87,7 +90,8 @@ class _NodeState:
     fixed_boot: bool = False  # given up front: never replaced by the Node's
     uid: str | None = None
     reports: list[dict[str, Any]] | None = None  # the condition's reports as last written
-    next_write: float = 0.0
+    next_write: float = 0.0  # the next write slot of any kind
+    next_condition: float = 0.0  # the next condition write (an Event does not move it)
     condition_written: float = 0.0
     event_written: float = 0.0
     debt: _EventDebt | None = None
@@ -150,7 +154,10 @@ class XidSender:
             )
         for node in {*finished, *(n for n, s in self._states.items() if s.debt is not None)}:
             state = self.state(node)
-            ready = max(finished.get(node, float("inf")), state.next_write)
+            slot = state.next_write
+            if node in finished and state.next_condition < slot and self._lacks_new(node, state):
+                slot = state.next_condition  # an Event took the slot: new Xids go anyway
+            ready = max(finished.get(node, float("inf")), slot)
             if state.debt is not None:
                 ready = min(ready, state.next_write)
             due.append((ready, node))
@@ -182,17 +189,25 @@ class XidSender:
                 self.store.acknowledge(node, pending)
                 self.metrics.spool_depth.set(self.store.depth())
                 return
+        early = self._clock() < state.next_write  # in the slot an Event took: new Xids only
         if pending and (
             state.debt is None
             or state.event_written >= state.condition_written
             or self._new_keys(state, pending)
         ):
+            if early and not self._new_keys(state, pending):
+                return
             self._write_condition(node, state, pending)
-        elif state.debt is not None:
+            state.next_condition = self._clock() + self.options.min_write_interval
+        elif state.debt is not None and not early:
             self._write_event(node, state)
         else:
             return
         state.next_write = self._clock() + self.options.min_write_interval
+
+    def _lacks_new(self, node: str, state: _NodeState) -> bool:
+        """The node's spooled Xids include one its condition does not hold yet."""
+        return self._new_keys(state, self.store.pending(node, self.options.max_batch))
 
     def _repeats(self, state: _NodeState, pending: list[PendingReport]) -> bool:
         held = {key_of_report(r) for r in state.reports or []}

@@ -453,6 +453,34 @@ def test_a_failing_event_never_holds_back_the_condition(
     )
 
 
+# --- a new Xid right after the Event of the one before ---
+def test_a_new_xid_is_not_held_back_by_the_event_of_the_one_before(
+    core: client.CoreV1Api, processes: Processes, tmp_path: Path
+) -> None:
+    node, interval = "gpu-18", 20.0
+    log = tmp_path / f"{node}.log"
+    log.write_text("")
+    processes.agent("--node", f"{node}={log}", "--min-write-interval", str(interval))
+    append(log, xid_line(62, time.time(), node, "0000:03:00"))
+    eventually(lambda: [r["xid"] for r in reports(core, node)] == [62], 15, "the Xid 62 report")
+    first = time.monotonic()
+    # the next write slot, an interval later, is the Event's: the condition has nothing new
+    eventually(lambda: xid_events(core, node), interval + 20, "the XidError Event of the Xid 62")
+    written = time.monotonic()
+    append(log, xid_line(79, time.time(), node, "0000:3b:00"))
+
+    def both() -> bool:
+        return sorted(r["xid"] for r in reports(core, node)) == [62, 79]
+
+    # a GPU fallen off the bus waits for no Event: the condition's own interval has passed,
+    # so it goes now, not when the slot the Event took ends (an interval after the Event)
+    eventually(both, interval / 2, "the Xid 79 in the condition before the Event's slot ended")
+    print(
+        f"\nFIGURE new Xid after an Event: in the condition {time.monotonic() - written:.2f} s "
+        f"after its line ({written - first:.1f} s after the first condition write)"
+    )
+
+
 # --- 25: identical lines ---
 def test_a_hundred_thousand_identical_xid_lines_are_one_report_and_one_plan(
     core: client.CoreV1Api, custom: client.CustomObjectsApi, processes: Processes, tmp_path: Path
