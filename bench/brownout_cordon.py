@@ -19,8 +19,8 @@ cgroup-limited as the spec says, so the storm can OOM-kill kube-apiserver), this
    record of its cordon; read after the storm, so an outage does not lose the figure).
 
 Prints p50, p99 and max per variant, how many cordons the storm window held, the API
-server's restarts, and the ratio of each variant's p99 to the first's. Loopback only; the storm stops by itself
-after ``--storm`` seconds and each cluster is deleted at the end.
+server's restarts, and the ratio of each variant's p99 to the first's. Loopback only;
+the storm stops by itself after ``--storm`` seconds and each cluster is deleted at the end.
 
     python bench/brownout_cordon.py [--variant none --variant controller-priority
                                      --variant storm-confined]
