@@ -8,6 +8,7 @@ cannot be had the session fails with the reason; it is never skipped.
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,9 +30,12 @@ from blackstart.paths import cache_dir
 from blackstart.rescue.image import RescueImage, RescueImageError, build_images
 from blackstart.rescue.install import deploy_documents
 from blackstart.rescue.kind_chart import uninstall
+from blackstart.rescue.wire.signal import reports_from_node
 
 KIND_CLUSTER = os.environ.get("BLACKSTART_KIND_TEST_CLUSTER", "bs-kind-test")
 KEEP_ENV = "BLACKSTART_E2E_KEEP"
+#: the chart's agent.stateDir: each agent's spool and read position, a hostPath on the node
+AGENT_STATE_DIR = "/var/lib/blackstart-rescue-agent"
 T = TypeVar("T")
 
 
@@ -133,7 +137,12 @@ def remove_rescue(
     cordoned_before: set[str],
 ) -> None:
     """Plans first (the controller releases their nodes), then the release and the CRDs,
-    which Helm leaves; every node put back as it was for the tests after this module."""
+    which Helm leaves; every node put back as it was for the tests after this module.
+
+    That includes the Xid reports the tests left in the nodes' ``GPUXidError`` condition
+    and the agents' spool and read position on the nodes: a controller installed later
+    (the game day's) would act on those reports, cordoning a node before its experiment
+    begins."""
     custom = client.CustomObjectsApi(api_client(kind_cluster.kubeconfig))
     custom.delete_collection_cluster_custom_object(RESCUE_GROUP, RESCUE_VERSION, RESCUE_PLANS)
 
@@ -162,9 +171,20 @@ def remove_rescue(
         except ApiException as err:
             if err.status != 404:
                 raise
+    node_map = kind_cluster.extra.get("node_map")
+    for worker in node_map.values() if isinstance(node_map, dict) else ():
+        subprocess.run(
+            ["docker", "exec", str(worker), "rm", "-rf", AGENT_STATE_DIR],
+            capture_output=True,
+            check=False,
+        )
     for node in core.list_node().items:
         annotations = node.metadata.annotations or {}
         name = node.metadata.name
+        if reports_from_node(node):
+            core.patch_node_status(
+                name, {"status": {"conditions": [{"type": "GPUXidError", "$patch": "delete"}]}}
+            )
         if CORDONED_BY_ANNOTATION in annotations or (
             node.spec.unschedulable and name not in cordoned_before
         ):

@@ -73,6 +73,13 @@ def test_the_catalogue_on_kind_ends_as_the_suite_expects_and_says_what_did_not_r
         return loaded
 
     assert journal("xid-62-cordon")["status"] == "completed"
+    # the cordon is the Xid's, not left over from an earlier test
+    [inject] = [
+        r
+        for r in journal("xid-62-cordon")["run"]
+        if r["activity"]["name"].startswith("inject-xid-62")
+    ]
+    assert inject["output"]["was_cordoned"] is False, inject["output"]
     # the drain, the reboot (the node container restarted from inside) and the uncordon,
     # with the evicted 4-GPU pod back and the fleet's 8 GPUs schedulable again
     drained = journal("xid-48-drain-reboot")
