@@ -256,8 +256,9 @@ def gpu_deployments_available(
     apps = client.AppsV1Api(resolve_target(configuration, secrets).api())
     deadline = time.monotonic() + wait
     while True:
-        if _gpu_deployments_available(apps, namespace) or time.monotonic() >= deadline:
-            return _gpu_deployments_available(apps, namespace)
+        available = _gpu_deployments_available(apps, namespace)
+        if available or time.monotonic() >= deadline:
+            return available
         time.sleep(1.0)
 
 

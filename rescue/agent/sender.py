@@ -91,7 +91,6 @@ class _NodeState:
     uid: str | None = None
     reports: list[dict[str, Any]] | None = None  # the condition's reports as last written
     next_write: float = 0.0  # the next write slot of any kind
-    next_condition: float = 0.0  # the next condition write (an Event does not move it)
     condition_written: float = 0.0
     event_written: float = 0.0
     debt: _EventDebt | None = None
@@ -155,8 +154,10 @@ class XidSender:
         for node in {*finished, *(n for n, s in self._states.items() if s.debt is not None)}:
             state = self.state(node)
             slot = state.next_write
-            if node in finished and state.next_condition < slot and self._lacks_new(node, state):
-                slot = state.next_condition  # an Event took the slot: new Xids go anyway
+            # an Event took the slot: Xids the condition lacks wait only for its own interval
+            own = state.condition_written + self.options.min_write_interval
+            if node in finished and own < slot and self._lacks_new(node, state):
+                slot = own
             ready = max(finished.get(node, float("inf")), slot)
             if state.debt is not None:
                 ready = min(ready, state.next_write)
@@ -198,7 +199,6 @@ class XidSender:
             if early and not self._new_keys(state, pending):
                 return
             self._write_condition(node, state, pending)
-            state.next_condition = self._clock() + self.options.min_write_interval
         elif state.debt is not None and not early:
             self._write_event(node, state)
         else:
