@@ -161,6 +161,20 @@ def follow_chaos(
     eof = False
     orphans_ended = False
     exited_at: float | None = None
+
+    def cut_short() -> bool:
+        """Whether chaos was interrupted, timed out or stopped: then what it started dies too.
+
+        Stopped in a rollback, what that rollback started (a `sleep`, a kubectl) would
+        outlive it. Interrupted, an activity's process can outlive it as well: a SIGINT
+        that reaches chaos while it is starting the process (after the fork, before the
+        exec) raises in chaos, which then never kills it, and the child, not yet the
+        program it becomes, loses the signal (seen in CI: a `sleep` left running).
+        chaos' session holds nothing else: what is meant to outlive a run (control-plane
+        components, the rescue processes) starts in a session of its own.
+        """
+        return termed or timed_out or interrupted.is_set()
+
     while not eof or child.poll() is None:
         try:
             line = lines.get(timeout=0.5)
@@ -208,9 +222,7 @@ def follow_chaos(
             time.sleep(0.1)
         if not eof and child.poll() is not None:
             # chaos exited but something it started still holds its output
-            if termed and not orphans_ended:
-                # stopped in a rollback: what that rollback started (a `sleep`, a
-                # kubectl) would outlive it; chaos' session holds nothing else
+            if cut_short() and not orphans_ended:
                 signal_group(child, signal.SIGKILL)
                 orphans_ended = True
             exited_at = exited_at or now
@@ -218,7 +230,7 @@ def follow_chaos(
                 echo(f"{tag} chaos exited; processes it started still run, not waited for")
                 break
     child.wait()
-    if termed and not orphans_ended:
+    if cut_short() and not orphans_ended:
         signal_group(child, signal.SIGKILL)
     reader.join(timeout=5)
     return Ending(timed_out, "SIGKILL" if killed else "SIGTERM" if termed else "")

@@ -9,9 +9,11 @@ component by its pid file for the fault actions.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import signal
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -79,6 +81,25 @@ class KwokCluster:
 
     def pid(self, component: str) -> int | None:
         return read_pid(self.pid_file(component))
+
+    @contextlib.contextmanager
+    def start_lock(self) -> Iterator[None]:
+        """Held around ``kwokctl start cluster``: one start of the cluster's components at a time.
+
+        kwokctl starts each component it finds stopped and writes its pid file. Two
+        starts at once (the supervisor's after a back-off, a rollback's) both find a
+        controller stopped and both start it: the second loses the port and exits, its
+        pid file names the dead one, and the live one runs untracked, out of reach of
+        every later stop. A start that waited here finds the first one's process running.
+        """
+        path = self.cluster_dir / "start.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def options(self) -> dict[str, object]:
         """The options kwokctl saved for this cluster (ports among them), or {} when gone."""
@@ -282,13 +303,14 @@ def start_stopped_components(
     as for :func:`run_kwokctl`.
     """
     try:
-        run_kwokctl(
-            toolchain,
-            cluster.workdir,
-            ["start", "cluster", "--name", cluster.name, "--timeout", f"{timeout_s:.0f}s"],
-            timeout=timeout_s + 30,
-            preexec=preexec,
-        )
+        with cluster.start_lock():
+            run_kwokctl(
+                toolchain,
+                cluster.workdir,
+                ["start", "cluster", "--name", cluster.name, "--timeout", f"{timeout_s:.0f}s"],
+                timeout=timeout_s + 30,
+                preexec=preexec,
+            )
     except KwokctlError as err:
         raise ProcessError(
             f"could not start the stopped components of {cluster.name}: {err}"

@@ -308,7 +308,9 @@ class Supervisor:
         # it (one started into a cgroup a storm filled gets the API server OOM-killed)
         inside = component == "kube-apiserver" and self.cgroup.exists()
         join = self.cgroup.join_self if inside else None
-        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+        with self.kc.start_lock(), contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            if is_alive(self.kc.pid(component)):  # a start that held the lock brought it
+                return True
             subprocess.run(
                 argv, env=env, capture_output=True, timeout=60, check=False, preexec_fn=join
             )

@@ -193,6 +193,7 @@ experiments:
 
 def test_a_timeout_interrupts_the_run_and_its_rollbacks_still_run(tmp_path: Path) -> None:
     marker = tmp_path / "rolled-back"
+    seconds = "116.25"  # unique, to look for the `sleep` the method leaves in the background
     code, lines, session, out = run_gameday(
         tmp_path,
         f"""
@@ -200,7 +201,7 @@ experiments:
   - name: slow
     file: FIXTURES/gameday/slow.json
     timeout: 4
-    variables: {{marker: "{marker}"}}
+    variables: {{marker: "{marker}", seconds: "{seconds}"}}
 """,
     )
     assert code == ExitCode.UNEXPECTED
@@ -211,6 +212,7 @@ experiments:
     error = ET.parse(out / "junit.xml").getroot().find(".//error")
     assert error is not None and error.get("type") == "timeout"
     assert session.calls[-1] == "down"
+    assert _processes_with(seconds) == []  # what chaos started dies with the timed-out run
 
 
 def test_ctrl_c_forwards_to_chaos_plays_rollbacks_skips_the_rest_and_tears_down(
@@ -219,7 +221,9 @@ def test_ctrl_c_forwards_to_chaos_plays_rollbacks_skips_the_rest_and_tears_down(
     marker = tmp_path / "rolled-back"
     # what SIGINT did before (a shell that starts pytest in the background ignores it)
     handler_before = signal.getsignal(signal.SIGINT)
-    seconds = "117.25"  # unique, to look for a leftover `sleep` afterwards
+    # unique, to look for a leftover `sleep` afterwards: the method's own, and the one it
+    # leaves in the background, as an activity whose start Ctrl-C cut short leaves it
+    seconds = "117.25"
 
     def press_ctrl_c_once_the_method_runs(line: str) -> None:
         if "method: action sleep-long" in line:
@@ -245,8 +249,7 @@ experiments:
     skipped = ET.parse(out / "junit.xml").getroot().find(".//testcase[@name='never']/skipped")
     assert skipped is not None
     assert "interrupted" in (out / "index.html").read_text()
-    leftovers = [pid for pid in os.listdir("/proc") if pid.isdigit() and seconds in _cmdline(pid)]
-    assert leftovers == []
+    assert _processes_with(seconds) == []
     assert signal.getsignal(signal.SIGINT) is handler_before  # handler restored
 
 
