@@ -22,6 +22,7 @@ from kubernetes import client
 
 from blackstart.health import utc_now_iso
 from blackstart.stats import percentile as percentile
+from blackstart.telemetry_agent import PATHS
 
 TELEMETRY_USER = "blackstart:telemetry"
 MAX_CLIENTS = 5000
@@ -35,16 +36,7 @@ READ_CHUNK = 256 * 1024
 _LATENCY_SAMPLES = 200_000  # latencies kept for percentiles; beyond, a reservoir sample
 
 # What a node telemetry agent lists, and where (the telemetry identity may list these).
-RESOURCE_PATHS = {
-    "pods": "/api/v1/pods",
-    "nodes": "/api/v1/nodes",
-    "configmaps": "/api/v1/configmaps",
-    "services": "/api/v1/services",
-    "endpoints": "/api/v1/endpoints",
-    "events": "/api/v1/events",
-    "namespaces": "/api/v1/namespaces",
-    "endpointslices": "/apis/discovery.k8s.io/v1/endpointslices",
-}
+RESOURCE_PATHS = PATHS
 
 
 @dataclass

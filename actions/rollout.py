@@ -24,6 +24,7 @@ from chaoslib.types import Configuration, Secrets
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from blackstart.actions import _telemetry_pods as pods
 from blackstart.actions import telemetry_storm as storm
 from blackstart.actions._checks import number
 from blackstart.actions._storm import MAX_THREADS
@@ -74,18 +75,27 @@ def stage_clients(nodes: int, percent: float) -> int:
 def _create_service(target: Target) -> int:
     """Create the namespace and the DaemonSet (as admin); returns the number of nodes."""
     api = target.api()
-    core = client.CoreV1Api(api)
-    apps = client.AppsV1Api(api)
+    nodes = _count_nodes(target, client.CoreV1Api(api))
+    _create_namespace(client.CoreV1Api(api))
+    _create_daemonset(client.AppsV1Api(api), daemonset_body())
+    return nodes
+
+
+def _count_nodes(target: Target, core: client.CoreV1Api) -> int:
     nodes = len(core.list_node().items)
     if not nodes:
         raise ActivityFailed(f"{target.describe()} has no nodes: nowhere to roll the agent out")
+    return nodes
+
+
+def _create_namespace(core: client.CoreV1Api) -> None:
     deadline = time.monotonic() + 120.0
     while True:  # the namespace of an earlier roll-back may still be terminating
         try:
             core.create_namespace(
                 {"metadata": {"name": NAMESPACE, "labels": {SERVICE_LABEL: "true"}}}  # type: ignore[arg-type]
             )
-            break
+            return
         except ApiException as err:
             if err.status != 409:
                 raise ActivityFailed(
@@ -94,12 +104,15 @@ def _create_service(target: Target) -> int:
         status = core.read_namespace(NAMESPACE).status
         phase = status.phase if status else None
         if phase != "Terminating":
-            break
+            return
         if time.monotonic() > deadline:
             raise ActivityFailed(f"namespace {NAMESPACE} is still terminating after 120 s")
         time.sleep(1.0)
+
+
+def _create_daemonset(apps: client.AppsV1Api, body: dict[str, Any]) -> None:
     try:
-        apps.create_namespaced_daemon_set(NAMESPACE, daemonset_body())  # type: ignore[arg-type]
+        apps.create_namespaced_daemon_set(NAMESPACE, body)  # type: ignore[arg-type]
     except ApiException as err:
         if err.status == 409:
             raise ActivityFailed(
@@ -107,7 +120,43 @@ def _create_service(target: Target) -> int:
                 "remove it first with remove_telemetry_service"
             ) from err
         raise ActivityFailed(f"creating DaemonSet {DAEMONSET} failed: {err.reason}") from err
-    return nodes
+
+
+def _deploy_in_pods(
+    target: Target, settings: dict[str, Any], ready_timeout_s: float, configuration: Configuration
+) -> dict[str, Any]:
+    """The roll-out where pods are real: the DaemonSet's pods make the calls (see
+    :mod:`blackstart.actions._telemetry_pods`)."""
+    pods.check_settings(settings)
+    api = target.api()
+    core = client.CoreV1Api(api)
+    nodes = _count_nodes(target, core)  # every taint tolerated: one pod on every node
+    _create_namespace(core)
+    pods.ensure_identity(api, NAMESPACE)
+    image = pods.image_for(configuration)
+    storm_ = pods.new_storm(target, nodes, settings)
+    pull = "Never" if target.provider == "kind" else "IfNotPresent"
+    body = pods.pods_daemonset_body(daemonset_body(), image, storm_.id, settings, pull)
+    _create_daemonset(client.AppsV1Api(api), body)
+    try:
+        running = pods.wait_until_calling(
+            core, NAMESPACE, f"{SERVICE_LABEL}=true", storm_, ready_timeout_s
+        )
+    except Exception:
+        _delete_daemonset(api, 10.0)
+        pods.forget(storm_)
+        raise
+    return {
+        "storm_id": storm_.id,
+        "where": "pods",
+        "daemonset": f"{NAMESPACE}/{DAEMONSET}",
+        "nodes": nodes,
+        "pods": running,
+        "image": image,
+        "identity": f"system:serviceaccount:{NAMESPACE}:{pods.SERVICE_ACCOUNT}",
+        "started_at": storm_.started_wall,
+        **{k: v for k, v in settings.items() if k != "until"},
+    }
 
 
 def deploy_telemetry_service(
@@ -117,6 +166,8 @@ def deploy_telemetry_service(
     threads: int = 48,
     clients: int = 0,
     request_timeout_s: float = 15.0,
+    agents_per_pod: int = 1,
+    ready_timeout_s: float = 120.0,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict[str, Any]:
@@ -130,8 +181,26 @@ def deploy_telemetry_service(
     ``request_timeout_s``: how long an agent waits for one answer. Returns
     the storm's figures plus ``{"daemonset", "nodes"}``. Roll back with
     ``remove_telemetry_service``.
+
+    On kind or a cluster of your own the pods are real and make the calls
+    themselves, as the ServiceAccount ``telemetry-agent`` (one pod per node,
+    each standing for ``agents_per_pod`` agents; ``threads`` and ``clients``
+    do not apply), from the image of the configuration key ``telemetry_image``
+    (default: the rescue agent's, which kind clusters with the rescue chart
+    have). It returns once every pod runs (``ready_timeout_s``), with
+    ``{"storm_id", "where": "pods", "pods", "image", "identity", ...}``.
     """
     target = resolve_target(configuration, secrets)
+    if pods.runs_in_pods(target):
+        settings = {
+            "rate_per_client": rate_per_client,
+            "resources": list(resources or ["pods"]),
+            "agents_per_pod": agents_per_pod,
+            "duration_s": duration_s,
+            "request_timeout_s": request_timeout_s,
+            "until": time.time() + float(duration_s) + float(ready_timeout_s),
+        }
+        return _deploy_in_pods(target, settings, float(ready_timeout_s), configuration)
     nodes = _create_service(target)
     agents = clients or nodes
     try:
@@ -325,11 +394,20 @@ def remove_telemetry_service(
             break
         time.sleep(float(retry_every_s))
     seconds = round(time.monotonic() - started, 3)
-    figures = storm.stop_telemetry_storm(configuration=configuration, secrets=secrets)
+    pod_storm = pods.latest() if pods.runs_in_pods(target) else None
+    if pod_storm is not None:
+        figures = _end_pod_storm(target, pod_storm, deleted=bool(outcome))
+    else:
+        figures = storm.stop_telemetry_storm(configuration=configuration, secrets=secrets)
     if not outcome:
+        stopped = (
+            "its pods stop calling by themselves at the storm's end"
+            if pod_storm is not None
+            else "its agents were stopped so the API server can recover"
+        )
         raise ActivityFailed(
             f"the telemetry DaemonSet could not be deleted in {timeout_s:g} s ({tries} tries: "
-            f"{errors}); its agents were stopped so the API server can recover"
+            f"{errors}); {stopped}"
         )
     # the namespace goes with a later try if this one fails; the agents are gone already
     with contextlib.suppress(Exception):
@@ -342,6 +420,28 @@ def remove_telemetry_service(
         "errors": errors,
         "storm": figures,
     }
+
+
+def _end_pod_storm(target: Target, pod_storm: pods.PodStorm, deleted: bool) -> dict[str, Any]:
+    """After the DELETE: wait (a minute at most) for the pods to go, then the figures."""
+    core = client.CoreV1Api(target.api())
+    deadline = time.monotonic() + 60.0
+    while deleted and time.monotonic() < deadline:
+        try:
+            gone = not core.list_namespaced_pod(
+                NAMESPACE, label_selector=f"{SERVICE_LABEL}=true", _request_timeout=5
+            ).items
+        except Exception:  # the API server may still be recovering
+            gone = False
+        if gone:
+            break
+        time.sleep(1.0)
+    figures = pods.read_figures(pod_storm)
+    if deleted:
+        pod_storm.ended_wall = utc_now_iso()
+        with contextlib.suppress(Exception):  # a later try removes what this one could not
+            pods.remove_identity(target.api())
+    return pods.report(pod_storm, figures)
 
 
 def _short(err: Exception) -> str:

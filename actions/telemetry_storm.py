@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
+from blackstart.actions import _telemetry_pods as pods
 from blackstart.actions._storm import (
     MAX_CLIENTS,
     MAX_DURATION_S,
@@ -66,15 +67,23 @@ def active_storms() -> list[str]:
 
 
 def latest_storm_start() -> float | None:
-    """``time.monotonic()`` at the start of the latest storm of this process, None if none."""
+    """``time.monotonic()`` at the start of the latest storm of this process, None if none.
+
+    Either kind: this process's clients, or the telemetry pods it rolled out."""
     with _storms_lock:
-        if not _storms:
-            return None
-        return next(reversed(_storms.values())).started_at
+        local = next(reversed(_storms.values())).started_at if _storms else None
+    pod_storm = pods.latest()
+    starts = [t for t in (local, pod_storm.started_at if pod_storm else None) if t is not None]
+    return max(starts) if starts else None
 
 
 def storm_report(storm_id: str = "") -> dict[str, Any]:
-    """Figures of storm ``storm_id`` (default: the latest storm of this process)."""
+    """Figures of storm ``storm_id`` (default: the latest storm of this process).
+
+    A storm the telemetry pods make reports what they wrote so far."""
+    pod_storm = pods.find(storm_id) if storm_id else pods.latest()
+    if pod_storm is not None and (storm_id or pod_storm.started_at == latest_storm_start()):
+        return pods.report(pod_storm, pods.read_figures(pod_storm))
     return _find(storm_id).report()
 
 

@@ -547,6 +547,22 @@ class KindProvider:
             return Path(adopted[spec_name])
         return Path(state.kernel_log_dir) / f"{spec_name}.log"
 
+    def read_node_files(self, name: str, path: str) -> dict[str, str]:
+        """``path`` as each running node of cluster ``name`` holds it: {node container: text}.
+
+        Read through the engine, not the API server (the telemetry storm's figures are
+        read so while it keeps the API server down); nodes without the file are left out.
+        """
+        texts = {}
+        for node, status in sorted(self._node_states(name).items()):
+            if status != "running":
+                continue
+            try:
+                texts[node] = self._run([self.docker, "exec", node, "cat", path], f"reading {path}")
+            except KindError:  # no such file on that node
+                continue
+        return texts
+
     def advertise_gpus(self, name: str) -> None:
         """Patch ``nvidia.com/gpu`` into each GPU worker's status capacity (kubelet keeps it)."""
         state = load_state(name, self.cache)

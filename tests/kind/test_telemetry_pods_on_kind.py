@@ -1,0 +1,124 @@
+"""On kind the telemetry service is what it was in the incident: its DaemonSet's pods,
+one per node, make the cluster-wide LISTs themselves, as a non-admin ServiceAccount;
+deleting the DaemonSet (the rollback) ends the calls."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from chaoslib.exceptions import ActivityFailed
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from blackstart.actions import rollout
+from blackstart.actions._telemetry_pods import FIGURES_DIR, IMAGE_KEY, SERVICE_ACCOUNT
+from blackstart.clusters.kind_provider import KindProvider
+from blackstart.clusters.state import ClusterState
+from blackstart.kube import api_client
+from blackstart.probes.telemetry_storm import telemetry_storm_figures
+from blackstart.rescue.image import RescueImage
+
+from .conftest import eventually
+
+pytestmark = pytest.mark.kind
+
+IDENTITY = f"system:serviceaccount:{rollout.NAMESPACE}:{SERVICE_ACCOUNT}"
+
+
+def _allowed(kind_cluster: ClusterState, verb: str, resource: str, group: str = "") -> bool:
+    review = {
+        "spec": {
+            "user": IDENTITY,
+            "groups": ["system:serviceaccounts", f"system:serviceaccounts:{rollout.NAMESPACE}"],
+            "resourceAttributes": {"verb": verb, "resource": resource, "group": group},
+        }
+    }
+    api = client.AuthorizationV1Api(api_client(kind_cluster.kubeconfig))
+    answer = api.create_subject_access_review(review)  # type: ignore[arg-type]
+    return bool(answer.status and answer.status.allowed)
+
+
+def _daemonset_exists(apps: client.AppsV1Api) -> bool:
+    try:
+        apps.read_namespaced_daemon_set(rollout.DAEMONSET, rollout.NAMESPACE)
+        return True
+    except ApiException as err:
+        if err.status == 404:
+            return False
+        raise
+
+
+def test_the_telemetry_pods_make_the_calls_as_their_own_identity_and_stop_when_deleted(
+    kind: KindProvider,
+    kind_cluster: ClusterState,
+    images: dict[str, RescueImage],
+    apps: client.AppsV1Api,
+    core: client.CoreV1Api,
+) -> None:
+    configuration = {"blackstart_cluster": kind_cluster.name}
+    nodes = len(core.list_node().items)
+
+    # bad input is refused before anything is created, naming what was wrong
+    with pytest.raises(ActivityFailed, match="rate_per_client must be a number from"):
+        rollout.deploy_telemetry_service(rate_per_client=50, configuration=configuration)
+    assert not _daemonset_exists(apps)
+    # an image the nodes do not have: named, the DaemonSet removed, nothing pulled from
+    # outside (kind's pods never pull)
+    with pytest.raises(ActivityFailed, match="ErrImageNeverPull for image blackstart/absent"):
+        rollout.deploy_telemetry_service(
+            duration_s=30,
+            ready_timeout_s=60,
+            configuration={**configuration, IMAGE_KEY: "blackstart/absent:0"},
+        )
+    eventually(lambda: not _daemonset_exists(apps), 30, "the failed roll-out's DaemonSet gone")
+
+    started = time.monotonic()
+    deployed = rollout.deploy_telemetry_service(
+        duration_s=120,
+        rate_per_client=2.0,
+        resources=["pods", "nodes"],
+        configuration=configuration,
+    )
+    print(f"telemetry pods running {time.monotonic() - started:.1f} s after the roll-out began")
+    assert deployed["where"] == "pods"
+    assert deployed["pods"] == nodes  # every taint tolerated: the control plane's too
+    assert deployed["identity"] == IDENTITY
+    # the identity lists what the agents list, and may do nothing else
+    assert _allowed(kind_cluster, "list", "pods")
+    assert _allowed(kind_cluster, "list", "nodes")
+    assert not _allowed(kind_cluster, "delete", "pods")
+    assert not _allowed(kind_cluster, "list", "secrets")
+    assert not _allowed(kind_cluster, "delete", "daemonsets", "apps")
+
+    def every_pod_calling() -> dict[str, Any]:
+        figures = telemetry_storm_figures(configuration=configuration)
+        ok = figures["pods_reporting"] == nodes and figures["ok"] >= 2 * nodes
+        return figures if ok else {}
+
+    figures: dict[str, Any] = eventually(
+        every_pod_calling, 60, "every telemetry pod's LISTs answered"
+    )
+    print(f"telemetry pods' figures while they run: {figures}")
+    assert figures["state"] == "running"
+    assert figures["errors"] == 0 and figures["throttled_429"] == 0
+    assert figures["bytes_read"] > 0
+
+    removed = rollout.remove_telemetry_service(timeout_s=60, configuration=configuration)
+    print(f"removed: {removed['outcome']} in {removed['seconds_until_deleted']} s")
+    assert removed["outcome"] == "deleted"
+    assert removed["failed_tries"] == 0
+    after = removed["storm"]
+    assert after["state"] == "stopped" and after["requests"] >= figures["requests"]
+    assert not core.list_namespaced_pod(rollout.NAMESPACE).items
+    # the calls ended with the pods: the files on the nodes stop growing
+    path = f"{FIGURES_DIR}/{deployed['storm_id']}.json"
+    before = kind.read_node_files(kind_cluster.name, path)
+    assert len(before) == nodes
+    time.sleep(3)
+    assert kind.read_node_files(kind_cluster.name, path) == before
+    rbac = client.RbacAuthorizationV1Api(api_client(kind_cluster.kubeconfig))
+    with pytest.raises(ApiException) as gone:
+        rbac.read_cluster_role("blackstart:telemetry-agent")
+    assert gone.value.status == 404
