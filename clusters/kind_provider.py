@@ -43,7 +43,7 @@ from blackstart.clusters.provider import (
     ClusterError,
     ComponentStatus,
 )
-from blackstart.clusters.spec import GPU_RESOURCE, ClusterSpec
+from blackstart.clusters.spec import GPU_RESOURCE, ClusterSpec, ControlPlaneSize
 from blackstart.clusters.state import ClusterNotFound, ClusterState, load_state, state_dir_for
 from blackstart.clusters.toolchain import resolve
 from blackstart.paths import cache_dir
@@ -152,6 +152,8 @@ class KindProvider:
                 ],
                 f"setting the restart policy of the nodes of {name!r}",
             )
+            if spec.control_plane_cpus is not None or spec.control_plane_memory is not None:
+                self.limit_control_plane(name, spec.control_plane)
             self.progress(f"[{name}] nodes created in {time.monotonic() - started:.0f} s")
             self._wait_ready(state, "node", "--all")
             for command in post_create_commands(plan, self.kubectl):
@@ -385,7 +387,11 @@ class KindProvider:
                 component != "kube-apiserver" or self._readyz(state)
             )
             detail = "manifest parked" if component in parked else ""
-            statuses.append(ComponentStatus(component, pid, endpoint, current, healthy, detail))
+            latest = kc.newest(containers, component)  # kubelet's restart count of its pod
+            restarts = latest.attempt if latest is not None else 0
+            statuses.append(
+                ComponentStatus(component, pid, endpoint, current, healthy, detail, restarts)
+            )
         statuses.append(self._coredns_status(state))
         for node, container_state in sorted(nodes.items()):
             up = container_state == "running"
@@ -546,6 +552,27 @@ class KindProvider:
         if spec_name in adopted:  # an adopted cluster's file, in the node's /var volume
             return Path(adopted[spec_name])
         return Path(state.kernel_log_dir) / f"{spec_name}.log"
+
+    def limit_control_plane(self, name: str, size: ControlPlaneSize) -> None:
+        """Limit the control-plane node container to ``size`` (``docker update``, live).
+
+        What its kube-apiserver, etcd, controllers and kubelet share, as the machine of a
+        real control plane bounds them: a storm that fills it gets the biggest of them
+        (kube-apiserver) OOM-killed, and kubelet restarts it with its back-off. A spec
+        without ``controlPlane`` leaves kind's control plane unlimited, as kind makes it:
+        its nodes run real pods, which the sizing advice for simulated fleets does not
+        cover.
+        """
+        state = load_state(name, self.cache)
+        memory = str(size.memory)
+        self._run(
+            [self.docker, "update", f"--cpus={size.cpus:g}", f"--memory={memory}",
+             f"--memory-swap={memory}", self._cp(state)],
+            f"limiting the control plane of {name!r} to {size.cpus:g} cores and "
+            f"{size.memory >> 20} MiB",
+        )  # fmt: skip
+        state.extra["control_plane_limits"] = {"cpus": size.cpus, "memory": size.memory}
+        state.save()
 
     def read_node_files(self, name: str, path: str) -> dict[str, str]:
         """``path`` as each running node of cluster ``name`` holds it: {node container: text}.

@@ -382,7 +382,9 @@ def test_a_controller_waits_while_a_fault_holds_the_api_server_or_etcd_down(
 def test_only_kube_apiserver_is_started_inside_the_control_planes_cgroup(
     apiserver_process: tuple[subprocess.Popen[bytes], Path],
 ) -> None:
-    _, root = apiserver_process
+    proc, root = apiserver_process
+    proc.kill()  # a stopped kube-apiserver, as the supervisor starts one
+    proc.wait()
     supervisor, _ = _supervisor(root)
     procs = root / "cgroup/memory/blackstart/incident/control-plane/cgroup.procs"
     kwokctl = root / "kwokctl"
@@ -394,6 +396,24 @@ def test_only_kube_apiserver_is_started_inside_the_control_planes_cgroup(
     assert procs.read_text() == ""
     supervisor._start("kube-apiserver")
     assert procs.read_text().strip().isdigit()
+
+
+def test_a_component_another_start_brought_back_is_not_started_twice(
+    apiserver_process: tuple[subprocess.Popen[bytes], Path],
+) -> None:
+    # the supervisor waits for the cluster's start lock; a rollback that held it has
+    # started kube-apiserver meanwhile: a second kwokctl start would start another one
+    _, root = apiserver_process
+    supervisor, _ = _supervisor(root)
+    ran = root / "kwokctl-ran"
+    kwokctl = root / "kwokctl"
+    kwokctl.write_text(f"#!/bin/sh\ntouch {ran}\n")
+    kwokctl.chmod(0o755)
+    supervisor.kwokctl_bin = kwokctl
+    assert supervisor._start("kube-apiserver") is True
+    assert not ran.exists()
+    supervisor._start("kube-scheduler")  # stopped: kwokctl runs
+    assert ran.exists()
 
 
 def test_the_liveness_probe_kills_after_eight_failures_in_a_row_once_it_answered() -> None:
