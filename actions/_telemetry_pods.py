@@ -27,7 +27,6 @@ from chaoslib.exceptions import ActivityFailed
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from blackstart.clusters.kind_provider import KindProvider
 from blackstart.health import utc_now_iso
 from blackstart.rescue.image import image_tag
 from blackstart.stats import percentile
@@ -263,10 +262,9 @@ def read_figures(storm: PodStorm) -> dict[str, dict[str, Any]]:
     """Each pod's latest figures, by node: from the node containers on kind, else pod logs."""
     found: dict[str, dict[str, Any]] = {}
     target = storm.target
-    if target.provider == "kind" and target.cluster:
+    if target.state is not None:  # a cluster blackstart made: from its nodes
         provider = cluster_provider(target, "reading the telemetry pods' figures")
-        assert isinstance(provider, KindProvider)
-        texts = provider.read_node_files(target.cluster, f"{FIGURES_DIR}/{storm.id}.json")
+        texts = provider.read_node_files(target.state.name, f"{FIGURES_DIR}/{storm.id}.json")
         for node, text in texts.items():
             try:
                 found[node] = json.loads(text)

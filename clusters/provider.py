@@ -101,3 +101,8 @@ class ClusterProvider(Protocol):
     def kernel_log(self, name: str, node: str) -> Path:
         """The host file that stands for ``node``'s kernel log (``/dev/kmsg`` on a real node)."""
         ...
+
+    def read_node_files(self, name: str, path: str) -> dict[str, str]:
+        """``path`` as each node that has it holds it, by node, read without the API server
+        (what pods wrote to a hostPath); simulated nodes have no files."""
+        ...

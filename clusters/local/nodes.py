@@ -47,6 +47,10 @@ class LocalNodes(LocalBase):
             raise ClusterError(f"node {node} has no kernel log in cluster {name} ({path})")
         return path
 
+    def read_node_files(self, name: str, path: str) -> dict[str, str]:
+        """Nothing: KWOK's nodes are simulated, have no files, and their pods run nothing."""
+        return {}
+
     def reboot_node(self, name: str, node: str) -> str:
         """NotReady, then Ready with a new boot id; returns the new boot id."""
         self.mark_node_not_ready(name, node)
