@@ -35,6 +35,7 @@ from blackstart.telemetry_agent import MAX_AGENTS, MAX_DURATION_S, MAX_RATE, PAT
 
 FIGURES_DIR = "/var/log/blackstart/telemetry"
 SERVICE_ACCOUNT = "telemetry-agent"
+CONTROL_PLANE_LABEL = "node-role.kubernetes.io/control-plane"
 CLUSTER_ROLE = "blackstart:telemetry-agent"
 #: the configuration key naming the image the pods run (default: the rescue agent's)
 IMAGE_KEY = "telemetry_image"
@@ -141,6 +142,16 @@ def pods_daemonset_body(
         for name, path in (("NODE_NAME", "spec.nodeName"), ("POD_NAME", "metadata.name"))
     ]
     spec["serviceAccountName"] = SERVICE_ACCOUNT
+    # every node that runs workloads, as in the incident; not a control plane's own node
+    # (a managed control plane has none, and kind's has none of blackstart's images)
+    not_control_plane = {"key": CONTROL_PLANE_LABEL, "operator": "DoesNotExist"}
+    spec["affinity"] = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [not_control_plane]}]
+            }
+        }
+    }
     spec["containers"] = [
         {
             "name": "agent",

@@ -81,8 +81,8 @@ def _create_service(target: Target) -> int:
     return nodes
 
 
-def _count_nodes(target: Target, core: client.CoreV1Api) -> int:
-    nodes = len(core.list_node().items)
+def _count_nodes(target: Target, core: client.CoreV1Api, selector: str = "") -> int:
+    nodes = len(core.list_node(label_selector=selector).items)
     if not nodes:
         raise ActivityFailed(f"{target.describe()} has no nodes: nowhere to roll the agent out")
     return nodes
@@ -130,7 +130,8 @@ def _deploy_in_pods(
     pods.check_settings(settings)
     api = target.api()
     core = client.CoreV1Api(api)
-    nodes = _count_nodes(target, core)  # every taint tolerated: one pod on every node
+    # every taint tolerated: one pod on every node but a control plane's
+    nodes = _count_nodes(target, core, f"!{pods.CONTROL_PLANE_LABEL}")
     _create_namespace(core)
     pods.ensure_identity(api, NAMESPACE)
     image = pods.image_for(configuration)

@@ -381,8 +381,11 @@ class KindProvider:
             running = kc.newest(kc.running_named(containers, component), component)
             pid, current = None, "stopped"
             if running is not None and component not in parked:
-                pid = self.nodes.pid(cp, running.id)
-                current = "hung" if self.nodes.stopped_by_signal(cp, pid) else "running"
+                try:
+                    pid = self.nodes.pid(cp, running.id)
+                    current = "hung" if self.nodes.stopped_by_signal(cp, pid) else "running"
+                except ClusterError:  # it exited since it was listed (an OOM kill, a crash)
+                    pid = None
             healthy = current == "running" and (
                 component != "kube-apiserver" or self._readyz(state)
             )

@@ -59,6 +59,14 @@ def test_the_pods_run_the_agent_program_with_the_storms_bounds_and_a_figures_fil
     assert container["imagePullPolicy"] == "Never"
     assert spec["serviceAccountName"] == "telemetry-agent"
     assert spec["tolerations"] == [{"operator": "Exists"}]
+    terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert terms["nodeSelectorTerms"] == [
+        {
+            "matchExpressions": [
+                {"key": "node-role.kubernetes.io/control-plane", "operator": "DoesNotExist"}
+            ]
+        }
+    ]
     assert spec["volumes"][0]["hostPath"]["path"] == pods.FIGURES_DIR
     assert body["metadata"]["annotations"]["blackstart.dev/storm-id"] == "storm-1234"
     assert "memory" in container["resources"]["limits"]
