@@ -27,6 +27,7 @@ from chaoslib.exceptions import ActivityFailed
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from blackstart.actions._checks import number
 from blackstart.health import utc_now_iso
 from blackstart.rescue.image import image_tag
 from blackstart.stats import percentile
@@ -174,16 +175,10 @@ def pods_daemonset_body(
 
 def check_settings(settings: dict[str, Any]) -> None:
     """Bounds of the pods' storm, named in the error (the agents check them again)."""
-    for key, low, high in (
-        ("rate_per_client", 0.01, MAX_RATE),
-        ("agents_per_pod", 1, MAX_AGENTS),
-        ("duration_s", 1, MAX_DURATION_S),
-        ("request_timeout_s", 0.5, 120),
-    ):
-        value = settings[key]
-        numeric = isinstance(value, int | float) and not isinstance(value, bool)
-        if not numeric or not low <= value <= high:
-            raise ActivityFailed(f"{key} must be a number from {low:g} to {high:g}, not {value!r}")
+    number("rate_per_client", settings["rate_per_client"], 0.01, MAX_RATE)
+    number("agents_per_pod", settings["agents_per_pod"], 1, MAX_AGENTS, integer=True)
+    number("duration_s", settings["duration_s"], 1, MAX_DURATION_S)
+    number("request_timeout_s", settings["request_timeout_s"], 0.5, 120)
     unknown = [r for r in settings["resources"] if r not in PATHS]
     if unknown or not settings["resources"]:
         raise ActivityFailed(

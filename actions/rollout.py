@@ -128,6 +128,9 @@ def _deploy_in_pods(
     """The roll-out where pods are real: the DaemonSet's pods make the calls (see
     :mod:`blackstart.actions._telemetry_pods`)."""
     pods.check_settings(settings)
+    number("ready_timeout_s", ready_timeout_s, 1, 900)
+    # the storm's end, whenever a pod starts: no pod calls after it
+    settings["until"] = time.time() + settings["duration_s"] + ready_timeout_s
     api = target.api()
     core = client.CoreV1Api(api)
     # every taint tolerated: one pod on every node but a control plane's
@@ -199,9 +202,8 @@ def deploy_telemetry_service(
             "agents_per_pod": agents_per_pod,
             "duration_s": duration_s,
             "request_timeout_s": request_timeout_s,
-            "until": time.time() + float(duration_s) + float(ready_timeout_s),
         }
-        return _deploy_in_pods(target, settings, float(ready_timeout_s), configuration)
+        return _deploy_in_pods(target, settings, ready_timeout_s, configuration)
     nodes = _create_service(target)
     agents = clients or nodes
     try:

@@ -79,7 +79,8 @@ def test_the_pods_run_the_agent_program_with_the_storms_bounds_and_a_figures_fil
     ("key", "value", "named"),
     [
         ("rate_per_client", 11, "rate_per_client must be a number from 0.01 to 10"),
-        ("agents_per_pod", 0, "agents_per_pod must be a number from 1 to 64"),
+        ("agents_per_pod", 0, "agents_per_pod must be a whole number from 1 to 64"),
+        ("agents_per_pod", 2.5, "agents_per_pod must be a whole number from 1 to 64"),
         ("duration_s", "long", "duration_s must be a number"),
         ("request_timeout_s", True, "request_timeout_s must be a number"),
         ("resources", ["pods", "secrets"], "unknown: secrets"),
