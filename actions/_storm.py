@@ -317,12 +317,7 @@ class TelemetryStorm:
                 "late_requests": f.late_requests,
                 "achieved_rps": round(f.requests / elapsed, 3) if elapsed > 0 else 0.0,
                 "bytes_read": f.bytes_read,
-                "latency_s": {
-                    "p50": _round(percentile(latencies, 0.50)),
-                    "p90": _round(percentile(latencies, 0.90)),
-                    "p99": _round(percentile(latencies, 0.99)),
-                    "max": _round(max(latencies) if latencies else None),
-                },
+                "latency_s": latency_summary(latencies),
                 "client_cpu_s": round(f.thread_cpu_s, 3),
             }
 
@@ -337,6 +332,16 @@ def _error_kind(err: Exception) -> str:
                 return word
         return type(reason).__name__
     return type(err).__name__
+
+
+def latency_summary(latencies: list[float]) -> dict[str, float | None]:
+    """p50, p90, p99 and max of ``latencies`` in seconds (None when there are none)."""
+    return {
+        "p50": _round(percentile(latencies, 0.50)),
+        "p90": _round(percentile(latencies, 0.90)),
+        "p99": _round(percentile(latencies, 0.99)),
+        "max": _round(max(latencies) if latencies else None),
+    }
 
 
 def _round(value: float | None) -> float | None:

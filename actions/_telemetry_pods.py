@@ -28,9 +28,9 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from blackstart.actions._checks import number
+from blackstart.actions._storm import latency_summary
 from blackstart.health import utc_now_iso
 from blackstart.rescue.image import image_tag
-from blackstart.stats import percentile
 from blackstart.target import Target, cluster_provider
 from blackstart.telemetry_agent import MAX_AGENTS, MAX_DURATION_S, MAX_RATE, PATHS
 
@@ -338,19 +338,10 @@ def report(storm: PodStorm, figures: dict[str, dict[str, Any]]) -> dict[str, Any
         "error_kinds": kinds,
         "achieved_rps": round(requests / elapsed, 3) if elapsed > 0 else 0.0,
         "bytes_read": sum(int(f.get("bytes_read", 0)) for f in pods),
-        "latency_s": {
-            "p50": _round(percentile(latencies, 0.50)),
-            "p90": _round(percentile(latencies, 0.90)),
-            "p99": _round(percentile(latencies, 0.99)),
-            "max": _round(max(latencies) if latencies else None),
-        },
+        "latency_s": latency_summary(latencies),
         "client_cpu_s": round(sum(float(f.get("client_cpu_s", 0.0)) for f in pods), 3),
     }
 
 
 def _name(pod: client.V1Pod) -> str:
     return str(pod.metadata.name) if pod.metadata else ""
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 4)

@@ -30,6 +30,8 @@ import argparse
 import time
 from typing import Any
 
+from kubernetes.client import ApiClient
+
 from blackstart.actions import rollout, seed
 from blackstart.clusters.kind_provider import KindProvider
 from blackstart.clusters.spec import ControlPlaneSize, host_resources, load_spec
@@ -47,13 +49,13 @@ def apiserver_restarts(kind: KindProvider, name: str) -> int:
     return 0
 
 
-def ready(kubeconfig: str) -> bool:
-    api = api_client(kubeconfig, None, pool_size=1, timeout=2.0)
+def ready(api: ApiClient) -> bool:
     return apiserver_readyz(api, 2.0)[0]
 
 
 def run(args: argparse.Namespace, kind: KindProvider, kubeconfig: str) -> dict[str, Any]:
     cfg = {"blackstart_cluster": args.cluster}
+    admin = api_client(kubeconfig, None, pool_size=1, timeout=2.0)
     seeded = seed.seed_objects(
         pods=0, configmaps=args.configmaps, payload_kib=args.payload_kib, node_selector="",
         configuration=cfg,
@@ -73,7 +75,7 @@ def run(args: argparse.Namespace, kind: KindProvider, kubeconfig: str) -> dict[s
     misses = 0
     while time.monotonic() - started < args.rollback_after:
         tick = time.monotonic()
-        misses = 0 if ready(kubeconfig) else misses + 1
+        misses = 0 if ready(admin) else misses + 1
         if misses >= 2 and unavailable_at is None:
             unavailable_at = time.monotonic() - started
             print(f"{unavailable_at:5.1f} s: API server unavailable", flush=True)
@@ -84,7 +86,7 @@ def run(args: argparse.Namespace, kind: KindProvider, kubeconfig: str) -> dict[s
     answered = 0
     while answered < 5 and time.monotonic() - deleted_at < 300:
         tick = time.monotonic()
-        answered = answered + 1 if ready(kubeconfig) else 0
+        answered = answered + 1 if ready(admin) else 0
         time.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
     recovered_s = time.monotonic() - deleted_at - 4
     return {
