@@ -54,6 +54,44 @@ def is_alive(pid: int | None) -> bool:
     return not _zombie_or_gone(pid)
 
 
+def is_unreaped(pid: int | None) -> bool:
+    """True when ``pid`` has exited but its parent has not reaped it yet (a zombie).
+
+    Such a pid still takes signal 0, so a tool that probes with it (kwokctl does)
+    takes the process for running.
+    """
+    if pid is None or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+    return _zombie_or_gone(pid)
+
+
+def forget_unreaped(pid_file: Path, wait_s: float = 10.0) -> bool:
+    """Wait for the exited process of ``pid_file`` to be reaped; remove the file if it is not.
+
+    A component killed a moment ago (an OOM kill, a liveness kill) stays a zombie
+    until init reaps it, which takes up to a second here and longer on a loaded
+    machine. kwokctl, asked to start it meanwhile, finds it "running" and starts
+    nothing. True when the file was removed.
+    """
+    pid = read_pid(pid_file)
+    deadline = time.monotonic() + wait_s
+    while is_unreaped(pid):
+        if time.monotonic() >= deadline:
+            with contextlib.suppress(FileNotFoundError):
+                if read_pid(pid_file) == pid:
+                    pid_file.unlink()
+                    return True
+            return False
+        time.sleep(0.05)
+    return False
+
+
 def is_stopped(pid: int | None) -> bool:
     """True when ``pid`` is hung by SIGSTOP (state T)."""
     if not is_alive(pid):

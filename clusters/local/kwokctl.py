@@ -20,7 +20,13 @@ from pathlib import Path
 
 import yaml
 
-from blackstart.clusters.processes import ProcessError, read_pid, signal_pid_file, stop_pid_file
+from blackstart.clusters.processes import (
+    ProcessError,
+    forget_unreaped,
+    read_pid,
+    signal_pid_file,
+    stop_pid_file,
+)
 from blackstart.clusters.toolchain import Toolchain
 
 # Components kwokctl runs for blackstart, by the binary name its pid file carries.
@@ -91,12 +97,18 @@ class KwokCluster:
         controller stopped and both start it: the second loses the port and exits, its
         pid file names the dead one, and the live one runs untracked, out of reach of
         every later stop. A start that waited here finds the first one's process running.
+
+        A component that exited a moment ago and is not yet reaped would look running
+        to kwokctl (it probes with signal 0), which would start nothing: under the lock
+        its reaping is waited for (:func:`forget_unreaped`).
         """
         path = self.cluster_dir / "start.lock"
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
+                for component in COMPONENTS:
+                    forget_unreaped(self.pid_file(component))
                 yield
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)

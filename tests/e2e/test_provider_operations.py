@@ -19,7 +19,7 @@ from kubernetes import client
 
 from blackstart.clusters.local.kwok_nodes import node_is_ready
 from blackstart.clusters.local.provider import LocalProvider, processes_under
-from blackstart.clusters.processes import is_alive, is_stopped, read_pid
+from blackstart.clusters.processes import is_alive, is_stopped, is_unreaped, read_pid
 from blackstart.clusters.state import ClusterState
 from blackstart.probes.dns import query_once
 
@@ -207,6 +207,31 @@ def test_two_starts_at_once_leave_one_controller_manager_the_one_its_pid_file_na
         time.sleep(3)  # a second process, had one started, has lost the port and exited
         assert managers() == [kc.pid(component)]
         assert local.component_state(cluster.name, component) == "running"
+    controllers_back_after_an_outage(cluster, local)
+
+
+def test_a_component_killed_a_moment_ago_is_started_again_before_it_is_reaped(
+    cluster: ClusterState, local: LocalProvider
+):
+    # Seen in CI: kube-apiserver, OOM-killed at the moment a rollback asked for it, was
+    # still a zombie (not yet reaped by init). kwokctl, which probes pids with signal 0,
+    # took it for running and started nothing; the rollback failed ("did not start").
+    kc = local.kwok_cluster(cluster.name)
+    component = "kube-scheduler"
+    local.stop_component(cluster.name, component)
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])  # exits; reaped 3 s later
+    eventually(lambda: is_unreaped(zombie.pid), 10, "the stand-in to exit", interval=0.02)
+    kc.pid_file(component).write_text(str(zombie.pid))  # as kwokctl writes it: no newline
+    reaper = threading.Timer(3.0, zombie.wait)
+    reaper.start()
+    try:
+        local.start_component(cluster.name, component)
+    finally:
+        reaper.join()
+    pid = kc.pid(component)
+    assert pid != zombie.pid
+    assert _program(pid) == component
+    assert local.component_state(cluster.name, component) == "running"
     controllers_back_after_an_outage(cluster, local)
 
 
