@@ -38,9 +38,15 @@ FIGURES_DIR = "/var/log/blackstart/telemetry"
 SERVICE_ACCOUNT = "telemetry-agent"
 CONTROL_PLANE_LABEL = "node-role.kubernetes.io/control-plane"
 CLUSTER_ROLE = "blackstart:telemetry-agent"
+#: a staged roll-out's pods go to the nodes labelled with their storm's id, stage by stage
+STAGE_LABEL = "blackstart.dev/telemetry-stage"
 #: the configuration key naming the image the pods run (default: the rescue agent's)
 IMAGE_KEY = "telemetry_image"
 _NOT_PULLED = ("ErrImageNeverPull", "ImagePullBackOff", "ErrImagePull", "InvalidImageName")
+
+
+class ImageNotPulled(ActivityFailed):  # type: ignore[misc]  # chaoslib is untyped
+    """A telemetry pod cannot start: its nodes do not have (or cannot pull) the image."""
 
 
 @dataclass
@@ -55,6 +61,7 @@ class PodStorm:
     started_wall: str = field(default_factory=utc_now_iso)
     ended_wall: str | None = None
     last_figures: dict[str, dict[str, Any]] = field(default_factory=dict)  # node -> figures
+    staged_nodes: list[str] = field(default_factory=list)  # labelled by a staged roll-out
 
 
 _storms: dict[str, PodStorm] = {}
@@ -130,11 +137,14 @@ def pods_daemonset_body(
     storm_id: str,
     settings: dict[str, Any],
     pull_policy: str = "IfNotPresent",
+    staged: bool = False,
 ) -> dict[str, Any]:
     """``base`` (the service's DaemonSet) with pods that run the telemetry agent.
 
     ``pull_policy``: ``Never`` on kind, whose nodes have the images blackstart loaded
-    and must never reach out for one; ``IfNotPresent`` elsewhere (your registry)."""
+    and must never reach out for one; ``IfNotPresent`` elsewhere (your registry).
+    ``staged``: the pods go only to the nodes a staged roll-out labelled for this storm
+    (:data:`STAGE_LABEL`), so the roll-out grows and shrinks by labelling nodes."""
     body: dict[str, Any] = json.loads(json.dumps(base))
     spec = body["spec"]["template"]["spec"]
     body["metadata"].setdefault("annotations", {})["blackstart.dev/storm-id"] = storm_id
@@ -143,6 +153,8 @@ def pods_daemonset_body(
         for name, path in (("NODE_NAME", "spec.nodeName"), ("POD_NAME", "metadata.name"))
     ]
     spec["serviceAccountName"] = SERVICE_ACCOUNT
+    if staged:
+        spec["nodeSelector"] = {STAGE_LABEL: storm_id}
     # every node that runs workloads, as in the incident; not a control plane's own node
     # (a managed control plane has none, and kind's has none of blackstart's images)
     not_control_plane = {"key": CONTROL_PLANE_LABEL, "operator": "DoesNotExist"}
@@ -218,6 +230,41 @@ def remove_identity(api: client.ApiClient) -> None:
                 raise
 
 
+def rollout_order(core: client.CoreV1Api) -> list[str]:
+    """The nodes the pods go to, in a staged roll-out's order (by name): all but a control
+    plane's."""
+    items = core.list_node(label_selector=f"!{CONTROL_PLANE_LABEL}").items
+    return sorted(str(node.metadata.name) for node in items if node.metadata)
+
+
+def label_stage(
+    core: client.CoreV1Api, nodes: list[str], storm_id: str | None, timeout_s: float = 30.0
+) -> list[str]:
+    """Put the stage label of ``storm_id`` on ``nodes`` (None: take it off); the DaemonSet's
+    pods follow. Each PATCH is tried again until ``timeout_s`` (the API server may be
+    struggling: that is when a halt happens); returns the nodes it could not change."""
+    patch = {"metadata": {"labels": {STAGE_LABEL: storm_id}}}
+    deadline = time.monotonic() + timeout_s
+    failed = []
+    for node in nodes:
+        while True:
+            try:
+                core.patch_node(node, patch, _request_timeout=5)
+                break
+            except ApiException as err:
+                if err.status == 404:  # the node is gone: nothing to label
+                    break
+                if time.monotonic() > deadline:
+                    failed.append(node)
+                    break
+            except Exception:  # no answer at all
+                if time.monotonic() > deadline:
+                    failed.append(node)
+                    break
+            time.sleep(0.5)
+    return failed
+
+
 def image_for(configuration: dict[str, Any] | None) -> str:
     chosen = (configuration or {}).get(IMAGE_KEY)
     return str(chosen) if chosen else image_tag("agent")
@@ -249,7 +296,7 @@ def wait_until_calling(
             for status in (pod.status.container_statuses or []) if pod.status else []:
                 waiting = status.state.waiting if status.state else None
                 if waiting and waiting.reason in _NOT_PULLED:
-                    raise ActivityFailed(
+                    raise ImageNotPulled(
                         f"telemetry pod {_name(pod)} cannot start: {waiting.reason} for "
                         f"image {status.image}. Load it into the cluster's nodes (blackstart "
                         f"rescue image --kind-cluster NAME), or set the configuration key "

@@ -248,6 +248,9 @@ def roll_out_telemetry_service(
     resources: list[str] | None = None,
     duration_s: float = 300.0,
     check_every_s: float = 2.0,
+    agents_per_pod: int = 1,
+    request_timeout_s: float = 15.0,
+    ready_timeout_s: float = 120.0,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict[str, Any]:
@@ -267,6 +270,13 @@ def roll_out_telemetry_service(
     Returns ``{"stopped_at_percent", "stopped_at_clients", "completed",
     "reason", "stages": [{"percent", "clients", "p99_s", "rate_429",
     "healthy"}], "kept_percent", "kept_clients", "nodes"}``.
+
+    On kind or a cluster of your own the stages are the DaemonSet's real pods
+    (see ``deploy_telemetry_service``; ``agents_per_pod``,
+    ``request_timeout_s`` and ``ready_timeout_s`` as there): a stage labels
+    its share of the nodes (by name order) and their pods start; a halt takes
+    the label off the nodes past the last healthy stage and their pods go.
+    The result then also has ``"where": "pods"`` and ``"pods"`` per stage.
     """
     chosen = _check_stages(stages if stages is not None else list(DEFAULT_STAGES))
     number("hold_s", hold_s, 1, 300)
@@ -274,6 +284,19 @@ def roll_out_telemetry_service(
     number("max_429_per_s", max_429_per_s, 0, 10000)
     number("check_every_s", check_every_s, 0.5, 60)
     target = resolve_target(configuration, secrets)
+    if pods.runs_in_pods(target):
+        guard = {"hold_s": float(hold_s), "every_s": float(check_every_s),
+                 "max_p99_s": max_p99_s, "max_429_per_s": max_429_per_s}  # fmt: skip
+        settings = {
+            "rate_per_client": rate_per_client,
+            "resources": list(resources or ["pods"]),
+            "agents_per_pod": agents_per_pod,
+            "duration_s": duration_s,
+            "request_timeout_s": request_timeout_s,
+        }
+        return _roll_out_in_pods(
+            target, chosen, guard, settings, ready_timeout_s, configuration, secrets
+        )
     nodes = _create_service(target)
     history: list[dict[str, Any]] = []
     kept: dict[str, Any] | None = None
@@ -319,6 +342,116 @@ def roll_out_telemetry_service(
         "stages": history,
         "storm_id": storm_id,
     }
+
+
+def _roll_out_in_pods(
+    target: Target,
+    chosen: list[float],
+    guard: dict[str, float],
+    settings: dict[str, Any],
+    ready_timeout_s: float,
+    configuration: Configuration,
+    secrets: Secrets,
+) -> dict[str, Any]:
+    """The staged roll-out where pods are real: each stage labels more nodes, a halt
+    takes the label off the nodes past the last healthy stage."""
+    pods.check_settings(settings)
+    number("ready_timeout_s", ready_timeout_s, 1, 900)
+    settings["until"] = time.time() + settings["duration_s"] + ready_timeout_s * len(chosen)
+    api = target.api()
+    core = client.CoreV1Api(api)
+    order = pods.rollout_order(core)
+    if not order:
+        raise ActivityFailed(f"{target.describe()} has no nodes: nowhere to roll the agent out")
+    _create_namespace(core)
+    pods.ensure_identity(api, NAMESPACE)
+    storm_ = pods.new_storm(target, 0, settings)
+    pull = "Never" if target.provider == "kind" else "IfNotPresent"
+    image = pods.image_for(configuration)
+    body = pods.pods_daemonset_body(daemonset_body(), image, storm_.id, settings, pull, True)
+    _create_daemonset(client.AppsV1Api(api), body)
+    try:
+        return _run_pod_stages(core, storm_, order, chosen, guard, ready_timeout_s,
+                               configuration, secrets) | {"image": image}  # fmt: skip
+    except Exception:  # the roll-out failed (not halted): nothing of it is left behind
+        _delete_daemonset(api, 10.0)
+        pods.label_stage(core, storm_.staged_nodes, None, timeout_s=10.0)
+        pods.forget(storm_)
+        raise
+
+
+def _run_pod_stages(
+    core: client.CoreV1Api,
+    storm_: pods.PodStorm,
+    order: list[str],
+    chosen: list[float],
+    guard: dict[str, float],
+    ready_timeout_s: float,
+    configuration: Configuration,
+    secrets: Secrets,
+) -> dict[str, Any]:
+    history: list[dict[str, Any]] = []
+    kept: dict[str, Any] | None = None
+    reason = "every stage stayed healthy"
+    agents = int(storm_.settings["agents_per_pod"])
+    for percent in chosen:
+        count = stage_clients(len(order), percent)
+        adding = order[len(storm_.staged_nodes) : count]
+        storm_.staged_nodes = order[:count]  # recorded first: the rollback unlabels them
+        storm_.pods_expected = count
+        unlabelled = pods.label_stage(core, adding, storm_.id)
+        health = _stage_started(core, storm_, unlabelled, ready_timeout_s)
+        if health is None:
+            health = _watch_stage(guard["hold_s"], guard["every_s"], guard["max_p99_s"],
+                                  guard["max_429_per_s"], configuration, secrets)  # fmt: skip
+        step = {"percent": percent, "pods": count, "clients": count * agents,
+                "at": utc_now_iso(), **health}  # fmt: skip
+        history.append(step)
+        if not health["healthy"]:
+            reason = f"halted at {percent:g} % ({count} pods): {health['reason']}"
+            keep = int(kept["pods"]) if kept else 0
+            stuck = pods.label_stage(core, order[keep:count], None)
+            storm_.staged_nodes = order[:keep] + stuck
+            storm_.pods_expected = keep
+            if stuck:
+                reason += (f"; the label could not be taken off {', '.join(stuck)} (the "
+                           "rollback deletes the DaemonSet)")  # fmt: skip
+            break
+        kept = step
+    last = history[-1]
+    return {
+        "where": "pods",
+        "storm_id": storm_.id,
+        "daemonset": f"{NAMESPACE}/{DAEMONSET}",
+        "identity": f"system:serviceaccount:{NAMESPACE}:{pods.SERVICE_ACCOUNT}",
+        "nodes": len(order),
+        "completed": all(s["healthy"] for s in history) and len(history) == len(chosen),
+        "stopped_at_percent": last["percent"],
+        "stopped_at_clients": last["clients"],
+        "kept_percent": kept["percent"] if kept else 0.0,
+        "kept_clients": kept["clients"] if kept else 0,
+        "kept_pods": kept["pods"] if kept else 0,
+        "reason": reason,
+        "stages": history,
+    }
+
+
+def _stage_started(
+    core: client.CoreV1Api, storm_: pods.PodStorm, unlabelled: list[str], timeout_s: float
+) -> dict[str, Any] | None:
+    """None once the stage's pods all run; else why the stage counts as unhealthy. An image
+    the nodes lack fails the roll-out (a mistake, not the API server's health)."""
+    if unlabelled:
+        return {"healthy": False, "reason": f"could not label {', '.join(unlabelled)}"}
+    try:
+        pods.wait_until_calling(core, NAMESPACE, f"{SERVICE_LABEL}=true", storm_, timeout_s)
+    except pods.ImageNotPulled:
+        raise
+    except ActivityFailed as err:  # not every pod ran in time
+        return {"healthy": False, "reason": str(err)}
+    except Exception as err:  # the API server did not answer while the pods started
+        return {"healthy": False, "reason": f"the API server did not answer: {_short(err)}"}
+    return None
 
 
 def _watch_stage(
@@ -440,6 +573,8 @@ def _end_pod_storm(target: Target, pod_storm: pods.PodStorm, deleted: bool) -> d
             break
         time.sleep(1.0)
     figures = pods.read_figures(pod_storm)
+    if pod_storm.staged_nodes:  # a staged roll-out's labels; a later try takes what is left
+        pod_storm.staged_nodes = pods.label_stage(core, pod_storm.staged_nodes, None)
     if deleted:
         pod_storm.ended_wall = utc_now_iso()
         with contextlib.suppress(Exception):  # a later try removes what this one could not

@@ -105,7 +105,7 @@ def figures(folder: Path) -> list[tuple[str, Any]]:
             removed = run.get("remove-telemetry-service")
             took = (_get(removed, "seconds_until_deleted"), _get(removed, "failed_tries"))
             rows.append(("  lockout: DELETE accepted after (s, failed tries)", took))
-    staged = load(folder, "staged-rollout-guard").get("staged-roll-out-1-10-50-100-percent")
+    staged = load(folder, "staged-rollout-guard").get("staged-roll-out")
     stop = (_get(staged, "stopped_at_percent"), _get(staged, "stopped_at_clients"))
     rows.append(("staged roll-out stopped at (%, agents)", stop))
     kept = (_get(staged, "kept_percent"), _get(staged, "kept_clients"))

@@ -95,8 +95,18 @@ class Target:
             raise ActivityFailed(str(err)) from err
 
     def identity_api(self, user: str, pool_size: int = 8) -> client.ApiClient:
-        """An ApiClient authenticated as one of blackstart's non-admin identities."""
+        """An ApiClient authenticated as one of blackstart's non-admin identities.
+
+        Local clusters and kind clusters blackstart created have them (signed by the
+        cluster's CA when it was made); any other target raises naming what is needed.
+        """
         state = self.require_state(f"the identity {user}")
+        if not state.identities and state.provider == "kind":
+            raise ActivityFailed(
+                f"kind cluster {state.name!r} has no identity {user}: it was made before "
+                "blackstart signed identities on kind; recreate it with "
+                f"`blackstart cluster up --provider kind --name {state.name}`"
+            )
         try:
             path = state.identity_kubeconfig(user)
         except ClusterNotFound as err:

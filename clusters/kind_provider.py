@@ -20,7 +20,10 @@ import os
 import shlex
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -37,6 +40,8 @@ from blackstart.clusters.kind import (
     resolve_kind_node,
     write_kind_config,
 )
+from blackstart.clusters.local.cgroups import ControlPlaneCgroup, cgroup_of
+from blackstart.clusters.local.credentials import write_identities_signed_by
 from blackstart.clusters.provider import (
     CONTROL_PLANE_COMPONENTS,
     LEADER_ELECTED,
@@ -53,6 +58,7 @@ CLUSTER_LABEL = "io.x-k8s.kind.cluster"
 KIND_NETWORK = "kind"
 #: a node container that exits non-zero (rebooted from inside: systemd ends on SIGHUP) restarts
 NODE_RESTART_POLICY = "on-failure"
+KUBEADM_PKI = "/etc/kubernetes/pki"  # where kubeadm keeps the cluster CA on the control plane
 #: the NodePort Service through which the host's DNS probes reach the CoreDNS pods
 DNS_SERVICE = "blackstart-dns"
 _ENDPOINTS = {
@@ -159,6 +165,7 @@ class KindProvider:
             for command in post_create_commands(plan, self.kubectl):
                 self._run(command, f"setting up the nodes of {name!r}")
             self.advertise_gpus(name)
+            state.identities = self.issue_identities(name)
             self._wait_ready(state, "pod", "--all", "-n", "kube-system")
             state.dns_address = self._publish_dns(state)
             state.save()
@@ -577,6 +584,38 @@ class KindProvider:
         state.extra["control_plane_limits"] = {"cpus": size.cpus, "memory": size.memory}
         state.save()
 
+    def restarts(self, name: str, component: str) -> int:
+        """How many times kubelet restarted ``component``'s container in its static pod
+        (its attempt count: ``kubectl get pods``' RESTARTS); 0 when it never restarted."""
+        state = load_state(name, self.cache)
+        node = self._cp(state)
+        if self._node_states(name).get(node) != "running":
+            raise ClusterError(f"the control-plane node {node} of {name!r} is not running")
+        latest = kc.newest(self.nodes.containers(node), component)
+        return latest.attempt if latest is not None else 0
+
+    def control_plane_usage(self, name: str) -> dict[str, Any]:
+        """The control-plane node container's cgroup now (what ``spec.controlPlane``
+        bounds: its kube-apiserver, etcd, controllers and kubelet together) and each
+        component's restarts, read from the host and the node, not the API server."""
+        state = load_state(name, self.cache)
+        node = self._cp(state)
+        pid = int(self._run([self.docker, "inspect", "-f", "{{.State.Pid}}", node],
+                            f"finding the control-plane node of {name!r}") or 0)  # fmt: skip
+        relative = cgroup_of(pid) if pid > 0 else None
+        usage = ControlPlaneCgroup(name, relative=relative).usage() if relative else None
+        containers = self.nodes.containers(node) if pid > 0 else []
+        components = {}
+        for component in CONTROL_PLANE_COMPONENTS:
+            latest = kc.newest(containers, component)
+            components[component] = {"restarts": latest.attempt if latest is not None else 0}
+        limits = state.extra.get("control_plane_limits")
+        return {
+            "size": dict(limits) if isinstance(limits, dict) else {},
+            "usage": asdict(usage) if usage is not None else None,
+            "components": components,
+        }
+
     def read_node_files(self, name: str, path: str) -> dict[str, str]:
         """``path`` as each running node of cluster ``name`` holds it: {node container: text}.
 
@@ -592,6 +631,38 @@ class KindProvider:
             except KindError:  # no such file on that node
                 continue
         return texts
+
+    def issue_identities(self, name: str) -> dict[str, str]:
+        """Sign blackstart's non-admin identities with the cluster's CA; bind their RBAC.
+
+        The users a local cluster has (:mod:`blackstart.clusters.local.credentials`), so
+        the same experiments run here: none is in ``system:masters``, so API Priority and
+        Fairness classifies and limits their requests as any workload's (the lockout's
+        system traffic, the staged roll-out's guard). The CA is read from the
+        control-plane node through the engine and kept nowhere; each kubeconfig (0600)
+        holds its own certificate. Returns {user: kubeconfig path}, saved in the state.
+        """
+        state = load_state(name, self.cache)
+        node = self._cp(state)
+        ca_cert, ca_key = (
+            self._run(
+                [self.docker, "exec", node, "cat", f"{KUBEADM_PKI}/{file}"],
+                f"reading the cluster CA of {name!r} ({file})",
+            ).strip().encode() + b"\n"
+            for file in ("ca.crt", "ca.key")
+        )  # fmt: skip
+        try:
+            written = write_identities_signed_by(
+                ca_cert, ca_key, str(state.apiserver_url), str(state.context),
+                Path(state.state_dir) / "identities",
+            )  # fmt: skip
+        except ValueError as err:  # not a PEM certificate or key
+            raise ClusterError(f"the cluster CA of {name!r} could not be read: {err}") from err
+        rbac = resources.files("blackstart.clusters.local").joinpath("rbac.yaml")
+        self._kctl(state, "apply", "-f", str(rbac))
+        state.identities = {user: str(path) for user, path in written.items()}
+        state.save()
+        return state.identities
 
     def advertise_gpus(self, name: str) -> None:
         """Patch ``nvidia.com/gpu`` into each GPU worker's status capacity (kubelet keeps it)."""

@@ -12,7 +12,7 @@ kubelet names the static pods (``kube-apiserver``, ``etcd``,
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from blackstart.clusters.spec import ClusterSpec
 from blackstart.clusters.state import ClusterState
@@ -100,6 +100,18 @@ class ClusterProvider(Protocol):
 
     def kernel_log(self, name: str, node: str) -> Path:
         """The host file that stands for ``node``'s kernel log (``/dev/kmsg`` on a real node)."""
+        ...
+
+    def restarts(self, name: str, component: str) -> int:
+        """How many times ``component`` was restarted after it exited (an OOM kill, a crash,
+        a failed liveness probe), as the local supervisor or a node's kubelet counts them."""
+        ...
+
+    def control_plane_usage(self, name: str) -> dict[str, Any]:
+        """What the control plane uses now, within what bounds it: ``{"size": {cpus,
+        memory, ...} or {}, "usage": {memory_bytes, memory_peak_bytes, memory_limit_bytes,
+        cpu_seconds, cpu_quota, oom_kills, throttled_periods} or None, "components":
+        {component: {"restarts", ...}}}``."""
         ...
 
     def read_node_files(self, name: str, path: str) -> dict[str, str]:

@@ -26,12 +26,13 @@ from kubernetes.client.exceptions import ApiException
 
 from blackstart.actions.telemetry_storm import latest_storm_start
 from blackstart.clusters.processes import is_alive
+from blackstart.clusters.provider import ClusterError
 from blackstart.health import apiserver_readyz
 from blackstart.kube import api_client
 from blackstart.probes.apiserver import apiserver_request_latency, rate_429_query
 from blackstart.probes.dns import DEFAULT_NAMES, query_once
 from blackstart.probes.prometheus import scalar
-from blackstart.target import Target, local_provider, resolve_target
+from blackstart.target import Target, cluster_provider, local_provider, resolve_target
 
 __all__ = [
     "control_plane_restarts",
@@ -274,23 +275,26 @@ def rollout_health(
 def control_plane_restarts(
     component: str = "kube-apiserver", configuration: Configuration = None, secrets: Secrets = None
 ) -> int:
-    """How many times the control plane's supervisor restarted ``component`` (after an OOM kill
-    or a crash) since the cluster was created. Local provider only; changes nothing."""
+    """How many times ``component`` was restarted after an OOM kill, a crash or a failed
+    liveness probe: by the local supervisor since the cluster was created, or on kind by
+    the control-plane node's kubelet (its pod's restart count). Changes nothing."""
     target = resolve_target(configuration, secrets)
-    provider = local_provider(target, "control_plane_restarts")
-    return provider.restarts(str(target.cluster), component)
+    provider = cluster_provider(target, "control_plane_restarts")
+    try:
+        return provider.restarts(str(target.cluster), component)
+    except ClusterError as err:
+        raise ActivityFailed(f"could not count the restarts of {component}: {err}") from err
 
 
 def control_plane_usage(
     configuration: Configuration = None, secrets: Secrets = None
 ) -> dict[str, Any]:
-    """The control plane's cgroup now: memory, peak, limit, CPU seconds and quota, OOM kills;
-    and per component restarts and last exit reason. Local provider only; changes nothing."""
+    """What the control plane uses now within its bounds: its cgroup's memory, peak, limit,
+    CPU seconds and quota, OOM kills (the local control plane's cgroup, or kind's
+    control-plane node container); per component restarts. Changes nothing."""
     target = resolve_target(configuration, secrets)
-    provider = local_provider(target, "control_plane_usage")
-    status = provider.supervisor_status(str(target.cluster))
-    return {
-        "size": provider.control_plane_info(str(target.cluster)),
-        "usage": status.get("usage"),
-        "components": status.get("components") or {},
-    }
+    provider = cluster_provider(target, "control_plane_usage")
+    try:
+        return provider.control_plane_usage(str(target.cluster))
+    except ClusterError as err:
+        raise ActivityFailed(f"could not read the control plane's usage: {err}") from err

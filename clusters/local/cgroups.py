@@ -93,14 +93,31 @@ def set_oom_score_adj(pid: int, adj: int) -> bool:
     return True
 
 
+def cgroup_of(pid: int, proc: Path = Path("/proc")) -> Path | None:
+    """The cgroup ``pid`` is in, relative to the hierarchy's root (the memory controller's
+    on a v1 hierarchy): a container's, from its first process. None when it is gone."""
+    try:
+        lines = (proc / str(pid) / "cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    found = None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(",") or (controllers == "" and found is None):
+            found = Path(path.lstrip("/"))
+    return found
+
+
 class ControlPlaneCgroup:
     """The cgroup of one cluster's control plane."""
 
-    def __init__(self, cluster: str, root: Path = CGROUP_ROOT) -> None:
+    def __init__(
+        self, cluster: str, root: Path = CGROUP_ROOT, relative: Path | None = None
+    ) -> None:
         self.cluster = cluster
         self.root = root
         self.version = cgroup_version(root)
-        self.relative = Path("blackstart") / cluster / "control-plane"
+        self.relative = relative or Path("blackstart") / cluster / "control-plane"
 
     # ------------------------------------------------------------------ paths
     def _dirs(self) -> dict[str, Path]:

@@ -155,8 +155,21 @@ class LocalControlPlane(LocalPrometheus):
         return read_status(self.state_dir(name))
 
     def restarts(self, name: str, component: str) -> int:
+        """How many times the supervisor restarted ``component`` (an OOM kill, a crash, a
+        failed liveness probe) since the cluster was created."""
         record = (self.supervisor_status(name).get("components") or {}).get(component) or {}
         return int(record.get("restarts", 0))
+
+    def control_plane_usage(self, name: str) -> dict[str, Any]:
+        """The control plane's cgroup now (memory, peak, limit, CPU seconds and quota, OOM
+        kills) and each component's restarts and last exit, as the supervisor last wrote
+        them: ``{"size", "usage", "components"}``."""
+        status = self.supervisor_status(name)
+        return {
+            "size": self.control_plane_info(name),
+            "usage": status.get("usage"),
+            "components": status.get("components") or {},
+        }
 
     def hold(self, name: str, component: str) -> None:
         """Mark ``component`` as stopped on purpose: the supervisor does not restart it.

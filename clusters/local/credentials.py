@@ -127,8 +127,17 @@ def write_identity_kubeconfigs(
     pki_dir: Path, server: str, cluster: str, out_dir: Path
 ) -> dict[str, Path]:
     """Sign every blackstart identity with the cluster CA; write one kubeconfig each."""
-    ca_cert = (pki_dir / "ca.crt").read_bytes()
-    ca_key = (pki_dir / "ca.key").read_bytes()
+    return write_identities_signed_by(
+        (pki_dir / "ca.crt").read_bytes(), (pki_dir / "ca.key").read_bytes(), server, cluster,
+        out_dir,
+    )  # fmt: skip
+
+
+def write_identities_signed_by(
+    ca_cert: bytes, ca_key: bytes, server: str, cluster: str, out_dir: Path
+) -> dict[str, Path]:
+    """:func:`write_identity_kubeconfigs` with the CA given (a kind cluster's, read from its
+    control-plane node): {user: kubeconfig path}. The CA key is used here and kept nowhere."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     for identity in IDENTITIES:

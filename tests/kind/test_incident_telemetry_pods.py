@@ -14,11 +14,12 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from blackstart.actions import rollout
-from blackstart.actions._telemetry_pods import FIGURES_DIR, IMAGE_KEY, SERVICE_ACCOUNT
+from blackstart.actions._telemetry_pods import FIGURES_DIR, IMAGE_KEY, SERVICE_ACCOUNT, STAGE_LABEL
 from blackstart.clusters.kind_provider import KindProvider
 from blackstart.clusters.spec import ControlPlaneSize, host_resources
 from blackstart.clusters.state import ClusterState, load_state
 from blackstart.kube import api_client
+from blackstart.probes.lockout import control_plane_restarts, control_plane_usage
 from blackstart.probes.telemetry_storm import telemetry_storm_figures
 from blackstart.rescue.image import RescueImage
 
@@ -71,6 +72,25 @@ def test_the_control_plane_node_container_takes_the_size_it_is_given(
             "cpus": 1.5,
             "memory": 6 << 30,
         }
+        # what the storm experiments read: the node container's cgroup, kubelet's restarts
+        configuration = {"blackstart_cluster": kind_cluster.name}
+        used = control_plane_usage(configuration=configuration)
+        print(f"kind control plane usage: {used}")
+        assert used["size"] == {"cpus": 1.5, "memory": 6 << 30}
+        assert used["usage"]["memory_limit_bytes"] == 6 << 30
+        assert used["usage"]["cpu_quota"] == 1.5
+        assert 100 << 20 < used["usage"]["memory_bytes"] < 6 << 30  # etcd, API server, ...
+        assert used["usage"]["cpu_seconds"] > 1.0
+        assert set(used["components"]) == {
+            "etcd",
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+        }
+        assert (
+            control_plane_restarts(configuration=configuration)
+            == (used["components"]["kube-apiserver"]["restarts"])
+        )
     finally:
         cores, memory = host_resources()
         kind.limit_control_plane(kind_cluster.name, ControlPlaneSize(cpus=cores, memory=memory))
@@ -154,3 +174,77 @@ def test_the_telemetry_pods_make_the_calls_as_their_own_identity_and_stop_when_d
     with pytest.raises(ApiException) as gone:
         rbac.read_cluster_role("blackstart:telemetry-agent")
     assert gone.value.status == 404
+
+
+def _staged(core: client.CoreV1Api) -> list[str]:
+    labelled = core.list_node(label_selector=STAGE_LABEL).items
+    return sorted(str(n.metadata.name) for n in labelled)
+
+
+def test_the_staged_roll_out_labels_its_share_of_nodes_stage_by_stage_and_the_rollback_unlabels(
+    kind_cluster: ClusterState,
+    images: dict[str, RescueImage],
+    apps: client.AppsV1Api,
+    core: client.CoreV1Api,
+) -> None:
+    configuration = {"blackstart_cluster": kind_cluster.name}
+    order = sorted(
+        str(n.metadata.name)
+        for n in core.list_node(label_selector="!node-role.kubernetes.io/control-plane").items
+    )
+    assert len(order) == 4
+    try:
+        result = rollout.roll_out_telemetry_service(
+            stages=[25, 50, 100],
+            hold_s=3,
+            check_every_s=1,
+            max_p99_s=5.0,
+            duration_s=120,
+            configuration=configuration,
+        )
+        print(f"staged roll-out on kind: {result['reason']}; stages {result['stages']}")
+        assert result["where"] == "pods"
+        assert result["completed"], result["reason"]
+        assert [s["pods"] for s in result["stages"]] == [1, 2, 4]
+        assert all(s["healthy"] and s["p99_s"] < 5.0 for s in result["stages"])
+        assert _staged(core) == order
+        running = core.list_namespaced_pod(
+            rollout.NAMESPACE, field_selector="status.phase=Running"
+        ).items
+        assert sorted(str(p.spec.node_name) for p in running) == order
+    finally:
+        removed = rollout.remove_telemetry_service(timeout_s=60, configuration=configuration)
+    assert removed["outcome"] == "deleted"
+    assert removed["storm"]["pods_reporting"] == 4
+    assert _staged(core) == []
+    assert not _daemonset_exists(apps)
+
+
+def test_a_stage_that_is_not_running_in_time_halts_the_roll_out_with_no_node_left_in_it(
+    kind_cluster: ClusterState,
+    images: dict[str, RescueImage],
+    apps: client.AppsV1Api,
+    core: client.CoreV1Api,
+) -> None:
+    # the halt as the guard does it, made certain: the first stage's pod cannot run within
+    # a second, so that stage counts as unhealthy and the roll-out goes back to no node
+    configuration = {"blackstart_cluster": kind_cluster.name}
+    try:
+        result = rollout.roll_out_telemetry_service(
+            stages=[50, 100], hold_s=3, ready_timeout_s=1, configuration=configuration
+        )
+        assert not result["completed"]
+        assert result["stopped_at_percent"] == 50
+        assert result["kept_pods"] == 0
+        assert "telemetry pods running after 1 s" in result["reason"]
+        assert _staged(core) == []  # the halt took the label off: its pod goes
+        eventually(
+            lambda: not core.list_namespaced_pod(rollout.NAMESPACE).items,
+            60,
+            "the halted stage's pods gone",
+        )
+        assert _daemonset_exists(apps)  # halted, not rolled back: that is the rollback's
+    finally:
+        removed = rollout.remove_telemetry_service(timeout_s=60, configuration=configuration)
+    assert removed["outcome"] == "deleted"
+    assert not _daemonset_exists(apps)

@@ -75,6 +75,32 @@ def test_the_pods_run_the_agent_program_with_the_storms_bounds_and_a_figures_fil
     assert "serviceAccountName" not in rollout.daemonset_body()["spec"]["template"]["spec"]
 
 
+def test_a_staged_roll_outs_pods_go_only_to_the_nodes_labelled_for_its_storm() -> None:
+    base = rollout.daemonset_body()
+    everywhere = pods.pods_daemonset_body(base, "img:1", "storm-1", SETTINGS)
+    assert "nodeSelector" not in everywhere["spec"]["template"]["spec"]
+    staged = pods.pods_daemonset_body(base, "img:1", "storm-1", SETTINGS, staged=True)
+    spec = staged["spec"]["template"]["spec"]
+    assert spec["nodeSelector"] == {pods.STAGE_LABEL: "storm-1"}
+    # still never on a control plane's node, whatever its labels
+    (term,) = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    assert term["matchExpressions"] == [
+        {"key": pods.CONTROL_PLANE_LABEL, "operator": "DoesNotExist"}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("nodes", "stages", "pods_per_stage"),
+    [(4, [25, 50, 100], [1, 2, 4]), (4, [1, 10], [1, 1]), (60, [1, 10, 50, 100], [1, 6, 30, 60])],
+)
+def test_each_stage_takes_its_share_of_the_nodes_at_least_one(
+    nodes: int, stages: list[float], pods_per_stage: list[int]
+) -> None:
+    assert [rollout.stage_clients(nodes, s) for s in stages] == pods_per_stage
+
+
 @pytest.mark.parametrize(
     ("key", "value", "named"),
     [
