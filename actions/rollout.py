@@ -441,17 +441,21 @@ def _stage_started(
 ) -> dict[str, Any] | None:
     """None once the stage's pods all run; else why the stage counts as unhealthy. An image
     the nodes lack fails the roll-out (a mistake, not the API server's health)."""
+    why = ""
     if unlabelled:
-        return {"healthy": False, "reason": f"could not label {', '.join(unlabelled)}"}
-    try:
-        pods.wait_until_calling(core, NAMESPACE, f"{SERVICE_LABEL}=true", storm_, timeout_s)
-    except pods.ImageNotPulled:
-        raise
-    except ActivityFailed as err:  # not every pod ran in time
-        return {"healthy": False, "reason": str(err)}
-    except Exception as err:  # the API server did not answer while the pods started
-        return {"healthy": False, "reason": f"the API server did not answer: {_short(err)}"}
-    return None
+        why = f"could not label {', '.join(unlabelled)}"
+    else:
+        try:
+            pods.wait_until_calling(core, NAMESPACE, f"{SERVICE_LABEL}=true", storm_, timeout_s)
+        except pods.ImageNotPulled:
+            raise
+        except ActivityFailed as err:  # not every pod ran in time
+            why = str(err)
+        except Exception as err:  # the API server did not answer while the pods started
+            why = f"the API server did not answer: {_short(err)}"
+    if not why:
+        return None
+    return {"healthy": False, "p99_s": None, "rate_429": None, "errors": 0, "reason": why}
 
 
 def _watch_stage(
