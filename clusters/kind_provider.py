@@ -40,7 +40,7 @@ from blackstart.clusters.kind import (
     resolve_kind_node,
     write_kind_config,
 )
-from blackstart.clusters.local.cgroups import ControlPlaneCgroup, cgroup_of
+from blackstart.clusters.local.cgroups import ControlPlaneCgroup, container_cgroup
 from blackstart.clusters.local.credentials import write_identities_signed_by
 from blackstart.clusters.provider import (
     CONTROL_PLANE_COMPONENTS,
@@ -600,9 +600,10 @@ class KindProvider:
         component's restarts, read from the host and the node, not the API server."""
         state = load_state(name, self.cache)
         node = self._cp(state)
-        pid = int(self._run([self.docker, "inspect", "-f", "{{.State.Pid}}", node],
-                            f"finding the control-plane node of {name!r}") or 0)  # fmt: skip
-        relative = cgroup_of(pid) if pid > 0 else None
+        found = self._run([self.docker, "inspect", "-f", "{{.State.Pid}} {{.Id}}", node],
+                          f"finding the control-plane node of {name!r}").split()  # fmt: skip
+        pid = int(found[0]) if found else 0
+        relative = container_cgroup(pid, found[-1]) if pid > 0 else None
         usage = ControlPlaneCgroup(name, relative=relative).usage() if relative else None
         containers = self.nodes.containers(node) if pid > 0 else []
         components = {}

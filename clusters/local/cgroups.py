@@ -108,6 +108,21 @@ def cgroup_of(pid: int, proc: Path = Path("/proc")) -> Path | None:
     return found
 
 
+def container_cgroup(pid: int, container_id: str, proc: Path = Path("/proc")) -> Path | None:
+    """The cgroup of the container whose first process is ``pid``: the nearest cgroup of
+    that process named after the container (``docker/<id>``, ``docker-<id>.scope``), not
+    one the container made inside itself (a kind node moves its init to ``init.scope``)."""
+    path = cgroup_of(pid, proc)
+    if path is None or not container_id:
+        return path
+    here = path
+    while here.name:
+        if container_id[:12] in here.name:
+            return here
+        here = here.parent
+    return path
+
+
 class ControlPlaneCgroup:
     """The cgroup of one cluster's control plane."""
 

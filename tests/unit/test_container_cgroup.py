@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from blackstart.clusters.local.cgroups import ControlPlaneCgroup, cgroup_of
+from blackstart.clusters.local.cgroups import ControlPlaneCgroup, cgroup_of, container_cgroup
 
 DOCKER = "docker/4f2c0e9a"
 
@@ -31,6 +31,23 @@ def test_a_v1_containers_cgroup_is_its_memory_controllers_path(tmp_path: Path) -
 def test_a_v2_containers_cgroup_is_its_unified_path(tmp_path: Path) -> None:
     proc = proc_with(tmp_path, 7, "0::/system.slice/docker-4f2c0e9a.scope\n")
     assert cgroup_of(7, proc) == Path("system.slice/docker-4f2c0e9a.scope")
+
+
+def test_a_kind_nodes_cgroup_is_its_containers_not_the_init_scope_it_made_inside(
+    tmp_path: Path,
+) -> None:
+    # what a kind node's init shows on this machine (cgroup v1, cgroupfs driver)
+    proc = proc_with(
+        tmp_path,
+        8,
+        f"4:memory:/{DOCKER}0123/init.scope\n2:cpuacct:/{DOCKER}0123\n0::/{DOCKER}0123/init.scope\n",
+    )
+    assert cgroup_of(8, proc) == Path(f"{DOCKER}0123/init.scope")
+    assert container_cgroup(8, "4f2c0e9a0123" + "f" * 52, proc) == Path(f"{DOCKER}0123")
+    systemd = proc_with(tmp_path / "s", 9, "0::/system.slice/docker-4f2c0e9a0123.scope\n")
+    assert container_cgroup(9, "4f2c0e9a0123", systemd) == Path(
+        "system.slice/docker-4f2c0e9a0123.scope"
+    )
 
 
 def test_a_process_that_is_gone_has_no_cgroup(tmp_path: Path) -> None:
