@@ -185,6 +185,24 @@ def pods_daemonset_body(
     return body
 
 
+def storm_settings(
+    rate_per_client: float,
+    resources: list[str] | None,
+    agents_per_pod: int,
+    duration_s: float,
+    request_timeout_s: float,
+) -> dict[str, Any]:
+    """The pods' storm as the roll-out actions' arguments give it (checked by
+    :func:`check_settings`)."""
+    return {
+        "rate_per_client": rate_per_client,
+        "resources": list(resources or ["pods"]),
+        "agents_per_pod": agents_per_pod,
+        "duration_s": duration_s,
+        "request_timeout_s": request_timeout_s,
+    }
+
+
 def check_settings(settings: dict[str, Any]) -> None:
     """Bounds of the pods' storm, named in the error (the agents check them again)."""
     number("rate_per_client", settings["rate_per_client"], 0.01, MAX_RATE)

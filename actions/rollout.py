@@ -196,13 +196,9 @@ def deploy_telemetry_service(
     """
     target = resolve_target(configuration, secrets)
     if pods.runs_in_pods(target):
-        settings = {
-            "rate_per_client": rate_per_client,
-            "resources": list(resources or ["pods"]),
-            "agents_per_pod": agents_per_pod,
-            "duration_s": duration_s,
-            "request_timeout_s": request_timeout_s,
-        }
+        settings = pods.storm_settings(
+            rate_per_client, resources, agents_per_pod, duration_s, request_timeout_s
+        )
         return _deploy_in_pods(target, settings, ready_timeout_s, configuration)
     nodes = _create_service(target)
     agents = clients or nodes
@@ -287,13 +283,9 @@ def roll_out_telemetry_service(
     if pods.runs_in_pods(target):
         guard = {"hold_s": float(hold_s), "every_s": float(check_every_s),
                  "max_p99_s": max_p99_s, "max_429_per_s": max_429_per_s}  # fmt: skip
-        settings = {
-            "rate_per_client": rate_per_client,
-            "resources": list(resources or ["pods"]),
-            "agents_per_pod": agents_per_pod,
-            "duration_s": duration_s,
-            "request_timeout_s": request_timeout_s,
-        }
+        settings = pods.storm_settings(
+            rate_per_client, resources, agents_per_pod, duration_s, request_timeout_s
+        )
         return _roll_out_in_pods(
             target, chosen, guard, settings, ready_timeout_s, configuration, secrets
         )

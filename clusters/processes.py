@@ -41,8 +41,8 @@ def _zombie_or_gone(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X")
 
 
-def is_alive(pid: int | None) -> bool:
-    """True when ``pid`` names a live (possibly stopped) process."""
+def _takes_signals(pid: int | None) -> bool | None:
+    """Whether ``pid`` takes signal 0: True, False (no such process), None (not ours)."""
     if pid is None or pid <= 0:
         return False
     try:
@@ -50,8 +50,16 @@ def is_alive(pid: int | None) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
+        return None
+    return True
+
+
+def is_alive(pid: int | None) -> bool:
+    """True when ``pid`` names a live (possibly stopped) process."""
+    takes = _takes_signals(pid)
+    if takes is None:  # someone else's process: alive
         return True
-    return not _zombie_or_gone(pid)
+    return takes and not _zombie_or_gone(int(pid or 0))
 
 
 def is_unreaped(pid: int | None) -> bool:
@@ -60,15 +68,7 @@ def is_unreaped(pid: int | None) -> bool:
     Such a pid still takes signal 0, so a tool that probes with it (kwokctl does)
     takes the process for running.
     """
-    if pid is None or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return False
-    return _zombie_or_gone(pid)
+    return bool(_takes_signals(pid)) and _zombie_or_gone(int(pid or 0))
 
 
 def forget_unreaped(pid_file: Path, wait_s: float = 10.0) -> bool:

@@ -5,7 +5,8 @@ Arguments (all optional)::
     {"create": true,             # create the cluster when it does not exist
      "spec": "gpu-fleet.yaml",   # cluster spec to create it from (file or packaged name)
      "delete_after": true,       # delete it afterwards, only if this control created it
-     "rescue": false,            # start the rescue controller and node agents
+     "rescue": false,            # start the rescue controller and node agents (on
+                                 # kind: check the Helm chart's controller runs)
      "rescue_args": [],          # extra `blackstart rescue controller` flags
      "timeout_s": 600}
 
@@ -197,8 +198,47 @@ def before_experiment_control(
     if target.kubeconfig:
         _point_kubeconfig_at(target.kubeconfig)
     _wait_nodes_settled(target, min(timeout_s, 90.0))
-    if rescue:
+    if rescue and target.provider == "kind":
+        _require_rescue_on_kind(target, name, rescue_args)
+    elif rescue:
         _start_rescue(provider, name, rescue_args, timeout_s)
+
+
+def _require_rescue_on_kind(target: Target, name: str, args: list[str]) -> None:
+    """On kind the controller runs as the Helm chart's pods (``cluster up --with-rescue``,
+    the game day on kind): check it is available; nothing is started on the host."""
+    from blackstart.rescue.kind_chart import NAMESPACE
+
+    apps = client.AppsV1Api(target.api(1))
+    try:
+        deployment = apps.read_namespaced_deployment(
+            "rescue-controller", NAMESPACE, _request_timeout=10
+        )
+        available = (deployment.status.available_replicas or 0) if deployment.status else 0
+    except ApiException as err:
+        if err.status != 404:
+            raise InterruptExecution(
+                f"cluster control: cannot check for the rescue controller on kind cluster "
+                f"{name!r}: {err.status} {err.reason}"
+            ) from err
+        available = 0
+    except Exception as err:
+        raise InterruptExecution(
+            f"cluster control: cannot reach kind cluster {name!r} to check for the rescue "
+            f"controller: {err}"
+        ) from err
+    if not available:
+        raise InterruptExecution(
+            f"cluster control: the experiment needs the rescue controller, which runs on kind "
+            f"as the Helm chart's pods, and kind cluster {name!r} has none available "
+            f"(Deployment {NAMESPACE}/rescue-controller); install it with `blackstart cluster "
+            f"up --provider kind --with-rescue --name {name}`, or run `blackstart gameday "
+            "--provider kind`"
+        )
+    logger.info(
+        f"cluster control: the rescue controller of kind cluster {name!r} runs as the chart's "
+        "pods; using it as it is" + (f" (rescue_args {args} not applied)" if args else "")
+    )
 
 
 def _use_pinned_context(

@@ -34,6 +34,7 @@ ENTRIES = (
     "xid-79-warm-standby",
     "control-plane-outage-dns",
     "coredns-restart-during-outage",
+    "staged-rollout-guard",
 )
 NOT_ON_KIND = "telemetry-storm"
 
@@ -100,6 +101,16 @@ def test_the_catalogue_on_kind_ends_as_the_suite_expects_and_says_what_did_not_r
     [dns] = [p for p in after if p["activity"]["name"] == "data-plane-dns-answers"]
     assert dns["output"]["success_ratio"] < 0.5, dns["output"]
     assert "SERVFAIL" in dns["output"]["failures"] or "timeout" in dns["output"]["failures"]
+    # the staged roll-out as the DaemonSet's real pods: each stage more of them, a guard
+    # on system traffic (as blackstart:coredns) between them
+    staged = journal("staged-rollout-guard")
+    assert staged["status"] == "completed" and staged.get("deviated") is False
+    [rolled] = [r for r in staged["run"] if r["activity"]["name"] == "staged-roll-out"]
+    result = rolled["output"]
+    assert result["where"] == "pods", result
+    assert [s["pods"] for s in result["stages"]] == [1, 2, 4][: len(result["stages"])]
+    assert all(s["p99_s"] is not None for s in result["stages"]), result["stages"]
+    print(f"FIGURE kind staged roll-out: {result['reason']}; kept {result['kept_pods']} pods")
     for name in (*ENTRIES, NOT_ON_KIND):
         print(f"FIGURE kind game day {name}: {cases[name].get('time')} s")
     print(f"FIGURE kind game day: {done.stdout.strip().splitlines()[-3]}")
