@@ -22,7 +22,7 @@ from blackstart.clusters.local.supervisor import hold_file
 from blackstart.clusters.state import ClusterState
 from blackstart.probes.dns import query_once
 
-from .conftest import eventually
+from .conftest import controllers_back_after_an_outage, eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -35,9 +35,15 @@ def config(cluster: ClusterState) -> dict[str, Any]:
 
 
 @pytest.fixture
-def api_restored(config: dict[str, Any]) -> Iterator[None]:
+def api_restored(
+    config: dict[str, Any], cluster: ClusterState, local: LocalProvider
+) -> Iterator[None]:
     yield
     apiserver.start_apiserver(timeout_s=120, configuration=config)
+    # the controllers that exited in the outage are back and their informers work again:
+    # CI saw the next module's Deployments make no pod for 60 s while they waited out
+    # their back-off after this module's last outage
+    controllers_back_after_an_outage(cluster, local)
 
 
 def test_kube_apiserver_runs_in_the_control_planes_cgroup_under_its_limits(
