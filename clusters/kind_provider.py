@@ -397,8 +397,7 @@ class KindProvider:
                 component != "kube-apiserver" or self._readyz(state)
             )
             detail = "manifest parked" if component in parked else ""
-            latest = kc.newest(containers, component)  # kubelet's restart count of its pod
-            restarts = latest.attempt if latest is not None else 0
+            restarts = _restarts(containers, component)
             statuses.append(
                 ComponentStatus(component, pid, endpoint, current, healthy, detail, restarts)
             )
@@ -591,8 +590,7 @@ class KindProvider:
         node = self._cp(state)
         if self._node_states(name).get(node) != "running":
             raise ClusterError(f"the control-plane node {node} of {name!r} is not running")
-        latest = kc.newest(self.nodes.containers(node), component)
-        return latest.attempt if latest is not None else 0
+        return _restarts(self.nodes.containers(node), component)
 
     def control_plane_usage(self, name: str) -> dict[str, Any]:
         """The control-plane node container's cgroup now (what ``spec.controlPlane``
@@ -606,10 +604,7 @@ class KindProvider:
         relative = container_cgroup(pid, found[-1]) if pid > 0 else None
         usage = ControlPlaneCgroup(name, relative=relative).usage() if relative else None
         containers = self.nodes.containers(node) if pid > 0 else []
-        components = {}
-        for component in CONTROL_PLANE_COMPONENTS:
-            latest = kc.newest(containers, component)
-            components[component] = {"restarts": latest.attempt if latest is not None else 0}
+        components = {c: {"restarts": _restarts(containers, c)} for c in CONTROL_PLANE_COMPONENTS}
         limits = state.extra.get("control_plane_limits")
         return {
             "size": dict(limits) if isinstance(limits, dict) else {},
@@ -844,6 +839,12 @@ class KindProvider:
         endpoint = "kube-system/coredns (Service kube-dns)"
         detail = f"{ready_n}/{wanted_n} pods ready"
         return ComponentStatus(kc.COREDNS, None, endpoint, current, healthy, detail)
+
+
+def _restarts(containers: list[kc.Container], component: str) -> int:
+    """kubelet's restart count of ``component``'s static pod: its newest container's attempt."""
+    latest = kc.newest(containers, component)
+    return latest.attempt if latest is not None else 0
 
 
 def _dns_answers(host: str, port: int) -> bool:
