@@ -372,7 +372,14 @@ def run(
                 f"{stream_interval:g} s",
                 flush=True,
             )
-            streamed = time_to_cordon(core, local, name, others, stream_interval)
+            stream_signalled: dict[str, float] = {}
+            streamed = time_to_cordon(core, local, name, others, stream_interval, stream_signalled)
+            to_signal = list(stream_signalled.values())
+            print(
+                f"[{gpu_nodes} GPU nodes] single Xids: line written -> agent's condition seen: "
+                f"p50 {percentile(to_signal, 0.5):.3f} s, p99 {percentile(to_signal, 0.99):.3f} s",
+                flush=True,
+            )
         controller_mib = rss_mib(read_pid(local.pid_file(name, "rescue-controller")))
         agent_mib = rss_mib(read_pid(local.pid_file(name, "rescue-agent")))
         drains = (

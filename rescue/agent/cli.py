@@ -162,9 +162,9 @@ def _api(kubeconfig: str | None, context: str | None, connections: int = 4) -> c
     type=click.FloatRange(min=0.0),
     default=0.05,
     show_default=True,
-    help="Seconds without a new Xid on a node that end a burst (one report per burst), at "
-    "least --poll-interval. The kernel logs a Xid's lines together, so a short window costs "
-    "no extra writes, and every second of it is latency before the controller can cordon.",
+    help="Seconds without a new Xid on a node that end a burst, at least --poll-interval. "
+    "The first lines of a burst on a quiet node are written at once; lines read within this "
+    "window after them are its tail, written once when the burst is quiet for a window.",
 )
 @click.option(
     "--poll-interval",

@@ -155,6 +155,8 @@ class XidAgent:
         self.store = AgentStore(options.state_dir)
         self._clock = clock
         self._stop = threading.Event()
+        # set when a sender learned a boot id the reader waits for: read again at once
+        self._read_now = threading.Event()
         self._threads: list[threading.Thread] = []
         self._closed = False
         if options.senders < 1:
@@ -171,6 +173,7 @@ class XidAgent:
                 self.metrics,
                 {entry.node: entry.boot_id for entry in share},
                 clock,
+                on_boot_id=self._read_now.set,
             )
             for share in shares
             if share
@@ -228,6 +231,7 @@ class XidAgent:
     def stop_soon(self) -> None:
         """Ask the threads to stop, without waiting (safe in a signal handler)."""
         self._stop.set()
+        self._read_now.set()
         self._wake_senders()
 
     def _wake_senders(self) -> None:
@@ -366,7 +370,11 @@ class XidAgent:
         return self._sender_of[node].state(node).boot_id or ""
 
     def _reader_loop(self) -> None:
-        while not self._stop.wait(self.options.poll_interval):
+        while True:
+            self._read_now.wait(self.options.poll_interval)
+            self._read_now.clear()
+            if self._stop.is_set():
+                return
             try:
                 self.read_logs_once()
             except Exception:

@@ -1,8 +1,12 @@
 """The agent's sending side: spooled Xids become the Node condition and an Event, paced per node.
 
-Each node gets at most one write per ``min_write_interval`` seconds (the first
-after a quiet spell goes at once), so one bad job logging Xids on a thousand
-nodes costs the API server at most a hundred writes a second, not thousands.
+Each node gets at most one write per ``min_write_interval`` seconds, so one bad
+job logging Xids on a thousand nodes costs the API server at most a hundred
+writes a second, not thousands. The first write after a quiet spell goes at
+once, with what the read that found the burst held (no burst window first: every
+millisecond here is one before the controller can cordon); lines of the same
+burst read within ``burst_window`` after it are its tail, written once when the
+burst is finished (quiet for a window), not an interval later.
 A write slot goes to the ``GPUXidError`` condition when it has Xids it does not
 hold yet; otherwise the condition and the ``XidError`` Event take turns. An
 Event never holds back a Xid the condition lacks: such a write waits only for
@@ -91,6 +95,7 @@ class _NodeState:
     uid: str | None = None
     reports: list[dict[str, Any]] | None = None  # the condition's reports as last written
     next_write: float = 0.0  # the next write slot of any kind
+    tail_until: float = 0.0  # lines read until then are the tail of the burst just written
     condition_written: float = 0.0
     event_written: float = 0.0
     debt: _EventDebt | None = None
@@ -109,6 +114,7 @@ class XidSender:
         metrics: AgentMetrics,
         boot_ids: Mapping[str, str | None],
         clock: Callable[[], float],
+        on_boot_id: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
         self.core = core
@@ -116,6 +122,7 @@ class XidSender:
         self.options = options
         self.metrics = metrics
         self._clock = clock
+        self._on_boot_id = on_boot_id  # the reader waits for it to read those lines again
         self._states = {
             node: _NodeState(boot_id=boot, fixed_boot=bool(boot)) for node, boot in boot_ids.items()
         }
@@ -144,16 +151,28 @@ class XidSender:
         window = self.options.burst_window
         due: list[tuple[float, str]] = []
         finished: dict[str, float] = {}
+        heads: set[str] = set()
+        tails: set[str] = set()
         for burst in self.store.bursts():
             if burst.node not in self.nodes:
                 continue  # another sender's
+            state = self.state(burst.node)
+            if state.next_write <= burst.first_read:
+                # the node was quiet: the burst's head goes at once, what it read then and
+                # there (the controller can cordon a window sooner)
+                finished[burst.node] = burst.first_read
+                heads.add(burst.node)
+                continue
             # a burst is finished after a quiet window, or when it has lasted five
             finished[burst.node] = min(
                 burst.last_read + window, burst.first_read + max(1.0, 5 * window)
             )
+            if burst.first_read <= state.tail_until:
+                tails.add(burst.node)  # the rest of the burst the head began
         for node in {*finished, *(n for n, s in self._states.items() if s.debt is not None)}:
             state = self.state(node)
-            slot = state.next_write
+            # the tail of a burst goes when it is finished, not a write interval later
+            slot = finished[node] if node in tails else state.next_write
             # an Event took the slot: Xids the condition lacks wait only for its own interval
             own = state.condition_written + self.options.min_write_interval
             if node in finished and own < slot and self._lacks_new(node, state):
@@ -168,14 +187,22 @@ class XidSender:
         if ready > now:
             return max(0.01, ready - now)
         try:
-            self._write_slot(node, finished.get(node, float("inf")) <= now)
+            due_now = finished.get(node, float("inf")) <= now
+            self._write_slot(node, due_now, head=node in heads, tail=node in tails)
         except ApiRetry as err:
             return self._back_off(err)
         self._attempt = 0
         return 0.0
 
-    def _write_slot(self, node: str, burst_finished: bool) -> None:
-        """The node's write: the condition when it lacks Xids, else the Event's turn."""
+    def _write_slot(
+        self, node: str, burst_finished: bool, head: bool = False, tail: bool = False
+    ) -> None:
+        """The node's write: the condition when it lacks Xids, else the Event's turn.
+
+        ``head``: the first lines of a burst on a quiet node, written at once; lines
+        read within a burst window after it are its ``tail``, which goes when it is
+        finished even within the write interval, once (later lines wait for the interval).
+        """
         state = self.state(node)
         pending = self.store.pending(node, self.options.max_batch) if burst_finished else []
         # A repeat would fold into a report of our last write; read the condition as it is
@@ -190,15 +217,19 @@ class XidSender:
                 self.store.acknowledge(node, pending)
                 self.metrics.spool_depth.set(self.store.depth())
                 return
-        early = self._clock() < state.next_write  # in the slot an Event took: new Xids only
+        # in the slot an Event took: new Xids only
+        early = self._clock() < state.next_write and not tail
         if pending and (
-            state.debt is None
+            tail
+            or state.debt is None
             or state.event_written >= state.condition_written
             or self._new_keys(state, pending)
         ):
             if early and not self._new_keys(state, pending):
                 return
             self._write_condition(node, state, pending)
+            # lines read within a window of a head are its tail; after a tail, none
+            state.tail_until = self._clock() + self.options.burst_window if head else 0.0
         elif state.debt is not None and not early:
             self._write_event(node, state)
         else:
@@ -420,4 +451,6 @@ class XidSender:
         if not self.state(node).boot_id:
             log.warning("node %s reports no boot id; its Xid ids use %r", node, UNKNOWN_BOOT_ID)
             self._boots_missed.add(node)
+        if self._on_boot_id is not None:
+            self._on_boot_id()
         return 0.0
