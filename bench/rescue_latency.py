@@ -292,6 +292,7 @@ def run(
     poll_interval: float = 0.02,
     drain: int = 10,
     controller_args: tuple[str, ...] = (),
+    agent_args: tuple[str, ...] = (),
 ) -> dict[str, float]:
     name = f"bench-rescue-{gpu_nodes}"
     if local.state_dir(name).exists():
@@ -313,6 +314,7 @@ def run(
             ),
             extra_agent_args=(
                 "--from-end", "--max-rps", str(agent_rps), "--poll-interval", str(poll_interval),
+                *agent_args,
             ),
             timeout=300,
         )  # fmt: skip
@@ -432,6 +434,12 @@ def main() -> None:
         default=[],
         help="an extra controller argument, e.g. --controller-arg=--qps=100 (repeatable)",
     )
+    parser.add_argument(
+        "--agent-arg",
+        action="append",
+        default=[],
+        help="an extra agent argument, e.g. --agent-arg=--senders=32 (repeatable)",
+    )
     parser.add_argument("--stream", type=int, default=40, help="single Xids after the burst")
     parser.add_argument(
         "--drain", type=int, default=10, help="nodes with one pod each, drained one at a time"
@@ -471,6 +479,7 @@ def main() -> None:
                     args.agent_poll_interval,
                     args.drain,
                     tuple(args.controller_arg),
+                    tuple(args.agent_arg),
                 )
             )
     print()

@@ -34,7 +34,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,6 +157,7 @@ class XidAgent:
         self._stop = threading.Event()
         # set when a sender learned a boot id the reader waits for: read again at once
         self._read_now = threading.Event()
+        self._awaiting_boot: set[str] = set()  # nodes whose lines wait for their boot id
         self._threads: list[threading.Thread] = []
         self._closed = False
         if options.senders < 1:
@@ -277,14 +278,15 @@ class XidAgent:
             from_end=from_end,
         )
 
-    def read_logs_once(self) -> list[XidSighting]:
-        """Read every log once; spool the Xids found with the new cursors. Returns the new Xids.
+    def read_logs_once(self, only: Collection[str] | None = None) -> list[XidSighting]:
+        """Read every log once (``only``: the logs of these nodes); spool the Xids found
+        with the new cursors. Returns the new Xids.
 
         When the spool cannot be written, every log read goes back to its saved
         cursor (the lines are read again next time) and the error is raised.
         """
         batches: list[StoreBatch] = []
-        for entry in self.logs:
+        for entry in self.logs if only is None else [e for e in self.logs if e.node in only]:
             batch = self._read_one(entry)
             if batch is not None:
                 batches.append(batch)
@@ -340,6 +342,7 @@ class XidAgent:
                 # the sender GETs the node; read these lines again once it knows the boot
                 # (never a GET here: with many simulated nodes it would stall every read)
                 sender.want_boot_id(entry.node)
+                self._awaiting_boot.add(entry.node)
                 self._wake_senders()
                 reader.rewind(self._persisted.get(entry.node))
                 return None
@@ -370,12 +373,22 @@ class XidAgent:
         return self._sender_of[node].state(node).boot_id or ""
 
     def _reader_loop(self) -> None:
+        last_full = time.monotonic()
         while True:
-            self._read_now.wait(self.options.poll_interval)
+            woken = self._read_now.wait(
+                max(0.0, last_full + self.options.poll_interval - time.monotonic())
+            )
             self._read_now.clear()
             if self._stop.is_set():
                 return
             try:
+                if woken and time.monotonic() < last_full + self.options.poll_interval:
+                    # a boot id came: read again only the logs that waited for one
+                    waiting, self._awaiting_boot = self._awaiting_boot, set()
+                    self.read_logs_once(only=waiting)
+                    continue
+                last_full = time.monotonic()
+                self._awaiting_boot = set()
                 self.read_logs_once()
             except Exception:
                 log.exception("reading the kernel logs failed; reading again from the saved cursor")

@@ -163,3 +163,30 @@ def test_a_boot_id_learned_wakes_the_reader_that_waits_for_it(store: AgentStore)
     assert [what for _, what, _ in core.calls] == ["get"]
     assert sender.known_boot_id(NODE) == "boot-1"
     assert woken == [100.0]
+
+
+def test_a_read_for_the_nodes_that_waited_reads_only_their_logs(tmp_path: Path) -> None:
+    """When a boot id comes the reader reads again only the logs that waited for one, not
+    every simulated node's (a burst on many nodes would read them all once per boot id)."""
+    from kubernetes import client
+
+    from blackstart.rescue.agent.node_agent import AgentOptions, NodeLog, XidAgent
+
+    logs = {name: tmp_path / f"{name}.log" for name in ("gpu-1", "gpu-2")}
+    for path in logs.values():
+        path.write_text("")
+    agent = XidAgent(
+        [NodeLog(node=n, path=str(p), boot_id="boot-1") for n, p in logs.items()],
+        client.ApiClient(),  # never called: nothing is sent here
+        AgentOptions(state_dir=tmp_path / "state"),
+    )
+    try:
+        agent.read_logs_once()  # the first positions (the logs' ends)
+        line = "[ 1843.308145] NVRM: Xid (PCI:0000:03:00): 62, Channel 00000001\n"
+        for path in logs.values():
+            with path.open("a") as stream:
+                stream.write(line)
+        assert [s.node for s in agent.read_logs_once(only={"gpu-2"})] == ["gpu-2"]
+        assert [s.node for s in agent.read_logs_once()] == ["gpu-1"]
+    finally:
+        agent.stop()
