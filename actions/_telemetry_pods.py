@@ -16,6 +16,7 @@ pods; on another cluster from the pods' logs, while the pods exist.
 """
 
 import json
+import logging
 import threading
 import time
 import uuid
@@ -33,6 +34,8 @@ from blackstart.health import utc_now_iso
 from blackstart.rescue.image import image_tag
 from blackstart.target import Target, cluster_provider
 from blackstart.telemetry_agent import MAX_AGENTS, MAX_DURATION_S, MAX_RATE, PATHS
+
+log = logging.getLogger(__name__)
 
 FIGURES_DIR = "/var/log/blackstart/telemetry"
 SERVICE_ACCOUNT = "telemetry-agent"
@@ -259,8 +262,9 @@ def label_stage(
     core: client.CoreV1Api, nodes: list[str], storm_id: str | None, timeout_s: float = 30.0
 ) -> list[str]:
     """Put the stage label of ``storm_id`` on ``nodes`` (None: take it off); the DaemonSet's
-    pods follow. Each PATCH is tried again until ``timeout_s`` (the API server may be
-    struggling: that is when a halt happens); returns the nodes it could not change."""
+    pods follow. A PATCH the API server may take later (no answer, 429, 5xx: it may be
+    struggling, and that is when a halt happens) is tried again until ``timeout_s``; one
+    it refused for good (403, 400, 422...) is not. Returns the nodes it could not change."""
     patch = {"metadata": {"labels": {STAGE_LABEL: storm_id}}}
     deadline = time.monotonic() + timeout_s
     failed = []
@@ -272,7 +276,8 @@ def label_stage(
             except ApiException as err:
                 if err.status == 404:  # the node is gone: nothing to label
                     break
-                if time.monotonic() > deadline:
+                if not _may_pass_later(err.status) or time.monotonic() > deadline:
+                    log.warning("labelling node %s failed: %s %s", node, err.status, err.reason)
                     failed.append(node)
                     break
             except Exception:  # no answer at all
@@ -281,6 +286,11 @@ def label_stage(
                     break
             time.sleep(0.5)
     return failed
+
+
+def _may_pass_later(status: int | None) -> bool:
+    """An answer that a retry may turn around: throttled, a server error, or none at all."""
+    return status is None or status == 0 or status == 429 or status >= 500
 
 
 def image_for(configuration: dict[str, Any] | None) -> str:

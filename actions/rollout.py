@@ -122,6 +122,27 @@ def _create_daemonset(apps: client.AppsV1Api, body: dict[str, Any]) -> None:
         raise ActivityFailed(f"creating DaemonSet {DAEMONSET} failed: {err.reason}") from err
 
 
+def _start_pods_daemonset(
+    target: Target,
+    api: client.ApiClient,
+    settings: dict[str, Any],
+    pods_expected: int,
+    configuration: Configuration,
+    staged: bool = False,
+) -> tuple[pods.PodStorm, str]:
+    """Create the namespace, the agents' identity and the DaemonSet whose pods make the
+    calls; returns the storm they belong to and their image. ``staged``: its pods go only
+    to the nodes a stage labels."""
+    _create_namespace(client.CoreV1Api(api))
+    pods.ensure_identity(api, NAMESPACE)
+    image = pods.image_for(configuration)
+    storm_ = pods.new_storm(target, pods_expected, settings)
+    pull = "Never" if target.provider == "kind" else "IfNotPresent"
+    body = pods.pods_daemonset_body(daemonset_body(), image, storm_.id, settings, pull, staged)
+    _create_daemonset(client.AppsV1Api(api), body)
+    return storm_, image
+
+
 def _deploy_in_pods(
     target: Target, settings: dict[str, Any], ready_timeout_s: float, configuration: Configuration
 ) -> dict[str, Any]:
@@ -135,13 +156,7 @@ def _deploy_in_pods(
     core = client.CoreV1Api(api)
     # every taint tolerated: one pod on every node but a control plane's
     nodes = _count_nodes(target, core, f"!{pods.CONTROL_PLANE_LABEL}")
-    _create_namespace(core)
-    pods.ensure_identity(api, NAMESPACE)
-    image = pods.image_for(configuration)
-    storm_ = pods.new_storm(target, nodes, settings)
-    pull = "Never" if target.provider == "kind" else "IfNotPresent"
-    body = pods.pods_daemonset_body(daemonset_body(), image, storm_.id, settings, pull)
-    _create_daemonset(client.AppsV1Api(api), body)
+    storm_, image = _start_pods_daemonset(target, api, settings, nodes, configuration)
     try:
         running = pods.wait_until_calling(
             core, NAMESPACE, f"{SERVICE_LABEL}=true", storm_, ready_timeout_s
@@ -355,13 +370,7 @@ def _roll_out_in_pods(
     order = pods.rollout_order(core)
     if not order:
         raise ActivityFailed(f"{target.describe()} has no nodes: nowhere to roll the agent out")
-    _create_namespace(core)
-    pods.ensure_identity(api, NAMESPACE)
-    storm_ = pods.new_storm(target, 0, settings)
-    pull = "Never" if target.provider == "kind" else "IfNotPresent"
-    image = pods.image_for(configuration)
-    body = pods.pods_daemonset_body(daemonset_body(), image, storm_.id, settings, pull, True)
-    _create_daemonset(client.AppsV1Api(api), body)
+    storm_, image = _start_pods_daemonset(target, api, settings, 0, configuration, staged=True)
     try:
         return _run_pod_stages(core, storm_, order, chosen, guard, ready_timeout_s,
                                configuration, secrets) | {"image": image}  # fmt: skip

@@ -3,8 +3,11 @@ program's bounds and the figures summed across pods. (On kind: tests/kind.)"""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from chaoslib.exceptions import ActivityFailed
+from kubernetes.client.exceptions import ApiException
 
 from blackstart import telemetry_agent
 from blackstart.actions import _telemetry_pods as pods
@@ -165,3 +168,34 @@ def test_the_pods_figures_are_summed_and_their_latencies_pooled() -> None:
     assert report["achieved_rps"] == 4.0 and report["client_cpu_s"] == 0.75
     storm.ended_wall = "2026-12-01T00:00:00Z"
     assert pods.report(storm, figures)["state"] == "stopped"
+
+
+class _RecordingNodes:
+    """Answers each node PATCH with the next status of ``answers`` (None: it passes)."""
+
+    def __init__(self, answers: list[int | None]) -> None:
+        self.answers = answers
+        self.calls: list[str] = []
+
+    def patch_node(self, name: str, body: object, _request_timeout: float) -> None:
+        self.calls.append(name)
+        status = self.answers.pop(0) if self.answers else None
+        if status is not None:
+            raise ApiException(status=status, reason="refused")
+
+
+def test_labelling_a_stage_does_not_retry_a_refusal_that_will_not_change() -> None:
+    # a 403 stays a 403: before, each node was tried every 0.5 s until the deadline
+    nodes = _RecordingNodes([403, 403])
+    started = time.monotonic()
+    failed = pods.label_stage(nodes, ["gpu-1", "gpu-2"], "storm-1", timeout_s=30.0)  # type: ignore[arg-type]
+    assert failed == ["gpu-1", "gpu-2"]
+    assert nodes.calls == ["gpu-1", "gpu-2"]
+    assert time.monotonic() - started < 5.0
+
+
+def test_labelling_a_stage_retries_a_throttled_or_failing_api_server() -> None:
+    nodes = _RecordingNodes([429, 503, None, 404])
+    failed = pods.label_stage(nodes, ["gpu-1", "gpu-2"], "storm-1", timeout_s=30.0)  # type: ignore[arg-type]
+    assert failed == []  # gpu-1 after two retries; gpu-2 is gone: nothing to label
+    assert nodes.calls == ["gpu-1", "gpu-1", "gpu-1", "gpu-2"]
