@@ -167,19 +167,51 @@ class Admission(PlanExecution):
             node.unschedulable and node.cordoned_by is not None and node.cordoned_by in self.plans
         )
 
+    def _held_nodes(self) -> set[str]:
+        """The names of the nodes :meth:`_held` is true of, from the plans and the cordon
+        marks (no pass over the fleet)."""
+        held = {
+            plan.node for plan in self.plans.values() if plan.active and plan.node in self.nodes
+        }
+        held.update(node for node, plan in self._cordon_marks.items() if plan in self.plans)
+        return held
+
+    def _gpu_pool_counts(self, since: dt.datetime) -> tuple[int, int, int]:
+        """``(pool, reporting, held)`` for the GPU pool (:meth:`_pool` of ``None``): its
+        size, its nodes with an Xid report after ``since``, its held nodes.
+
+        Counted from the sets kept as nodes and plans change, in time that grows with
+        the plans and the nodes reporting, not with the fleet: the guard weighs every
+        admission, and a burst of 1,000 Xids on 10,000 nodes is 1,000 admissions.
+        """
+        standby = self._standby_nodes
+        held = self._held_nodes() - standby
+        gpus = self._gpu_nodes
+        size = len(gpus) - len(gpus & standby) + len(held - gpus)
+        reporting = sum(
+            1
+            for node, moment in self._xid_at.items()
+            if moment > since
+            and node in self.nodes
+            and node not in standby
+            and (node in gpus or node in held)
+        )
+        return size, reporting, len(held)
+
     def _admission_refusal(self, selector: NodeSelector | None) -> Refusal | None:
-        gpu_pool = self._pool(None)
         since = now_utc() - self.storm_guard.reporting_window
-        reporting = sum(1 for node in gpu_pool if self._xid_at.get(node.name, since) > since)
-        fleet = self.storm_guard.fleet_refusal(reporting, len(gpu_pool))
+        pool_size, reporting, held = self._gpu_pool_counts(since)
+        fleet = self.storm_guard.fleet_refusal(reporting, pool_size)
         self.metrics.fleet_xid_storm.set(1 if fleet is not None else 0)
         if fleet is not None:
             log.error("storm guard: %s", fleet.detail)
             return fleet
-        pool = gpu_pool if selector is None else self._pool(selector)
-        held = sum(1 for node in pool if self._held(node))
+        if selector is not None:  # a rule's own pool: a pass over the fleet
+            pool = self._pool(selector)
+            pool_size = len(pool)
+            held = sum(1 for node in pool if self._held(node))
         active = sum(1 for plan in self.plans.values() if plan.active)
-        return self.storm_guard.admit(active, held, len(pool))
+        return self.storm_guard.admit(active, held, pool_size)
 
     async def _admit_and_create(self, incident: Incident) -> None:
         absorbing: PlanRecord | None = None

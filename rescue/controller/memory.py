@@ -84,6 +84,9 @@ class ControllerMemory:
         self.tracker = ThresholdTracker()
         self._gpu_nodes: set[str] = set()  # nodes seen with GPUs: they stay in the pool
         self._xid_at: dict[str, dt.datetime] = {}  # the latest Xid report time per node
+        # kept as nodes come and go, so the storm guard counts without a pass over the fleet
+        self._standby_nodes: set[str] = set()  # labelled as warm standbys: never in the pool
+        self._cordon_marks: dict[str, str] = {}  # cordoned node -> the plan its mark names
         self.ready = asyncio.Event()
 
     def _set_policy(self, body: Mapping[str, Any]) -> None:
@@ -162,12 +165,23 @@ class ControllerMemory:
             self.nodes[view.name] = view
             if view.gpus > 0:
                 self._gpu_nodes.add(view.name)
+            key, value = self.config.standby
+            if view.labels.get(key) == value:
+                self._standby_nodes.add(view.name)
+            else:
+                self._standby_nodes.discard(view.name)
+            if view.unschedulable and view.cordoned_by is not None:
+                self._cordon_marks[view.name] = view.cordoned_by
+            else:
+                self._cordon_marks.pop(view.name, None)
 
     def forget_node(self, name: str) -> None:
         """The node was deleted."""
         self.nodes.pop(name, None)
         self._gpu_nodes.discard(name)
         self._xid_at.pop(name, None)
+        self._standby_nodes.discard(name)
+        self._cordon_marks.pop(name, None)
 
     def saw_xid(self, node: str, moment: dt.datetime) -> None:
         """Note a new Xid report on ``node`` (for the storm guard's fleet rule)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import random
 from typing import Any
 
 import pytest
@@ -191,3 +192,64 @@ def test_the_fleet_rule_counts_nodes_with_recent_xid_reports() -> None:
     refusal = controller._admission_refusal(None)
     assert refusal is not None and refusal.reason == "fleet-xid-storm"
     assert controller.metrics.fleet_xid_storm._value.get() == 1
+
+
+# --- 14: the guard counts without a pass over the fleet ----------------------------------------
+
+
+def _scanned_counts(controller: Controller, since: dt.datetime) -> tuple[int, int, int]:
+    """The counts as a pass over every node gives them (how the guard counted before)."""
+    pool = controller._pool(None)
+    reporting = sum(1 for node in pool if controller._xid_at.get(node.name, since) > since)
+    return len(pool), reporting, sum(1 for node in pool if controller._held(node))
+
+
+def _plan(name: str, node: str, phase: str) -> PlanRecord:
+    body = plan_body(
+        name, node, [62], (RescueAction("cordon"),), source="policy", dry_run=False,
+        node_was_cordoned=False,
+    )  # fmt: skip
+    body["status"] = {"phase": phase}
+    return PlanRecord.from_object(body)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_guards_kept_counts_match_a_pass_over_the_fleet(seed: int) -> None:
+    rng = random.Random(seed)
+    controller = controller_with([], max_concurrent_plans=1000, max_unavailable_share=1.0)
+    key, value = controller.config.standby
+    now = dt.datetime.now(dt.UTC)
+    since = now - dt.timedelta(minutes=5)
+    names = [f"node-{i}" for i in range(60)]
+    for version in range(1, 5):  # nodes seen again: relabelled, cordoned, uncordoned, deleted
+        for name in names:
+            if rng.random() < 0.5:
+                continue
+            if rng.random() < 0.08:
+                controller.forget_node(name)
+                continue
+            labels = {key: value} if rng.random() < 0.15 else {"pool": "a"}
+            annotations = {}
+            if rng.random() < 0.4:
+                annotations = {"rescue.blackstart.dev/cordoned-by": f"plan-{rng.randrange(30)}"}
+            gpus = str(rng.choice([0, 0, 8, 8, 8]))
+            controller.remember(
+                NodeView.from_object(
+                    {
+                        "metadata": {"name": name, "resourceVersion": str(version),
+                                     "labels": labels, "annotations": annotations},
+                        "spec": {"unschedulable": rng.random() < 0.5},
+                        "status": {"capacity": {"nvidia.com/gpu": gpus},
+                                   "allocatable": {"nvidia.com/gpu": gpus}},
+                    }
+                )
+            )  # fmt: skip
+            if rng.random() < 0.3:
+                controller.saw_xid(name, now - dt.timedelta(minutes=rng.choice([1, 10])))
+        for index in rng.sample(range(30), 6):
+            phase = rng.choice(["Pending", "Cordoning", "Succeeded", "Failed"])
+            # a plan's name is its node's for life: plan-i is node-2i's
+            controller._hold(_plan(f"plan-{index}", names[2 * index], phase))
+        if rng.random() < 0.5:
+            controller._forget_plan(f"plan-{rng.randrange(30)}")
+        assert controller._gpu_pool_counts(since) == _scanned_counts(controller, since)
