@@ -9,7 +9,7 @@ rollback) without a restart.
 """
 
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
@@ -24,6 +24,12 @@ from blackstart.target import local_provider, resolve_target
 __all__ = ["grow_control_plane", "restore_control_plane_size"]
 
 APISERVER = "kube-apiserver"
+
+
+class _Resizable(Protocol):
+    def resize_control_plane(self, name: str, cpus: float, memory: int) -> dict[str, Any]: ...
+
+
 _original: dict[str, tuple[float, int]] = {}  # cluster -> size before the first growth
 
 
@@ -110,7 +116,7 @@ def restore_control_plane_size(
         restarted = True
         components.stop(provider, cluster, APISERVER, grace=5.0)
         try:
-            result = provider.resize_control_plane(cluster, original[0], original[1])
+            result = resize_once_freed(provider, cluster, original)
         except ClusterError as err:
             raise ActivityFailed(str(err)) from err
         finally:
@@ -118,3 +124,27 @@ def restore_control_plane_size(
         admin = target.api(1)
         wait_until(lambda: apiserver_readyz(admin, 2.0)[0], 90.0, 0.5)
     return {"cluster": cluster, "restored": True, "size": result["after"], "restarted": restarted}
+
+
+def resize_once_freed(
+    provider: _Resizable,
+    cluster: str,
+    size: tuple[float, int],
+    timeout_s: float = 20.0,
+    every_s: float = 0.5,
+) -> dict[str, Any]:
+    """Resize the control plane to ``size`` (cores, bytes), trying again for ``timeout_s``
+    while the kernel refuses to shrink the cgroup below what it still holds.
+
+    A killed kube-apiserver gives its memory back only once its last thread has exited,
+    which can be after its pid is gone (the thread-group leader is reaped first): a
+    resize right after the stop can meet the old usage (EBUSY).
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return provider.resize_control_plane(cluster, size[0], size[1])
+        except ClusterError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(every_s)
