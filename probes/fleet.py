@@ -7,6 +7,7 @@ capacity. Warm standbys (label ``blackstart.dev/standby=true``) start cordoned:
 they add capacity only once promoted.
 """
 
+import math
 import threading
 import time
 from typing import Any, cast
@@ -180,14 +181,16 @@ def _watch(
     interval_s: Any,
     configuration: Configuration,
     secrets: Secrets,
+    settled_s: Any = 0.0,
 ) -> list[float]:
-    """Sample the schedulable share every ``interval_s`` for ``duration_s``; remember it."""
-    if isinstance(duration_s, bool) or not isinstance(duration_s, int | float):
-        raise ActivityFailed(f"duration_s must be seconds, not {duration_s!r}")
-    if isinstance(interval_s, bool) or not isinstance(interval_s, int | float):
-        raise ActivityFailed(f"interval_s must be seconds, not {interval_s!r}")
-    if not 0 <= duration_s <= 600 or not 0.1 <= interval_s <= 60:
-        raise ActivityFailed("duration_s must be 0-600 s and interval_s 0.1-60 s")
+    """Sample the schedulable share every ``interval_s`` for ``duration_s`` (or until it
+    has :func:`_settled` after a dip, with ``settled_s``); remember it."""
+    for key, value in (("duration_s", duration_s), ("interval_s", interval_s),
+                       ("settled_s", settled_s)):  # fmt: skip
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ActivityFailed(f"{key} must be seconds, not {value!r}")
+    if not 0 <= duration_s <= 600 or not 0.1 <= interval_s <= 60 or not 0 <= settled_s <= 600:
+        raise ActivityFailed("duration_s must be 0-600 s, interval_s 0.1-60 s, settled_s 0-600 s")
     deadline = time.monotonic() + duration_s
     seen: list[float] = []
     while True:
@@ -198,7 +201,7 @@ def _watch(
         seen.append(share)
         with _observed_lock:
             _observed.setdefault(label_selector, []).append(share)
-        if time.monotonic() >= deadline:
+        if time.monotonic() >= deadline or _settled(seen, interval_s, settled_s):
             return seen
         time.sleep(interval_s)
 
@@ -207,6 +210,7 @@ def watch_schedulable_share(
     duration_s: float = 60.0,
     label_selector: str = "blackstart.dev/role=gpu",
     interval_s: float = 0.5,
+    settled_s: float = 0.0,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict[str, Any]:
@@ -214,10 +218,30 @@ def watch_schedulable_share(
 
     Run it as a background probe of the method (``"background": true``) while a
     fault takes nodes out: what it sees counts in ``lowest_schedulable_share``
-    for the rest of the run. Returns ``{"lowest", "samples"}``.
+    for the rest of the run. ``settled_s`` (0: off) ends the watch early once
+    the share has dipped and then been whole again for that many seconds in a
+    row (the remediation wave is over; keep it longer than the gap between two
+    waves). Returns ``{"lowest", "samples", "seconds", "settled"}``.
     """
-    seen = _watch(duration_s, label_selector, interval_s, configuration, secrets)
-    return {"lowest": round(min(seen), 4), "samples": len(seen)}
+    started = time.monotonic()
+    seen = _watch(duration_s, label_selector, interval_s, configuration, secrets, settled_s)
+    whole_at_end = _settled(seen, float(interval_s), float(settled_s))
+    return {
+        "lowest": round(min(seen), 4),
+        "samples": len(seen),
+        "seconds": round(time.monotonic() - started, 3),
+        "settled": whole_at_end,
+    }
+
+
+def _settled(seen: list[float], interval_s: float, settled_s: float) -> bool:
+    """True when the samples dipped below whole and the last ``settled_s`` seconds of them
+    were whole again."""
+    if settled_s <= 0 or not seen or min(seen) >= 1.0:
+        return False
+    needed = max(1, math.ceil(settled_s / interval_s))
+    tail = seen[-needed:]
+    return len(tail) == needed and all(share >= 1.0 for share in tail)
 
 
 def lowest_schedulable_share(
