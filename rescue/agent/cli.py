@@ -66,15 +66,19 @@ def cluster_node_logs(cluster: str, cache: Path | None = None) -> tuple[list[Nod
 
 
 def default_senders(nodes: int) -> int:
-    """Sender threads for an agent serving ``nodes``: one per 16 nodes, 1 to 8.
+    """Sender threads for an agent serving ``nodes``: one per 16 nodes up to 8, and past
+    1,024 nodes one per 128 up to 64.
 
-    More do not make a burst faster on a small machine: with 64 for a 10,000-node fleet,
-    1,000 Xids at once got their conditions written sooner (line read to condition, mean
-    6.1 and 8.8 s against 17.8 s), but 50 Xids on 1,000 nodes got cordoned later (p50
-    1.10 to 1.22 s against 0.73 to 0.92 s): the controller and the API server took the
-    burst all at once on the same two cores (bench/rescue_latency.py, 2026-12-02).
+    On this 2-core machine (bench/rescue_latency.py, 2026-12-02): 64 senders made 50
+    Xids on 1,000 nodes slower than 8 (p50 1.10 to 1.22 s against 0.73 to 0.92 s: the
+    controller and the API server took the burst all at once on the same two cores),
+    but 1,000 Xids on 10,000 nodes faster (line written to condition seen p99 25.6 s
+    against 73.1 s, once the controller no longer weighed every admission against
+    the whole fleet).
     """
-    return max(1, min(8, -(-nodes // 16)))
+    small = min(8, -(-nodes // 16))
+    large = min(64, -(-nodes // 128)) if nodes > 1024 else 0
+    return max(1, small, large)
 
 
 def _parse_pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
@@ -221,8 +225,8 @@ def _api(kubeconfig: str | None, context: str | None, connections: int = 4) -> c
     default=None,
     help="Threads that write to the API server in parallel, each for its share of the nodes "
     "(one budget, --max-rps, for all). Default: 1 for one node; with many (--cluster, "
-    "repeated --node) one per 16 nodes, up to 8, so a burst on many simulated nodes is "
-    "written in parallel as their own agents would.",
+    "repeated --node) one per 16 nodes up to 8, past 1,024 nodes one per 128 up to 64, so a "
+    "burst on many simulated nodes is written in parallel as their own agents would.",
 )
 @click.option(
     "--boot-time",

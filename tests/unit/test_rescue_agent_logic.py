@@ -582,12 +582,12 @@ def test_an_agent_of_many_nodes_shares_them_out_to_its_senders_each_node_to_one(
         XidAgent(logs, api, AgentOptions(state_dir=tmp_path / "c", senders=0))
 
 
-def test_the_default_is_one_sender_per_16_nodes_from_1_to_8() -> None:
+def test_the_default_is_one_sender_per_16_nodes_to_8_then_one_per_128_to_64() -> None:
     from blackstart.rescue.agent.cli import default_senders
 
-    assert [default_senders(n) for n in (1, 16, 17, 52, 128, 129, 10_000)] == [
-        1, 1, 2, 4, 8, 8, 8,
-    ]  # fmt: skip
+    assert [
+        default_senders(n) for n in (1, 16, 17, 52, 128, 129, 1024, 1025, 2000, 8192, 10_000)
+    ] == [1, 1, 2, 4, 8, 8, 8, 9, 16, 64, 64]
 
 
 def test_a_raw_answer_is_decoded_as_plain_json_not_the_clients_models() -> None:
