@@ -78,10 +78,11 @@ def per_call(fn: object, seconds: float = 1.0) -> float:
             return spent / calls
 
 
-def scanned(controller: Controller, since: dt.datetime) -> tuple[int, int, int]:
+def scanned(controller: Controller, since: dt.datetime) -> tuple[int, int, int, int]:
     pool = controller._pool(None)
     reporting = sum(1 for node in pool if controller._xid_at.get(node.name, since) > since)
-    return len(pool), reporting, sum(1 for node in pool if controller._held(node))
+    held = sum(1 for node in pool if controller._held(node))
+    return len(pool), reporting, held, sum(1 for p in controller.plans.values() if p.active)
 
 
 def main() -> None:

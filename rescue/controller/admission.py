@@ -167,25 +167,31 @@ class Admission(PlanExecution):
             node.unschedulable and node.cordoned_by is not None and node.cordoned_by in self.plans
         )
 
-    def _held_nodes(self) -> set[str]:
+    def _held_nodes(self) -> tuple[set[str], int]:
         """The names of the nodes :meth:`_held` is true of, from the plans and the cordon
-        marks (no pass over the fleet)."""
-        held = {
-            plan.node for plan in self.plans.values() if plan.active and plan.node in self.nodes
-        }
+        marks (no pass over the fleet), and how many plans are active (one pass over them)."""
+        held: set[str] = set()
+        active = 0
+        for plan in self.plans.values():
+            if plan.active:
+                active += 1
+                if plan.node in self.nodes:
+                    held.add(plan.node)
         held.update(node for node, plan in self._cordon_marks.items() if plan in self.plans)
-        return held
+        return held, active
 
-    def _gpu_pool_counts(self, since: dt.datetime) -> tuple[int, int, int]:
-        """``(pool, reporting, held)`` for the GPU pool (:meth:`_pool` of ``None``): its
-        size, its nodes with an Xid report after ``since``, its held nodes.
+    def _gpu_pool_counts(self, since: dt.datetime) -> tuple[int, int, int, int]:
+        """``(pool, reporting, held, active)`` for the GPU pool (:meth:`_pool` of ``None``):
+        its size, its nodes with an Xid report after ``since``, its held nodes; and the
+        active plans.
 
         Counted from the sets kept as nodes and plans change, in time that grows with
         the plans and the nodes reporting, not with the fleet: the guard weighs every
         admission, and a burst of 1,000 Xids on 10,000 nodes is 1,000 admissions.
         """
         standby = self._standby_nodes
-        held = self._held_nodes() - standby
+        held_nodes, active = self._held_nodes()
+        held = held_nodes - standby
         gpus = self._gpu_nodes
         size = len(gpus) - len(gpus & standby) + len(held - gpus)
         reporting = sum(
@@ -196,11 +202,11 @@ class Admission(PlanExecution):
             and node not in standby
             and (node in gpus or node in held)
         )
-        return size, reporting, len(held)
+        return size, reporting, len(held), active
 
     def _admission_refusal(self, selector: NodeSelector | None) -> Refusal | None:
         since = now_utc() - self.storm_guard.reporting_window
-        pool_size, reporting, held = self._gpu_pool_counts(since)
+        pool_size, reporting, held, active = self._gpu_pool_counts(since)
         fleet = self.storm_guard.fleet_refusal(reporting, pool_size)
         self.metrics.fleet_xid_storm.set(1 if fleet is not None else 0)
         if fleet is not None:
@@ -210,7 +216,6 @@ class Admission(PlanExecution):
             pool = self._pool(selector)
             pool_size = len(pool)
             held = sum(1 for node in pool if self._held(node))
-        active = sum(1 for plan in self.plans.values() if plan.active)
         return self.storm_guard.admit(active, held, pool_size)
 
     async def _admit_and_create(self, incident: Incident) -> None:
@@ -292,8 +297,12 @@ class Admission(PlanExecution):
         name = plan_name(incident.node, incident.report_ids[0])
         # a cordon in this very plan's name is its own: made ahead of the plan by a
         # controller that died before it could create the plan (execution._cordon_ahead)
-        ours = self.active_plan_names() | {name}
-        was_cordoned = cordoned_by_someone_else(node, ours) if node is not None else False
+        was_cordoned = False
+        if node is not None:
+            mark = node.cordoned_by
+            running = self.plans.get(mark) if mark else None
+            ours = {name, running.name} if running is not None and running.active else {name}
+            was_cordoned = cordoned_by_someone_else(node, ours)
         body = plan_body(
             name,
             incident.node,

@@ -197,11 +197,12 @@ def test_the_fleet_rule_counts_nodes_with_recent_xid_reports() -> None:
 # --- 14: the guard counts without a pass over the fleet ----------------------------------------
 
 
-def _scanned_counts(controller: Controller, since: dt.datetime) -> tuple[int, int, int]:
+def _scanned_counts(controller: Controller, since: dt.datetime) -> tuple[int, int, int, int]:
     """The counts as a pass over every node gives them (how the guard counted before)."""
     pool = controller._pool(None)
     reporting = sum(1 for node in pool if controller._xid_at.get(node.name, since) > since)
-    return len(pool), reporting, sum(1 for node in pool if controller._held(node))
+    held = sum(1 for node in pool if controller._held(node))
+    return len(pool), reporting, held, sum(1 for p in controller.plans.values() if p.active)
 
 
 def _plan(name: str, node: str, phase: str) -> PlanRecord:
