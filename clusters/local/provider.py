@@ -201,12 +201,15 @@ class LocalProvider(LocalComponents, LocalNodes):
         deadline = time.monotonic() + timeout
         self._wait_fleet(api, [n.name for n in spec.nodes()], deadline, name)
         logs_made.result(timeout=max(1.0, deadline - time.monotonic()))
-        wait_for(
-            lambda: self.coredns_ready(name),
-            deadline - time.monotonic(),
-            "CoreDNS ready",
-            error=ClusterError,
-        )
+        try:
+            wait_for(
+                lambda: self.coredns_ready(name),
+                deadline - time.monotonic(),
+                "CoreDNS ready",
+                error=ClusterError,
+            )
+        except ClusterError as err:  # say why: the end of CoreDNS's own log
+            raise ClusterError(f"{err}; CoreDNS: {self.log_tail(name, 'coredns')}") from err
         wait_for(
             lambda: http_ok(f"{state.prometheus_url}/-/ready")[0],
             deadline - time.monotonic(),
