@@ -32,6 +32,7 @@ from blackstart.actions._checks import number
 from blackstart.actions._storm import latency_summary
 from blackstart.health import utc_now_iso
 from blackstart.rescue.image import image_tag
+from blackstart.rescue.pacing import is_retryable_status
 from blackstart.target import Target, cluster_provider
 from blackstart.telemetry_agent import MAX_AGENTS, MAX_DURATION_S, MAX_RATE, PATHS
 
@@ -276,7 +277,8 @@ def label_stage(
             except ApiException as err:
                 if err.status == 404:  # the node is gone: nothing to label
                     break
-                if not _may_pass_later(err.status) or time.monotonic() > deadline:
+                may_pass_later = err.status == 0 or is_retryable_status(err.status)
+                if not may_pass_later or time.monotonic() > deadline:
                     log.warning("labelling node %s failed: %s %s", node, err.status, err.reason)
                     failed.append(node)
                     break
@@ -286,11 +288,6 @@ def label_stage(
                     break
             time.sleep(0.5)
     return failed
-
-
-def _may_pass_later(status: int | None) -> bool:
-    """An answer that a retry may turn around: throttled, a server error, or none at all."""
-    return status is None or status == 0 or status == 429 or status >= 500
 
 
 def image_for(configuration: dict[str, Any] | None) -> str:
