@@ -40,11 +40,13 @@ Every request goes to the local cluster on loopback; the clusters are deleted at
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -112,9 +114,16 @@ def requests_by_label(port: int, metric: str) -> dict[str, float]:
     return found
 
 
-def histogram_mean(port: int, name: str) -> float:
-    count = requests_made(port, f"{name}_count")
-    return requests_made(port, f"{name}_sum") / count if count else float("nan")
+def histogram_totals(port: int, name: str) -> tuple[float, float]:
+    """(sum, count) of histogram ``name`` as a process serves it now."""
+    return requests_made(port, f"{name}_sum"), requests_made(port, f"{name}_count")
+
+
+def histogram_mean(port: int, name: str, since: tuple[float, float] = (0.0, 0.0)) -> float:
+    """The mean of what histogram ``name`` observed after ``since`` (its totals then)."""
+    total, count = histogram_totals(port, name)
+    count -= since[1]
+    return (total - since[0]) / count if count else float("nan")
 
 
 def apf_dispatched(admin: client.ApiClient) -> dict[str, float]:
@@ -138,6 +147,8 @@ def apf_dispatched(admin: client.ApiClient) -> dict[str, float]:
 
 
 CONTROLLER_METRIC = "blackstart_rescue_controller_api_requests_total"
+CONTROLLER_TO_CORDON = "blackstart_rescue_controller_xid_to_cordon_seconds"
+AGENT_DELIVERY = "blackstart_rescue_agent_delivery_seconds"
 AGENT_METRIC = "blackstart_rescue_agent_api_requests_total"
 
 
@@ -145,6 +156,66 @@ def rss_mib(pid: int | None) -> float:
     """Resident memory of process ``pid`` in MiB (NaN when it is not running)."""
     usage = process_usage(pid)
     return usage[0] / 2**20 if usage is not None else float("nan")
+
+
+CPU_COMPONENTS = (
+    "kube-apiserver",
+    "etcd",
+    "kwok-controller",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "rescue-controller",
+    "rescue-agent",
+)
+
+
+def machine_busy_seconds() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    ticks = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + fields[4]  # idle and iowait
+    return (sum(fields) - idle) / ticks, sum(fields) / ticks
+
+
+def wait_for_prefetch(port: int, nodes: int, timeout: float = 600.0) -> float:
+    """Seconds until the agent's start-up reads (one GET per node it serves, at least
+    ``nodes``) are done: its request count has reached ``nodes`` and stopped growing."""
+    started = time.monotonic()
+    last, steady_since = -1.0, time.monotonic()
+    while time.monotonic() - started < timeout:
+        made = requests_made(port, AGENT_METRIC)
+        if made != last:
+            last, steady_since = made, time.monotonic()
+        elif made >= nodes and time.monotonic() - steady_since >= 2.0:
+            return steady_since - started
+        time.sleep(0.2)
+    raise SystemExit(f"the agent's start-up reads did not finish in {timeout:.0f} s ({last:.0f})")
+
+
+def cpu_seconds(local: LocalProvider, cluster: str) -> dict[str, float]:
+    """CPU seconds used so far by each component of the cluster, this benchmark (its
+    cordon watch) and, as ``machine``, every process on the machine."""
+    used: dict[str, float] = {}
+    for component in CPU_COMPONENTS:
+        if component.startswith("rescue-"):
+            pid = read_pid(local.pid_file(cluster, component))
+        else:
+            pid = local.component_pid(cluster, component)
+        usage = process_usage(pid)
+        if usage is not None:
+            used[component] = usage[1]
+    own = os.times()
+    used["benchmark"] = own.user + own.system
+    used["machine"] = machine_busy_seconds()[0]
+    return used
+
+
+def cores_used(before: dict[str, float], after: dict[str, float], seconds: float) -> str:
+    """Cores each process kept busy between two :func:`cpu_seconds` readings."""
+    share = {k: (after[k] - before[k]) / seconds for k in after if k in before}
+    machine = share.pop("machine", float("nan"))
+    parts = [f"{k} {v:.2f}" for k, v in sorted(share.items(), key=lambda kv: -kv[1])]
+    return f"machine {machine:.2f} of {os.cpu_count()} cores busy; " + ", ".join(parts)
 
 
 def has_xid_condition(node: dict[str, Any]) -> bool:
@@ -193,10 +264,12 @@ def time_to_cordon(
     targets: list[str],
     spacing: float,
     signalled: dict[str, float] | None = None,
+    before_writing: Callable[[], None] | None = None,
 ) -> list[float]:
     """Write a Xid 62 line into each target's kernel log, ``spacing`` seconds apart (0: at
     once); the seconds from each line written to its node seen cordoned on a watch.
-    ``signalled`` gets the seconds from line written to the agent's condition seen."""
+    ``signalled`` gets the seconds from line written to the agent's condition seen;
+    ``before_writing`` is called once the watch runs, just before the first line."""
     seen: dict[str, float] = {}
     condition_at: dict[str, float] = {}
     watcher = threading.Thread(
@@ -206,6 +279,8 @@ def time_to_cordon(
     time.sleep(1)
     written: dict[str, float] = {}
     logs = {node: local.kernel_log(cluster, node) for node in targets}
+    if before_writing is not None:
+        before_writing()
     for node in targets:
         with logs[node].open("a") as log:
             log.write(XID_62)
@@ -293,7 +368,7 @@ def run(
     drain: int = 10,
     controller_args: tuple[str, ...] = (),
     agent_args: tuple[str, ...] = (),
-) -> dict[str, float]:
+) -> dict[str, Any]:
     name = f"bench-rescue-{gpu_nodes}"
     if local.state_dir(name).exists():
         local.down(name)
@@ -324,7 +399,13 @@ def run(
         ports = rescue["metrics_ports"]
         assert isinstance(ports, dict)
         cport, aport = int(ports["rescue-controller"]), int(ports["rescue-agent"])
-        time.sleep(5)  # the agent's first reads, the watches settled
+        prefetch_seconds = wait_for_prefetch(aport, gpu_nodes)
+        print(
+            f"[{gpu_nodes} GPU nodes] the agent read every node once in {prefetch_seconds:.1f} s "
+            f"({requests_made(aport, AGENT_METRIC):.0f} requests)",
+            flush=True,
+        )
+        time.sleep(5)  # the watches settled
 
         c0, a0 = requests_made(cport, CONTROLLER_METRIC), requests_made(aport, AGENT_METRIC)
         apf0 = apf_dispatched(admin)
@@ -343,7 +424,26 @@ def run(
         targets = [f"gpu-{i}" for i in range(0, gpu_nodes, step)][:xids]
         by_verb0 = requests_by_label(cport, CONTROLLER_METRIC)
         signalled: dict[str, float] = {}
-        latencies = time_to_cordon(core, local, name, targets, 0.0, signalled)
+        at_start: dict[str, Any] = {}
+
+        def burst_starts() -> None:
+            at_start.update(
+                cpu=cpu_seconds(local, name),
+                clock=time.monotonic(),
+                delivery=histogram_totals(aport, AGENT_DELIVERY),
+                to_cordon=histogram_totals(cport, CONTROLLER_TO_CORDON),
+            )
+
+        latencies = time_to_cordon(core, local, name, targets, 0.0, signalled, burst_starts)
+        burst_seconds = time.monotonic() - at_start["clock"]
+        burst_cpu = cores_used(at_start["cpu"], cpu_seconds(local, name), burst_seconds)
+        burst_delivery = histogram_mean(aport, AGENT_DELIVERY, at_start["delivery"])
+        burst_to_cordon = histogram_mean(cport, CONTROLLER_TO_CORDON, at_start["to_cordon"])
+        print(
+            f"[{gpu_nodes} GPU nodes] cores in use during the burst ({burst_seconds:.1f} s, "
+            f"first line to the last cordon): {burst_cpu}",
+            flush=True,
+        )
         to_signal = list(signalled.values())
         print(
             f"[{gpu_nodes} GPU nodes] line written -> agent's condition seen: p50 "
@@ -392,6 +492,7 @@ def run(
             else []
         )
         return {
+            "burst_cpu": burst_cpu,
             "controller_mib": controller_mib,
             "agent_mib": agent_mib,
             "drain_p50": percentile(drains, 0.50) if drains else float("nan"),
@@ -412,12 +513,8 @@ def run(
             "controller_idle_rps": (c1 - c0) / idle,
             "agent_idle_rps": (a1 - a0) / idle,
             "apf_idle_rps": idle_apf.get("global-default", 0.0) / idle,
-            "agent_read_to_condition": histogram_mean(
-                aport, "blackstart_rescue_agent_delivery_seconds"
-            ),
-            "read_to_cordon": histogram_mean(
-                cport, "blackstart_rescue_controller_xid_to_cordon_seconds"
-            ),
+            "agent_read_to_condition": burst_delivery,
+            "read_to_cordon": burst_to_cordon,
         }
     finally:
         local.down(name)
@@ -495,7 +592,7 @@ def main() -> None:
         )
     for r in rows:
         print(
-            f"{r['gpu_nodes']:.0f} GPU nodes, means: agent line read -> condition "
+            f"{r['gpu_nodes']:.0f} GPU nodes, the burst's means: agent line read -> condition "
             f"{r['agent_read_to_condition']:.3f} s; line read -> cordon (controller's histogram) "
             f"{r['read_to_cordon']:.3f} s"
         )
@@ -504,6 +601,7 @@ def main() -> None:
             f"{r['controller_mib']:.0f} MiB, agent (every node's, one process) "
             f"{r['agent_mib']:.0f} MiB"
         )
+        print(f"{r['gpu_nodes']:.0f} GPU nodes, cores during the burst: {r['burst_cpu']}")
         print(
             f"{r['gpu_nodes']:.0f} GPU nodes idle: {r['apf_idle_rps']:.3f} requests/s dispatched "
             "in APF flow schema global-default (agent, controller incl. kopf's watches, CoreDNS)"

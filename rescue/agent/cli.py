@@ -229,6 +229,14 @@ def _api(kubeconfig: str | None, context: str | None, connections: int = 4) -> c
     "burst on many simulated nodes is written in parallel as their own agents would.",
 )
 @click.option(
+    "--prefetch/--no-prefetch",
+    default=True,
+    show_default=True,
+    help="Read each node once at start, while no Xid is due (its condition and boot id), so "
+    "a first Xid costs one write instead of a read and a write. One GET per node served, "
+    "within --max-rps.",
+)
+@click.option(
     "--boot-time",
     "boot_times",
     multiple=True,
@@ -273,6 +281,7 @@ def agent_command(
     from_end: bool,
     min_write_interval: float,
     senders: int | None,
+    prefetch: bool,
     boot_times: tuple[str, ...],
     event_namespace: str,
     host_reboot: bool,
@@ -287,7 +296,8 @@ def agent_command(
     server is unreachable are kept in a spool under --state-dir and reported
     when it answers again, once each; the read position survives restarts.
 
-    It makes no LIST calls and no requests at all while no Xid comes; at most
+    It makes no LIST calls; once it has read each node at start (--prefetch) it makes
+    no requests at all while no Xid comes; at most
     --max-rps requests per second, backing off with jitter on 429, 5xx and
     connection errors. Stop it with SIGTERM or Ctrl-C.
 
@@ -352,6 +362,7 @@ def agent_command(
         from_start=not from_end,
         min_write_interval=min_write_interval,
         senders=senders or default_senders(len(logs)),
+        prefetch=prefetch,
     )
     metrics = AgentMetrics()
     if metrics_port is not None:

@@ -21,8 +21,8 @@ ones (one kernel log file each). Two threads:
   many nodes is written in parallel as the nodes' own agents would (one request
   budget for all).
 
-It never LISTs anything. It GETs a node only when it does not know the node's
-condition yet (first Xid after start), and keeps the condition it last wrote.
+It never LISTs anything. It GETs each node once at start while no Xid is due
+(``prefetch``; else at the node's first Xid), and keeps the condition it last wrote.
 Every request takes a token from a bucket (``max_rps``); after a 429, a 5xx or a
 connection error the sender backs off exponentially with full jitter, honouring
 ``Retry-After``. With nothing to report it makes no request at all.
@@ -95,6 +95,8 @@ class AgentOptions:
     after a quiet spell goes at once). ``collapse_window``: identical Xids this
     close together add to one report. ``from_start``: read a log with no saved
     cursor from its beginning (default: from its end, what it holds is old).
+    ``prefetch``: read each node once at start, while nothing is due, so that its
+    first Xid is one write.
     """
 
     state_dir: Path
@@ -110,6 +112,7 @@ class AgentOptions:
     min_write_interval: float = 10.0
     collapse_window: float = 600.0
     senders: int = 1
+    prefetch: bool = True
 
     def sender_options(self) -> SenderOptions:
         return SenderOptions(
@@ -123,6 +126,7 @@ class AgentOptions:
             request_timeout=self.request_timeout,
             event_namespace=self.event_namespace,
             max_batch=self.max_batch,
+            prefetch=self.prefetch,
         )
 
 

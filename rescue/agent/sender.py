@@ -17,6 +17,12 @@ the condition holds the Xids. The Event is best-effort: a repeat of the same
 Xid adds to the ``count`` of the Event already there (as Kubernetes event
 series do); an Event the API server refuses is logged and dropped, it never
 holds back the condition.
+
+With ``prefetch`` (the default), the sender reads each of its nodes once while
+nothing is due: the condition as it stands and the boot id. A first Xid after
+the agent starts is then one write (the condition), not a read and then a write:
+a node's own agent makes one GET at start; a process serving many simulated
+nodes makes one per node, within its request budget, before any Xid comes.
 """
 
 from __future__ import annotations
@@ -68,6 +74,7 @@ class SenderOptions:
     request_timeout: tuple[float, float] = (3.0, 10.0)
     event_namespace: str = "default"
     max_batch: int = 500
+    prefetch: bool = True
 
 
 @dataclass
@@ -132,6 +139,10 @@ class XidSender:
         self.backoff_until = 0.0
         self._boots_wanted: dict[str, None] = {}
         self._boots_missed: set[str] = set()
+        # nodes to read once while nothing is due, in order (see the module's docstring)
+        self._to_prefetch: dict[str, None] = dict.fromkeys(
+            sorted(boot_ids) if options.prefetch else ()
+        )
 
     def state(self, node: str) -> _NodeState:
         return self._states.setdefault(node, _NodeState())
@@ -182,7 +193,7 @@ class XidSender:
                 ready = min(ready, state.next_write)
             due.append((ready, node))
         if not due:
-            return None
+            return self._prefetch_one() if self._to_prefetch else None
         ready, node = min(due)
         if ready > now:
             return max(0.01, ready - now)
@@ -432,6 +443,29 @@ class XidSender:
         """Ask for the node's boot id: the sender GETs the node next (one per node)."""
         if node not in self._boots_missed:
             self._boots_wanted.setdefault(node, None)
+
+    def _prefetch_one(self) -> float:
+        """Read the next node not known yet (nothing else is due); 0.0, or a backoff."""
+        node = next(iter(self._to_prefetch))
+        state = self.state(node)
+        if state.reports is not None and (state.boot_id or node in self._boots_missed):
+            self._to_prefetch.pop(node, None)  # a write or a boot-id read came first
+            return 0.0
+        try:
+            self.fetch_node(node)
+        except NotFound:
+            log.warning("node %s does not exist (yet); it is read at its first Xid", node)
+        except ApiRetry as err:
+            # it goes to the back of the line; the sender backs off as after any failure
+            self._to_prefetch.pop(node, None)
+            self._to_prefetch[node] = None
+            return self._back_off(err)
+        self._attempt = 0
+        self._to_prefetch.pop(node, None)
+        if self._to_prefetch:
+            return 0.0
+        log.info("read the condition and boot id of %d node(s) ahead of any Xid", len(self.nodes))
+        return 0.0
 
     def _learn_one_boot_id(self) -> float:
         node = next(iter(self._boots_wanted))

@@ -161,8 +161,11 @@ def test_a_xid_62_line_gives_the_xid_event_and_the_gpu_xid_condition(
     tmp_path: Path,
 ) -> None:
     node = "gpu-40"
+    # --no-prefetch: the node is read at its first Xid, not at start
     agent = start_agent(
-        ["--cluster", cluster.name, "--from-end"], tmp_path / "state", tmp_path / "agent.log"
+        ["--cluster", cluster.name, "--from-end", "--no-prefetch"],
+        tmp_path / "state",
+        tmp_path / "agent.log",
     )
     agents.append(agent)
     assert re.search(r"serving 52 node\(s\)", agent.log()), agent.log()
@@ -202,8 +205,9 @@ def test_a_burst_on_many_nodes_is_written_by_parallel_senders_each_node_once(
     agents: list[Agent],
     tmp_path: Path,
 ) -> None:
-    """An agent serving the 52 GPU nodes runs 4 senders (one per 16 nodes); a Xid on 12
-    nodes at once is written once per node, by the sender whose share the node is."""
+    """An agent serving the 52 GPU nodes runs 4 senders (one per 16 nodes) and reads each
+    node once at start (prefetch); a Xid on 12 nodes at once is then one write per node,
+    by the sender whose share the node is, and no read."""
     nodes = [f"gpu-{i}" for i in range(20, 32)]
     agent = start_agent(
         ["--cluster", cluster.name, "--from-end", "--max-rps", "100"],
@@ -213,18 +217,21 @@ def test_a_burst_on_many_nodes_is_written_by_parallel_senders_each_node_once(
     agents.append(agent)
     assert "serving 52 node(s) with 4 sender(s)" in agent.log(), agent.log()
     try:
+        eventually(lambda: agent.requests("get") == 52 or None, 30, "one GET of each node at start")
+        time.sleep(1)
+        assert agent.requests() == 52, "the prefetch reads each node once and makes no write"
         for node in nodes:
             append(local.kernel_log(cluster.name, node), XID_62)
         for node in nodes:
             eventually(lambda n=node: reports(core, n), 20, f"the GPUXidError condition on {node}")
         assert all(len(reports(core, n)) == 1 for n in nodes)
-        # one GET (the node's condition, first Xid since start) and one condition patch per
-        # node: a node written by two senders, or skipped and retried, would show here
+        # one condition patch per node and no read (the prefetch knew each condition): a
+        # node written by two senders, or skipped and retried, or read again, would show here
         patches = agent.total(
             "blackstart_rescue_agent_api_requests_total", verb="patch", resource="nodes/status"
         )
         assert patches == len(nodes)
-        assert agent.requests("get") == len(nodes)
+        assert agent.requests("get") == 52
     finally:
         # these nodes are other tests' too: leave them with no Xid condition and no Event
         agent.stop()
