@@ -4,11 +4,17 @@ For each fleet size (default 100 and 1,000 KWOK GPU nodes) this brings up a fres
 local cluster, creates a RescuePolicy that cordons on Xid 62, starts the Xid agent
 (every node's kernel log) and the controller with ``LocalProvider.start_rescue``, and:
 
+- waits for the agent's start-up reads (one GET per node, its prefetch) and prints
+  how long they took;
 - measures the requests per second the agent and the controller make while the fleet
-  is idle (``--idle`` seconds, from their own request counters);
+  is idle (``--idle`` seconds, from their own request counters) and the cores each
+  process keeps busy meanwhile;
 - writes one Xid 62 line into the kernel logs of ``--xids`` GPU nodes at once and
   measures, for each, the seconds from the line being written to the node being
-  cordoned (seen on a watch): p50 and p99;
+  cordoned (seen on a watch): p50 and p99; the cores each process (API server, etcd,
+  KWOK, agent, controller, this benchmark, the whole machine) kept busy from the first
+  line to the last cordon, and the agent's and the controller's own means over the
+  burst (line read -> condition, line read -> cordon);
 - counts the API requests agent and controller made for those Xids, per Xid, and the
   controller's by verb and answer: its cordon goes first and is one PATCH decided on its
   watch cache, so its writes on the critical path per Xid are 1 plus the 409s (a node
@@ -409,7 +415,10 @@ def run(
 
         c0, a0 = requests_made(cport, CONTROLLER_METRIC), requests_made(aport, AGENT_METRIC)
         apf0 = apf_dispatched(admin)
+        idle_cpu0 = cpu_seconds(local, name)
         time.sleep(idle)
+        idle_cpu = cores_used(idle_cpu0, cpu_seconds(local, name), idle)
+        print(f"[{gpu_nodes} GPU nodes] cores in use while idle: {idle_cpu}", flush=True)
         c1, a1 = requests_made(cport, CONTROLLER_METRIC), requests_made(aport, AGENT_METRIC)
         apf1 = apf_dispatched(admin)
         idle_apf = {k: v - apf0.get(k, 0.0) for k, v in apf1.items() if v - apf0.get(k, 0.0)}
@@ -493,6 +502,7 @@ def run(
         )
         return {
             "burst_cpu": burst_cpu,
+            "idle_cpu": idle_cpu,
             "controller_mib": controller_mib,
             "agent_mib": agent_mib,
             "drain_p50": percentile(drains, 0.50) if drains else float("nan"),
@@ -601,6 +611,7 @@ def main() -> None:
             f"{r['controller_mib']:.0f} MiB, agent (every node's, one process) "
             f"{r['agent_mib']:.0f} MiB"
         )
+        print(f"{r['gpu_nodes']:.0f} GPU nodes, cores while idle: {r['idle_cpu']}")
         print(f"{r['gpu_nodes']:.0f} GPU nodes, cores during the burst: {r['burst_cpu']}")
         print(
             f"{r['gpu_nodes']:.0f} GPU nodes idle: {r['apf_idle_rps']:.3f} requests/s dispatched "
