@@ -72,6 +72,17 @@ def stage_clients(nodes: int, percent: float) -> int:
     return max(1, min(nodes, math.ceil(nodes * percent / 100)))
 
 
+def ramp_steps(running: int, target: int, factor: float = 2.0) -> list[int]:
+    """The agent counts a stage goes through from ``running`` to ``target``: each step at
+    most ``factor`` times the one before (at least one more), as a DaemonSet's pods come
+    up node by node rather than all at once, so the guard sees the load grow."""
+    steps: list[int] = []
+    current = running
+    while (current := max(current + 1, math.ceil(current * factor))) < target:
+        steps.append(current)
+    return [*steps, target]
+
+
 def _create_service(target: Target) -> int:
     """Create the namespace and the DaemonSet (as admin); returns the number of nodes."""
     api = target.api()
@@ -262,6 +273,7 @@ def roll_out_telemetry_service(
     agents_per_pod: int = 1,
     request_timeout_s: float = 15.0,
     ready_timeout_s: float = 120.0,
+    ramp_factor: float = 2.0,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict[str, Any]:
@@ -274,7 +286,14 @@ def roll_out_telemetry_service(
     the API server's 429 rate: when
     the p99 is above ``max_p99_s`` or 429s above ``max_429_per_s`` per
     second, or the API server does not answer, the roll-out halts and goes
-    back to the last healthy stage (none when the first one failed). The
+    back to the last healthy stage (none when the first one failed). A stage
+    does not start its agents all at once: they come up in steps of at most
+    ``ramp_factor`` times the agents running (:func:`ramp_steps`), one guard
+    check after each, as a DaemonSet's pods come up node by node; a jump
+    from 6 agents to 30 at once could take the API server down before the
+    first check (measured on 2026-12-02: it did). After a halt the action
+    waits, up to ``hold_s``, until the guard finds the API server healthy at
+    the stage kept: ``"recovered_s"`` (None when it did not recover in time). The
     agents keep running at that stage until ``duration_s`` ends or
     ``remove_telemetry_service`` (the rollback) runs.
 
@@ -294,6 +313,7 @@ def roll_out_telemetry_service(
     number("max_p99_s", max_p99_s, 0.01, 60)
     number("max_429_per_s", max_429_per_s, 0, 10000)
     number("check_every_s", check_every_s, 0.5, 60)
+    number("ramp_factor", ramp_factor, 1.1, 100)
     target = resolve_target(configuration, secrets)
     if pods.runs_in_pods(target):
         guard = {"hold_s": float(hold_s), "every_s": float(check_every_s),
@@ -309,32 +329,41 @@ def roll_out_telemetry_service(
     kept: dict[str, Any] | None = None
     reason = "every stage stayed healthy"
     storm_id = ""
+    running = 0
+    recovered_s: float | None = None
     for percent in chosen:
-        clients = stage_clients(nodes, percent)
-        if not storm_id:
-            started = storm.start_telemetry_storm(
-                clients=clients,
-                rate_per_client=rate_per_client,
-                duration_s=duration_s,
-                resources=resources or ["pods"],
-                threads=min(MAX_THREADS, max(1, nodes)),
-                synchronized=False,
-                configuration=configuration,
-                secrets=secrets,
-            )
-            storm_id = str(started["storm_id"])
-        else:
-            storm.scale_telemetry_storm(clients, storm_id, configuration, secrets)
-        health = _watch_stage(float(hold_s), float(check_every_s), max_p99_s, max_429_per_s,
-                              configuration, secrets)  # fmt: skip
-        step = {"percent": percent, "clients": clients, "at": utc_now_iso(), **health}
+        for clients in ramp_steps(running, stage_clients(nodes, percent), ramp_factor):
+            if not storm_id:
+                started = storm.start_telemetry_storm(
+                    clients=clients,
+                    rate_per_client=rate_per_client,
+                    duration_s=duration_s,
+                    resources=resources or ["pods"],
+                    threads=min(MAX_THREADS, max(1, nodes)),
+                    synchronized=False,
+                    configuration=configuration,
+                    secrets=secrets,
+                )
+                storm_id = str(started["storm_id"])
+            else:
+                storm.scale_telemetry_storm(clients, storm_id, configuration, secrets)
+            running = clients
+            # a step on the way: one check; the stage's own count: held for hold_s
+            held = hold_s if clients == stage_clients(nodes, percent) else check_every_s
+            health = _watch_stage(float(held), float(check_every_s), max_p99_s, max_429_per_s,
+                                  configuration, secrets)  # fmt: skip
+            if not health["healthy"]:
+                break
+        step = {"percent": percent, "clients": running, "at": utc_now_iso(), **health}
         history.append(step)
         if not health["healthy"]:
-            reason = f"halted at {percent:g} % ({clients} agents): {health['reason']}"
+            reason = f"halted on the way to {percent:g} % ({running} agents): {health['reason']}"
             if kept is not None:
                 storm.scale_telemetry_storm(kept["clients"], storm_id, configuration, secrets)
             else:
                 storm.stop_telemetry_storm(storm_id, configuration=configuration, secrets=secrets)
+            recovered_s = _seconds_until_healthy(float(hold_s), float(check_every_s), max_p99_s,
+                                                 max_429_per_s, configuration, secrets)  # fmt: skip
             break
         kept = step
     last = history[-1]
@@ -348,6 +377,7 @@ def roll_out_telemetry_service(
         "reason": reason,
         "stages": history,
         "storm_id": storm_id,
+        "recovered_s": recovered_s,
     }
 
 
@@ -478,6 +508,26 @@ def _watch_stage(
         checks += 1
         if not health["healthy"] or time.monotonic() >= deadline:
             return {**health, "checks": checks}
+
+
+def _seconds_until_healthy(
+    limit_s: float,
+    every_s: float,
+    max_p99_s: float,
+    max_429_per_s: float,
+    configuration: Configuration,
+    secrets: Secrets,
+) -> float | None:
+    """After a halt: seconds until the guard finds the API server healthy again at the stage
+    kept (the requests the halted step left queued drain first); None if not in ``limit_s``."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit_s:
+        time.sleep(every_s)
+        health = rollout_health(max_p99_s, max_429_per_s, 3, configuration=configuration,
+                                secrets=secrets)  # fmt: skip
+        if health["healthy"]:
+            return round(time.monotonic() - started, 2)
+    return None
 
 
 def _delete_daemonset(api: client.ApiClient, timeout_s: float) -> str:

@@ -213,6 +213,7 @@ def test_outage_figures_find_the_first_failure_and_the_longest_outage() -> None:
         (lambda: rollout.remove_telemetry_service(timeout_s=0), ("timeout_s", "1 to 3600")),
         (lambda: rollout.remove_telemetry_service(attempt_timeout_s=100), ("attempt_timeout_s",)),
         (lambda: rollout.roll_out_telemetry_service(hold_s=0), ("hold_s", "1 to 300")),
+        (lambda: rollout.roll_out_telemetry_service(ramp_factor=1), ("ramp_factor", "1.1 to 100")),
         (lambda: control_plane.grow_control_plane(cpus=0), ("cpus", "0.1 to 256")),
         (lambda: control_plane.grow_control_plane(memory="lots"), ("memory", "2Gi")),
         (lambda: dns_survival.enable_dns_survival(serve_stale_s=0, snapshot=False),
@@ -248,3 +249,24 @@ def test_the_storms_client_cpu_is_counted_while_it_runs(apiserver: tuple[str, _S
         assert storm.report()["client_cpu_s"] > 0
     finally:
         storm.stop(10.0)
+
+
+@pytest.mark.parametrize(
+    ("running", "target", "steps"),
+    [
+        (0, 1, [1]),
+        (1, 6, [2, 4, 6]),
+        (6, 30, [12, 24, 30]),  # the 50 % stage of 60 nodes: no jump from 6 to 30 at once
+        (30, 60, [60]),
+        (6, 6, [6]),
+        (0, 60, [1, 2, 4, 8, 16, 32, 60]),
+    ],
+)
+def test_a_stage_brings_its_agents_up_at_most_doubling_each_step(
+    running: int, target: int, steps: list[int]
+) -> None:
+    assert rollout.ramp_steps(running, target) == steps
+
+
+def test_a_ramp_factor_of_one_and_a_half_takes_smaller_steps() -> None:
+    assert rollout.ramp_steps(6, 30, 1.5) == [9, 14, 21, 30]
