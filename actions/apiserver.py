@@ -99,7 +99,8 @@ def start_apiserver(
     "controllers_restarted"}`` where ``done`` is ``resumed``, ``started`` or
     ``already running``; kube-controller-manager and kube-scheduler, which exit
     when an outage outlasts their leader lease, are started again as a node's
-    kubelet would (``controllers_restarted``). Raises when
+    kubelet would (``controllers_restarted``); on the local provider the API
+    server's crash-loop back-off starts over. Raises when
     ``/readyz`` does not answer within ``timeout_s`` seconds.
     """
     _check_seconds("timeout_s", timeout_s, 1, 600)
@@ -107,6 +108,9 @@ def start_apiserver(
     provider = cluster_provider(target, "start_apiserver")
     done = components.ensure_running(provider, str(target.cluster), APISERVER)
     ready_after = _wait_ready(target, timeout_s)
+    # the next experiment's first OOM kill waits kubelet's first 10 s, not what this one's
+    # crash loop ran up
+    provider.reset_restart_backoff(str(target.cluster), APISERVER)
     restarted = components.restart_exited_controllers(provider, str(target.cluster))
     return {
         "cluster": target.cluster,

@@ -291,7 +291,9 @@ def roll_out_telemetry_service(
     ``ramp_factor`` times the agents running (:func:`ramp_steps`), one guard
     check after each, as a DaemonSet's pods come up node by node; a jump
     from 6 agents to 30 at once could take the API server down before the
-    first check (measured on 2026-12-02: it did). After a halt the action
+    first check (measured on 2026-12-02: it did). (On kind a stage labels
+    its nodes at once: on the default kind fleet's 4 workers its stages are
+    1, 2 and 4 pods, no more than doubling anyway.) After a halt the action
     waits, up to ``hold_s``, until the guard finds the API server healthy at
     the stage kept: ``"recovered_s"`` (None when it did not recover in time). The
     agents keep running at that stage until ``duration_s`` ends or

@@ -592,6 +592,10 @@ class KindProvider:
             raise ClusterError(f"the control-plane node {node} of {name!r} is not running")
         return _restarts(self.nodes.containers(node), component)
 
+    def reset_restart_backoff(self, name: str, component: str) -> None:
+        """Nothing to do: kubelet keeps a static pod's back-off to itself (nothing outside
+        it can reset it short of restarting kubelet) and lets it lapse after a healthy run."""
+
     def control_plane_usage(self, name: str) -> dict[str, Any]:
         """The control-plane node container's cgroup now (what ``spec.controlPlane``
         bounds: its kube-apiserver, etcd, controllers and kubelet together) and each

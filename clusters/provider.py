@@ -107,6 +107,11 @@ class ClusterProvider(Protocol):
         a failed liveness probe), as the local supervisor or a node's kubelet counts them."""
         ...
 
+    def reset_restart_backoff(self, name: str, component: str) -> None:
+        """Forget ``component``'s crash-loop back-off, as deleting a crash-looping pod does:
+        a fault's rollback leaves the next experiment a control plane with no such history."""
+        ...
+
     def control_plane_usage(self, name: str) -> dict[str, Any]:
         """What the control plane uses now, within what bounds it: ``{"size": {cpus,
         memory, ...} or {}, "usage": {memory_bytes, memory_peak_bytes, memory_limit_bytes,

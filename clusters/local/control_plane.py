@@ -18,6 +18,7 @@ from blackstart.clusters.local.supervisor import (
     NOT_CONTROL_PLANE,
     hold_file,
     read_status,
+    request_backoff_reset,
 )
 from blackstart.clusters.net import free_port
 from blackstart.clusters.processes import is_alive, read_pid, start_detached, stop_pid_file
@@ -159,6 +160,11 @@ class LocalControlPlane(LocalPrometheus):
         failed liveness probe) since the cluster was created."""
         record = (self.supervisor_status(name).get("components") or {}).get(component) or {}
         return int(record.get("restarts", 0))
+
+    def reset_restart_backoff(self, name: str, component: str) -> None:
+        """Forget ``component``'s crash-loop history: its next exit waits 10 s again, and a
+        back-off it waits out now ends (see :func:`request_backoff_reset`)."""
+        request_backoff_reset(self.state_dir(name), component)
 
     def control_plane_usage(self, name: str) -> dict[str, Any]:
         """The control plane's cgroup now (memory, peak, limit, CPU seconds and quota, OOM

@@ -75,6 +75,7 @@ NOT_CONTROL_PLANE = (
 )
 STATUS_FILE = "supervisor.json"
 HOLD_DIR = "holds"
+RESET_DIR = "backoff-resets"
 
 
 @dataclass
@@ -142,6 +143,21 @@ def hold_file(state_dir: Path, component: str) -> Path:
     return state_dir / HOLD_DIR / component
 
 
+def reset_file(state_dir: Path, component: str) -> Path:
+    """The file that asks the supervisor to forget ``component``'s crash-loop history."""
+    return state_dir / RESET_DIR / component
+
+
+def request_backoff_reset(state_dir: Path, component: str) -> None:
+    """Ask the supervisor to start ``component``'s back-off over at 10 s (and to start it
+    at once if it is waiting one out), as deleting a crash-looping pod does: a fault's
+    rollback puts the control plane back as it was, its crash-loop history included, so
+    that the next experiment's first OOM kill waits 10 s, not what earlier ones ran up."""
+    path = reset_file(state_dir, component)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+
+
 def read_status(state_dir: Path) -> dict[str, Any]:
     """The supervisor's last ``supervisor.json`` for a cluster; {} when there is none."""
     try:
@@ -206,6 +222,12 @@ class Supervisor:
         pid = self.pid_of(component)
         alive = is_alive(pid)
         held = hold_file(self.state_dir, component).exists()
+        reset = reset_file(self.state_dir, component)
+        if reset.exists():
+            reset.unlink(missing_ok=True)
+            record.backoff = Backoff(record.backoff.initial_s, record.backoff.max_s)
+            if record.next_start_at:
+                record.next_start_at = now  # waiting out a back-off: start now
         if alive:
             if record.pid != pid:  # (re)started, by us or by anyone else
                 if record.next_start_at:  # it exited and another start brought it back (kwokctl

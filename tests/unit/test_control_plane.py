@@ -21,6 +21,8 @@ from blackstart.clusters.local.supervisor import (
     exit_reason,
     hold_file,
     metrics_lines,
+    request_backoff_reset,
+    reset_file,
 )
 from blackstart.clusters.processes import is_alive, read_pid
 from blackstart.clusters.spec import (
@@ -502,3 +504,24 @@ def test_bring_up_goes_on_while_the_supervisor_starts_and_a_dead_one_is_an_error
     pid_file.write_text(str(gone.pid))
     with pytest.raises(ClusterError, match="supervisor of incident exited"):
         provider.wait_supervisor("incident", timeout=5.0)
+
+
+def test_a_reset_request_starts_the_crash_loop_backoff_over_and_ends_a_wait(
+    apiserver_process: tuple[subprocess.Popen[bytes], Path],
+) -> None:
+    # five OOM kills in a row left kube-apiserver waiting 160 s; a rollback's reset makes the
+    # next experiment's first kill wait kubelet's first 10 s again
+    proc, root = apiserver_process
+    supervisor, _ = _supervisor(root)
+    supervisor.tick(time.time())
+    record = supervisor.records["kube-apiserver"]
+    record.backoff.failures = 4
+    proc.kill()
+    proc.wait()
+    now = time.time()
+    assert supervisor.tick(now) == []
+    assert record.next_start_at == pytest.approx(now + 160)
+    request_backoff_reset(supervisor.state_dir, "kube-apiserver")
+    assert supervisor.tick(now + 1) == ["kube-apiserver"]  # its wait ends at once
+    assert not reset_file(supervisor.state_dir, "kube-apiserver").exists()
+    assert record.backoff.next_delay(0.0) == 10.0
