@@ -16,6 +16,7 @@ from typing import Any
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
+from blackstart.actions._checks import number
 from blackstart.health import apiserver_readyz
 from blackstart.probes.prometheus import scalar
 from blackstart.stats import percentile
@@ -79,10 +80,15 @@ def apiserver_request_latency(
     identity: str = "",
     path: str = "",
     timeout_s: float = 5.0,
+    spacing_s: float = 0.0,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict[str, Any]:
     """Time ``requests`` sequential GETs of ``path`` as ``identity``; the client's view.
+
+    ``spacing_s``: a pause between two requests, so that the sample spans a stretch of
+    time rather than a moment (a kube-apiserver just restarted by its supervisor answers
+    well for a few seconds even while the storm that killed it goes on).
 
     ``identity``: empty for the admin (exempt from API Priority and Fairness),
     or one of blackstart's identities such as ``blackstart:coredns``.
@@ -101,13 +107,16 @@ def apiserver_request_latency(
         or not 0 < timeout_s <= 60
     ):
         raise ActivityFailed(f"timeout_s must be a number of seconds up to 60, not {timeout_s!r}")
+    number("spacing_s", spacing_s, 0, 60)
     target = resolve_target(configuration, secrets)
     api = target.identity_api(identity, 1) if identity else target.api(1)
     url = f"{api.configuration.host}{path or '/api/v1/namespaces/default/services'}"
     latencies: list[float] = []
     errors = throttled = 0
     codes: dict[str, int] = {}
-    for _ in range(requests):
+    for index in range(requests):
+        if index and spacing_s:
+            time.sleep(float(spacing_s))
         started = time.monotonic()
         try:
             response = api.rest_client.request(  # type: ignore[no-untyped-call]
@@ -144,11 +153,14 @@ def apiserver_latency_p99_seconds(
     identity: str = "",
     path: str = "",
     timeout_s: float = 5.0,
+    spacing_s: float = 0.0,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> float:
     """The p99 of ``apiserver_request_latency`` as a number, for a range tolerance."""
-    result = apiserver_request_latency(requests, identity, path, timeout_s, configuration, secrets)
+    result = apiserver_request_latency(
+        requests, identity, path, timeout_s, spacing_s, configuration, secrets
+    )
     return float(result["p99_seconds"])
 
 

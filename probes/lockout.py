@@ -246,7 +246,12 @@ def rollout_health(
     _seconds("max_p99_s", max_p99_s, 0.01, 60)
     _seconds("max_429_per_s", max_429_per_s, 0, 100000)
     latency = apiserver_request_latency(
-        requests, identity, "", max(2.0, 3 * float(max_p99_s)), configuration, secrets
+        requests,
+        identity,
+        "",
+        max(2.0, 3 * float(max_p99_s)),
+        configuration=configuration,
+        secrets=secrets,
     )
     target = resolve_target(configuration, secrets)
     rate: float | None = None

@@ -169,6 +169,10 @@ def test_actions_name_the_argument_that_is_wrong(call: Any, words: tuple[str, ..
         (lambda: apiserver_probes.apiserver_429_per_second(window="5x"), ("window",)),
         (lambda: apiserver_probes.apiserver_ready(timeout_s=0), ("timeout_s",)),
         (lambda: apiserver_probes.apiserver_request_latency(requests=0), ("requests",)),
+        (
+            lambda: apiserver_probes.apiserver_request_latency(spacing_s=-1),
+            ("spacing_s", "0 to 60"),
+        ),
         (lambda: prometheus.prometheus_value(query=""), ("query", "PromQL")),
         (lambda: prometheus.prometheus_query(query="  "), ("query",)),
         (lambda: fleet.gpu_workload_running_ratio(expected=0), ("expected",)),
