@@ -7,8 +7,7 @@ ARGS ?=
 
 # The local game day needs neither the kind node image nor Chromium; a game day on
 # kind (ARGS naming --provider kind) sets up everything.
-LOCAL_ONLY := $(if $(findstring kind,$(ARGS)),,setup-local)
-SETUP := $(or $(LOCAL_ONLY),setup)
+SETUP := $(if $(findstring kind,$(ARGS)),setup,setup-local)
 
 .PHONY: gameday test setup setup-local fleet screenshot
 gameday: $(SETUP)  ## run the game-day suite on the local default and write the reports

@@ -17,6 +17,7 @@ KWOK's, and the calls each agent makes are the telemetry storm's clients (see
 import contextlib
 import math
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from chaoslib.exceptions import ActivityFailed
@@ -334,7 +335,8 @@ def roll_out_telemetry_service(
     running = 0
     recovered_s: float | None = None
     for percent in chosen:
-        for clients in ramp_steps(running, stage_clients(nodes, percent), ramp_factor):
+        stage = stage_clients(nodes, percent)
+        for clients in ramp_steps(running, stage, ramp_factor):
             if not storm_id:
                 started = storm.start_telemetry_storm(
                     clients=clients,
@@ -351,7 +353,7 @@ def roll_out_telemetry_service(
                 storm.scale_telemetry_storm(clients, storm_id, configuration, secrets)
             running = clients
             # a step on the way: one check; the stage's own count: held for hold_s
-            held = hold_s if clients == stage_clients(nodes, percent) else check_every_s
+            held = hold_s if clients == stage else check_every_s
             health = _watch_stage(float(held), float(check_every_s), max_p99_s, max_429_per_s,
                                   configuration, secrets)  # fmt: skip
             if not health["healthy"]:
@@ -491,6 +493,24 @@ def _stage_started(
     return {"healthy": False, "p99_s": None, "rate_429": None, "errors": 0, "reason": why}
 
 
+def _guard_checks(
+    limit_s: float,
+    every_s: float,
+    max_p99_s: float,
+    max_429_per_s: float,
+    configuration: Configuration,
+    secrets: Secrets,
+) -> Iterator[dict[str, Any]]:
+    """The guard's verdict every ``every_s`` for ``limit_s`` (the last one at the end)."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        time.sleep(max(0.0, min(every_s, deadline - time.monotonic())))
+        yield rollout_health(max_p99_s, max_429_per_s, 3, configuration=configuration,
+                             secrets=secrets)  # fmt: skip
+        if time.monotonic() >= deadline:
+            return
+
+
 def _watch_stage(
     hold_s: float,
     every_s: float,
@@ -501,15 +521,13 @@ def _watch_stage(
 ) -> dict[str, Any]:
     """Check the guard every ``every_s`` through a stage's ``hold_s``; stop at the first breach
     (an overload can take the API server down well within one stage)."""
-    deadline = time.monotonic() + hold_s
     checks = 0
-    while True:
-        time.sleep(max(0.0, min(every_s, deadline - time.monotonic())))
-        health = rollout_health(max_p99_s, max_429_per_s, 3, configuration=configuration,
-                                secrets=secrets)  # fmt: skip
+    health: dict[str, Any] = {}
+    for health in _guard_checks(hold_s, every_s, max_p99_s, max_429_per_s, configuration, secrets):
         checks += 1
-        if not health["healthy"] or time.monotonic() >= deadline:
-            return {**health, "checks": checks}
+        if not health["healthy"]:
+            break
+    return {**health, "checks": checks}
 
 
 def _seconds_until_healthy(
@@ -523,10 +541,7 @@ def _seconds_until_healthy(
     """After a halt: seconds until the guard finds the API server healthy again at the stage
     kept (the requests the halted step left queued drain first); None if not in ``limit_s``."""
     started = time.monotonic()
-    while time.monotonic() - started < limit_s:
-        time.sleep(every_s)
-        health = rollout_health(max_p99_s, max_429_per_s, 3, configuration=configuration,
-                                secrets=secrets)  # fmt: skip
+    for health in _guard_checks(limit_s, every_s, max_p99_s, max_429_per_s, configuration, secrets):
         if health["healthy"]:
             return round(time.monotonic() - started, 2)
     return None
