@@ -1,11 +1,14 @@
-"""Control-plane size: grow the API server's machine, as the incident's responders did.
+"""Control-plane size: the machine the API server runs on, and growing it as the incident's
+responders did.
 
 On a local cluster kube-apiserver and etcd run in a cgroup sized by the
-spec's ``controlPlane`` (see ``blackstart cluster status``).
-:func:`grow_control_plane` raises its memory and CPU limits and restarts
-kube-apiserver on the bigger machine (a restart also ends a crash-loop
-back-off); :func:`restore_control_plane_size` puts the size back (the
-rollback) without a restart.
+spec's ``controlPlane`` (see ``blackstart cluster status``); on kind the
+control-plane node container is that machine (unlimited unless the spec sizes
+it). :func:`limit_control_plane` sizes it for an experiment, on either
+provider, live. :func:`grow_control_plane` (local) raises its memory and CPU
+limits and restarts kube-apiserver on the bigger machine (a restart also ends
+a crash-loop back-off). :func:`restore_control_plane_size` puts the size back
+(the rollback of both) without a restart.
 """
 
 import time
@@ -16,21 +19,81 @@ from chaoslib.types import Configuration, Secrets
 
 from blackstart.actions import _components as components
 from blackstart.actions._checks import flag, number
+from blackstart.clusters.kind_provider import KindProvider
 from blackstart.clusters.provider import ClusterError
 from blackstart.clusters.spec import memory_bytes
 from blackstart.health import apiserver_readyz, utc_now_iso, wait_until
-from blackstart.target import local_provider, resolve_target
+from blackstart.target import Target, cluster_provider, local_provider, resolve_target
 
-__all__ = ["grow_control_plane", "restore_control_plane_size"]
+__all__ = ["grow_control_plane", "limit_control_plane", "restore_control_plane_size"]
 
 APISERVER = "kube-apiserver"
+MIN_MEMORY = 256 << 20  # less and kube-apiserver and etcd cannot start
 
 
 class _Resizable(Protocol):
     def resize_control_plane(self, name: str, cpus: float, memory: int) -> dict[str, Any]: ...
 
 
-_original: dict[str, tuple[float, int]] = {}  # cluster -> size before the first growth
+_original: dict[str, tuple[float, int]] = {}  # cluster -> size before the first change
+
+
+def limit_control_plane(
+    cpus: float = 0.0,
+    memory: str = "",
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict[str, Any]:
+    """Size the control plane's machine for this experiment: ``cpus`` cores and ``memory``.
+
+    A real control plane runs on a machine of a given size, which is what a storm
+    fills. On kind the control-plane node container (kube-apiserver, etcd, the
+    controllers and kubelet together) is limited live (``docker update``); on a
+    local cluster the control plane's cgroup. ``cpus`` 0 with ``memory`` ""
+    (the defaults) keeps the size the cluster has, so one experiment can size
+    kind's unlimited control plane and leave a local one as its spec made it.
+    Returns ``{"cluster", "changed", "before", "after"}``. Raises when only one
+    of the two is given or the limits cannot be set. Roll back with
+    ``restore_control_plane_size``.
+    """
+    number("cpus", cpus, 0, 256)
+    if bool(cpus) != bool(memory):
+        raise ActivityFailed(
+            f"give both cpus and memory to size the control plane, or neither to keep its "
+            f"size (cpus={cpus!r}, memory={memory!r})"
+        )
+    try:
+        size = memory_bytes(str(memory)) if memory else 0
+    except ValueError as err:
+        raise ActivityFailed(f"memory: {err}") from None
+    if memory and size < MIN_MEMORY:
+        raise ActivityFailed(f"memory: {memory!r} is less than a control plane needs (256Mi)")
+    target = resolve_target(configuration, secrets)
+    cluster = str(target.cluster)
+    if not size:
+        return {"cluster": cluster, "changed": False, "before": None, "after": None}
+    provider = _resizable(target, "limit_control_plane")
+    _original.setdefault(cluster, _size_now(provider, cluster))
+    try:
+        result = provider.resize_control_plane(cluster, float(cpus), size)
+    except ClusterError as err:
+        raise ActivityFailed(str(err)) from err
+    return {"cluster": cluster, "changed": True, **result}
+
+
+def _resizable(target: Target, what: str) -> Any:
+    provider = cluster_provider(target, what)
+    if not hasattr(provider, "resize_control_plane"):
+        raise ActivityFailed(f"{what}: the {target.provider} provider cannot size a control plane")
+    return provider
+
+
+def _size_now(provider: Any, cluster: str) -> tuple[float, int]:
+    """(cores, bytes) the control plane has now; (0, 0) for an unlimited kind node."""
+    if isinstance(provider, KindProvider):
+        return provider.control_plane_size(cluster)
+    info = provider.control_plane_info(cluster)
+    return float(info.get("cpus") or 0), int(info.get("memory_bytes") or 0)
 
 
 def grow_control_plane(
@@ -63,14 +126,11 @@ def grow_control_plane(
     target = resolve_target(configuration, secrets)
     provider = local_provider(target, "grow_control_plane")
     cluster = str(target.cluster)
-    info = provider.control_plane_info(cluster)
     try:
         result = provider.resize_control_plane(cluster, float(cpus), size)
     except ClusterError as err:
         raise ActivityFailed(str(err)) from err
-    _original.setdefault(
-        cluster, (float(info.get("cpus") or 0), int(info.get("memory_bytes") or 0))
-    )
+    _original.setdefault(cluster, _size_now(provider, cluster))
     ready_after = None
     if restart:
         started = time.monotonic()
@@ -93,19 +153,31 @@ def grow_control_plane(
 def restore_control_plane_size(
     configuration: Configuration = None, secrets: Secrets = None
 ) -> dict[str, Any]:
-    """Put the control plane's limits back to what they were before ``grow_control_plane``.
+    """Put the control plane's limits back to what they were before ``grow_control_plane``
+    or ``limit_control_plane``.
 
     No restart: the running API server keeps what it holds and the next
     restart starts on the original size; only when it holds more memory than
-    the original limit is it restarted into it. Safe when nothing was grown
-    (returns ``{"restored": false}``). Returns ``{"cluster", "restored",
-    "size", "restarted"}``.
+    the original limit is it restarted into it (local). On kind a node that
+    was unlimited is unlimited again. Safe when nothing was changed (returns
+    ``{"restored": false}``). Returns ``{"cluster", "restored", "size",
+    "restarted"}``.
     """
     target = resolve_target(configuration, secrets)
-    provider = local_provider(target, "restore_control_plane_size")
     cluster = str(target.cluster)
-    original = _original.pop(cluster, None)
-    if original is None or not original[0] or not original[1]:
+    original = _original.get(cluster)
+    if original is None:
+        return {"cluster": cluster, "restored": False, "size": None}
+    provider = _resizable(target, "restore_control_plane_size")
+    if isinstance(provider, KindProvider):
+        try:
+            result = provider.resize_control_plane(cluster, *original)
+        except ClusterError as err:
+            raise ActivityFailed(str(err)) from err
+        _original.pop(cluster, None)
+        return {"cluster": cluster, "restored": True, "size": result["after"], "restarted": False}
+    _original.pop(cluster, None)
+    if not original[0] or not original[1]:
         return {"cluster": cluster, "restored": False, "size": provider.control_plane_info(cluster)}
     restarted = False
     try:

@@ -48,7 +48,13 @@ from blackstart.clusters.provider import (
     ClusterError,
     ComponentStatus,
 )
-from blackstart.clusters.spec import GPU_RESOURCE, ClusterSpec, ControlPlaneSize
+from blackstart.clusters.spec import (
+    GPU_RESOURCE,
+    ClusterSpec,
+    ControlPlaneSize,
+    format_memory,
+    host_resources,
+)
 from blackstart.clusters.state import ClusterNotFound, ClusterState, load_state, state_dir_for
 from blackstart.clusters.toolchain import resolve
 from blackstart.paths import cache_dir
@@ -583,6 +589,30 @@ class KindProvider:
         state.extra["control_plane_limits"] = {"cpus": size.cpus, "memory": size.memory}
         state.save()
 
+    def control_plane_size(self, name: str) -> tuple[float, int]:
+        """The control-plane node container's limits: (cores, bytes); (0, 0) when unlimited."""
+        limits = load_state(name, self.cache).extra.get("control_plane_limits")
+        if not isinstance(limits, dict):
+            return 0.0, 0
+        return float(limits.get("cpus") or 0), int(limits.get("memory") or 0)
+
+    def resize_control_plane(self, name: str, cpus: float, memory: int) -> dict[str, Any]:
+        """Give the control-plane node container ``cpus`` cores and ``memory`` bytes, live.
+
+        ``(0, 0)`` lifts the limits: the container gets this machine's cores and memory,
+        which is what an unlimited kind node can use, and the state forgets the limits.
+        Returns the size before and after, as the local provider's resize does.
+        """
+        before = self.control_plane_size(name)
+        if cpus <= 0 and memory <= 0:
+            self.limit_control_plane(name, ControlPlaneSize(*host_resources()))
+            state = load_state(name, self.cache)
+            state.extra.pop("control_plane_limits", None)
+            state.save()
+        else:
+            self.limit_control_plane(name, ControlPlaneSize(cpus=cpus, memory=memory))
+        return {"before": _size_text(*before), "after": _size_text(cpus, memory)}
+
     def restarts(self, name: str, component: str) -> int:
         """How many times kubelet restarted ``component``'s container in its static pod
         (its attempt count: ``kubectl get pods``' RESTARTS); 0 when it never restarted."""
@@ -843,6 +873,14 @@ class KindProvider:
         endpoint = "kube-system/coredns (Service kube-dns)"
         detail = f"{ready_n}/{wanted_n} pods ready"
         return ComponentStatus(kc.COREDNS, None, endpoint, current, healthy, detail)
+
+
+def _size_text(cpus: float, memory: int) -> dict[str, Any]:
+    """A control-plane size as the local provider reports it; ``None`` where unlimited."""
+    return {
+        "cpus": cpus if cpus > 0 else None,
+        "memory": format_memory(memory) if memory > 0 else None,
+    }
 
 
 def _restarts(containers: list[kc.Container], component: str) -> int:

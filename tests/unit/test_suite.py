@@ -35,10 +35,13 @@ KIND_RUNS = [
     "xid-62-cordon",
     "xid-48-drain-reboot",
     "xid-79-warm-standby",
+    "telemetry-storm",
+    "telemetry-storm-apf",
     "control-plane-outage-dns",
     "coredns-restart-during-outage",
     "coredns-outage",
     "xid-during-apiserver-outage",
+    "remedy-remove-telemetry-service",
     "staged-rollout-guard",
 ]
 # what each entry demonstrates: a known weakness deviates, a fix completes
