@@ -19,11 +19,10 @@ from chaoslib.types import Configuration, Secrets
 
 from blackstart.actions import _components as components
 from blackstart.actions._checks import flag, number
-from blackstart.clusters.kind_provider import KindProvider
 from blackstart.clusters.provider import ClusterError
 from blackstart.clusters.spec import memory_bytes
 from blackstart.health import apiserver_readyz, utc_now_iso, wait_until
-from blackstart.target import Target, cluster_provider, local_provider, resolve_target
+from blackstart.target import cluster_provider, local_provider, resolve_target
 
 __all__ = ["grow_control_plane", "limit_control_plane", "restore_control_plane_size"]
 
@@ -72,28 +71,14 @@ def limit_control_plane(
     cluster = str(target.cluster)
     if not size:
         return {"cluster": cluster, "changed": False, "before": None, "after": None}
-    provider = _resizable(target, "limit_control_plane")
-    _original.setdefault(cluster, _size_now(provider, cluster))
+    provider = cluster_provider(target, "limit_control_plane")
+    before = provider.control_plane_size(cluster)
     try:
         result = provider.resize_control_plane(cluster, float(cpus), size)
     except ClusterError as err:
         raise ActivityFailed(str(err)) from err
+    _original.setdefault(cluster, before)
     return {"cluster": cluster, "changed": True, **result}
-
-
-def _resizable(target: Target, what: str) -> Any:
-    provider = cluster_provider(target, what)
-    if not hasattr(provider, "resize_control_plane"):
-        raise ActivityFailed(f"{what}: the {target.provider} provider cannot size a control plane")
-    return provider
-
-
-def _size_now(provider: Any, cluster: str) -> tuple[float, int]:
-    """(cores, bytes) the control plane has now; (0, 0) for an unlimited kind node."""
-    if isinstance(provider, KindProvider):
-        return provider.control_plane_size(cluster)
-    info = provider.control_plane_info(cluster)
-    return float(info.get("cpus") or 0), int(info.get("memory_bytes") or 0)
 
 
 def grow_control_plane(
@@ -126,11 +111,12 @@ def grow_control_plane(
     target = resolve_target(configuration, secrets)
     provider = local_provider(target, "grow_control_plane")
     cluster = str(target.cluster)
+    before = provider.control_plane_size(cluster)
     try:
         result = provider.resize_control_plane(cluster, float(cpus), size)
     except ClusterError as err:
         raise ActivityFailed(str(err)) from err
-    _original.setdefault(cluster, _size_now(provider, cluster))
+    _original.setdefault(cluster, before)
     ready_after = None
     if restart:
         started = time.monotonic()
@@ -168,33 +154,27 @@ def restore_control_plane_size(
     original = _original.get(cluster)
     if original is None:
         return {"cluster": cluster, "restored": False, "size": None}
-    provider = _resizable(target, "restore_control_plane_size")
-    if isinstance(provider, KindProvider):
-        try:
-            result = provider.resize_control_plane(cluster, *original)
-        except ClusterError as err:
-            raise ActivityFailed(str(err)) from err
-        _original.pop(cluster, None)
-        return {"cluster": cluster, "restored": True, "size": result["after"], "restarted": False}
-    _original.pop(cluster, None)
-    if not original[0] or not original[1]:
-        return {"cluster": cluster, "restored": False, "size": provider.control_plane_info(cluster)}
+    provider = cluster_provider(target, "restore_control_plane_size")
     restarted = False
     try:
-        result = provider.resize_control_plane(cluster, original[0], original[1])
-    except ClusterError:
+        result = provider.resize_control_plane(cluster, *original)
+    except ClusterError as err:
+        if target.provider != "local":
+            raise ActivityFailed(str(err)) from err
         # the API server holds more than the old limit (the kernel refuses to shrink below
         # what it cannot reclaim): restart it into the original size
         restarted = True
-        components.stop(provider, cluster, APISERVER, grace=5.0)
+        local = local_provider(target, "restore_control_plane_size")
+        components.stop(local, cluster, APISERVER, grace=5.0)
         try:
             result = resize_once_freed(provider, cluster, original)
         except ClusterError as err:
             raise ActivityFailed(str(err)) from err
         finally:
-            components.ensure_running(provider, cluster, APISERVER)
+            components.ensure_running(local, cluster, APISERVER)
         admin = target.api(1)
         wait_until(lambda: apiserver_readyz(admin, 2.0)[0], 90.0, 0.5)
+    _original.pop(cluster, None)
     return {"cluster": cluster, "restored": True, "size": result["after"], "restarted": restarted}
 
 

@@ -119,6 +119,17 @@ class ClusterProvider(Protocol):
         {component: {"restarts", ...}}}``."""
         ...
 
+    def control_plane_size(self, name: str) -> tuple[float, int]:
+        """The control plane's machine: (cores, bytes) it may use; (0, 0) when unlimited."""
+        ...
+
+    def resize_control_plane(self, name: str, cpus: float, memory: int) -> dict[str, Any]:
+        """Give the control plane ``cpus`` cores and ``memory`` bytes, live, without a
+        restart; ``{"before": {"cpus", "memory"}, "after": {...}}``. Raises
+        :class:`ClusterError` when it cannot (no cgroup; the kernel cannot reclaim what
+        the running components hold below the new limit)."""
+        ...
+
     def read_node_files(self, name: str, path: str) -> dict[str, str]:
         """``path`` as each node that has it holds it, by node, read without the API server
         (what pods wrote to a hostPath); simulated nodes have no files."""

@@ -191,6 +191,13 @@ class LocalControlPlane(LocalPrometheus):
         """Let the supervisor restart ``component`` again when it exits."""
         hold_file(self.state_dir(name), component).unlink(missing_ok=True)
 
+    def control_plane_size(self, name: str) -> tuple[float, int]:
+        """The control plane's cgroup limits: (cores, bytes); (0, 0) without a cgroup."""
+        info = self.control_plane_info(name)
+        if not info.get("limited"):
+            return 0.0, 0
+        return float(info.get("cpus") or 0), int(info.get("memory_bytes") or 0)
+
     def resize_control_plane(self, name: str, cpus: float, memory: int) -> dict[str, Any]:
         """Set new limits on the control plane's cgroup (a bigger control-plane machine).
 
