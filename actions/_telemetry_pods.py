@@ -27,9 +27,11 @@ from typing import Any
 from chaoslib.exceptions import ActivityFailed
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
 
 from blackstart.actions._checks import number
 from blackstart.actions._storm import latency_summary
+from blackstart.clusters.provider import ClusterError
 from blackstart.health import utc_now_iso
 from blackstart.rescue.image import image_tag
 from blackstart.rescue.pacing import is_retryable_status
@@ -311,13 +313,19 @@ def forget(storm: PodStorm) -> None:
 def wait_until_calling(
     core: client.CoreV1Api, namespace: str, selector: str, storm: PodStorm, timeout_s: float
 ) -> int:
-    """Wait until every expected pod runs; fail naming an image the nodes do not have."""
+    """Wait until every expected pod runs; fail naming an image the nodes do not have.
+
+    The storm may take the API server down before every pod's status reaches it (on
+    a small control plane it does, within seconds): while the API server does not
+    answer, a pod counts as calling once its figures are on its node, read through
+    the engine (a cluster blackstart made). Returns how many pods run or call.
+    """
     deadline = time.monotonic() + timeout_s
     running = 0
     while True:
-        pods = core.list_namespaced_pod(namespace, label_selector=selector).items
-        running = sum(1 for p in pods if p.status and p.status.phase == "Running")
-        for pod in pods:
+        pods = _list_pods(core, namespace, selector)
+        running = sum(1 for p in pods or [] if p.status and p.status.phase == "Running")
+        for pod in pods or []:
             for status in (pod.status.container_statuses or []) if pod.status else []:
                 waiting = status.state.waiting if status.state else None
                 if waiting and waiting.reason in _NOT_PULLED:
@@ -327,13 +335,41 @@ def wait_until_calling(
                         f"rescue image --kind-cluster NAME), or set the configuration key "
                         f"{IMAGE_KEY!r} to an image they can pull"
                     )
+        if pods is None:
+            running = max(running, _calling_by_their_figures(storm))
         if running >= storm.pods_expected:
             return running
         if time.monotonic() > deadline:
+            unanswered = "" if pods is not None else " (the API server does not answer)"
             raise ActivityFailed(
-                f"{running} of {storm.pods_expected} telemetry pods running after {timeout_s:g} s"
+                f"{running} of {storm.pods_expected} telemetry pods running after "
+                f"{timeout_s:g} s{unanswered}"
             )
         time.sleep(1.0)
+
+
+def _list_pods(core: client.CoreV1Api, namespace: str, selector: str) -> list[Any] | None:
+    """The storm's pods; None while the API server does not answer (down, overloaded)."""
+    try:
+        return list(
+            core.list_namespaced_pod(namespace, label_selector=selector, _request_timeout=10).items
+        )
+    except ApiException as err:
+        if is_retryable_status(err.status):
+            return None
+        raise
+    except (HTTPError, OSError):  # refused, reset, timed out
+        return None
+
+
+def _calling_by_their_figures(storm: PodStorm) -> int:
+    """Pods whose figures for this storm are on their nodes (0 where nodes cannot be read)."""
+    if storm.target.state is None:
+        return 0
+    try:
+        return len(read_figures(storm))
+    except (ClusterError, ActivityFailed):
+        return 0
 
 
 def read_figures(storm: PodStorm) -> dict[str, dict[str, Any]]:

@@ -19,10 +19,10 @@ from chaoslib.types import Configuration, Secrets
 
 from blackstart.actions import _components as components
 from blackstart.actions._checks import flag, number
-from blackstart.clusters.provider import ClusterError
+from blackstart.clusters.provider import ClusterError, ClusterProvider
 from blackstart.clusters.spec import memory_bytes
 from blackstart.health import apiserver_readyz, utc_now_iso, wait_until
-from blackstart.target import cluster_provider, local_provider, resolve_target
+from blackstart.target import Target, cluster_provider, local_provider, resolve_target
 
 __all__ = ["grow_control_plane", "limit_control_plane", "restore_control_plane_size"]
 
@@ -40,6 +40,8 @@ _original: dict[str, tuple[float, int]] = {}  # cluster -> size before the first
 def limit_control_plane(
     cpus: float = 0.0,
     memory: str = "",
+    restart: bool = True,
+    timeout_s: float = 180.0,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict[str, Any]:
@@ -51,11 +53,23 @@ def limit_control_plane(
     local cluster the control plane's cgroup. ``cpus`` 0 with ``memory`` ""
     (the defaults) keeps the size the cluster has, so one experiment can size
     kind's unlimited control plane and leave a local one as its spec made it.
-    Returns ``{"cluster", "changed", "before", "after"}``. Raises when only one
-    of the two is given or the limits cannot be set. Roll back with
-    ``restore_control_plane_size``.
+
+    With ``restart`` (default) kube-apiserver then starts again on the new
+    size, as on a resized machine, and the action waits up to ``timeout_s``
+    for ``/readyz``: what a running API server holds (a heap an earlier storm
+    grew, which Go gives back to the system only slowly) would otherwise count
+    against the new limit, and each experiment would start from a different
+    place. On kind its static pod is recreated, so kubelet's restart count
+    starts at 0 too.
+
+    Returns ``{"cluster", "changed", "before", "after", "restarted",
+    "ready_after_s"}``. Raises when only one of cpus and memory is given, the
+    limits cannot be set, or the API server is not ready in time. Roll back
+    with ``restore_control_plane_size``.
     """
     number("cpus", cpus, 0, 256)
+    number("timeout_s", timeout_s, 1, 600)
+    flag("restart", restart)
     if bool(cpus) != bool(memory):
         raise ActivityFailed(
             f"give both cpus and memory to size the control plane, or neither to keep its "
@@ -70,7 +84,8 @@ def limit_control_plane(
     target = resolve_target(configuration, secrets)
     cluster = str(target.cluster)
     if not size:
-        return {"cluster": cluster, "changed": False, "before": None, "after": None}
+        return {"cluster": cluster, "changed": False, "before": None, "after": None,
+                "restarted": False, "ready_after_s": None}  # fmt: skip
     provider = cluster_provider(target, "limit_control_plane")
     before = provider.control_plane_size(cluster)
     try:
@@ -78,7 +93,19 @@ def limit_control_plane(
     except ClusterError as err:
         raise ActivityFailed(str(err)) from err
     _original.setdefault(cluster, before)
-    return {"cluster": cluster, "changed": True, **result}
+    ready_after = _restart_apiserver(provider, target, timeout_s) if restart else None
+    if restart and ready_after is None:
+        raise ActivityFailed(
+            f"kube-apiserver of {cluster} was not ready within {timeout_s:g} s of its restart "
+            f"on the new size ({result['after']})"
+        )
+    return {
+        "cluster": cluster,
+        "changed": True,
+        **result,
+        "restarted": restart,
+        "ready_after_s": ready_after,
+    }
 
 
 def grow_control_plane(
@@ -117,16 +144,8 @@ def grow_control_plane(
     except ClusterError as err:
         raise ActivityFailed(str(err)) from err
     _original.setdefault(cluster, before)
-    ready_after = None
-    if restart:
-        started = time.monotonic()
-        if components.component_state(provider, cluster, APISERVER) != "stopped":
-            components.stop(provider, cluster, APISERVER, grace=5.0)
-        components.ensure_running(provider, cluster, APISERVER)
-        admin = target.api(1)
-        ready, _ = wait_until(lambda: apiserver_readyz(admin, 2.0)[0], float(timeout_s), 0.5)
-        # not ready under a storm that goes on is the finding, not a failed injection
-        ready_after = round(time.monotonic() - started, 3) if ready else None
+    # not ready under a storm that goes on is the finding, not a failed injection
+    ready_after = _restart_apiserver(provider, target, timeout_s) if restart else None
     return {
         "cluster": cluster,
         **result,
@@ -134,6 +153,19 @@ def grow_control_plane(
         "ready_after_s": ready_after,
         "grown_at": utc_now_iso(),
     }
+
+
+def _restart_apiserver(provider: ClusterProvider, target: Target, timeout_s: float) -> float | None:
+    """Restart kube-apiserver on the control plane's new size, as resizing its machine does;
+    the seconds until ``/readyz`` answered, None when it did not within ``timeout_s``."""
+    cluster = str(target.cluster)
+    started = time.monotonic()
+    if components.component_state(provider, cluster, APISERVER) != "stopped":
+        components.stop(provider, cluster, APISERVER, grace=5.0)
+    components.ensure_running(provider, cluster, APISERVER)
+    admin = target.api(1)
+    ready, _ = wait_until(lambda: apiserver_readyz(admin, 2.0)[0], float(timeout_s), 0.5)
+    return round(time.monotonic() - started, 3) if ready else None
 
 
 def restore_control_plane_size(

@@ -7,7 +7,9 @@ import time
 
 import pytest
 from chaoslib.exceptions import ActivityFailed
+from kubernetes.client import V1Pod, V1PodList, V1PodStatus
 from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import MaxRetryError
 
 from blackstart import telemetry_agent
 from blackstart.actions import _telemetry_pods as pods
@@ -199,3 +201,54 @@ def test_labelling_a_stage_retries_a_throttled_or_failing_api_server() -> None:
     failed = pods.label_stage(nodes, ["gpu-1", "gpu-2"], "storm-1", timeout_s=30.0)  # type: ignore[arg-type]
     assert failed == []  # gpu-1 after two retries; gpu-2 is gone: nothing to label
     assert nodes.calls == ["gpu-1", "gpu-1", "gpu-1", "gpu-2"]
+
+
+class _CollapsingApiServer:
+    """Lists the storm's pods as an API server its own storm takes down: the first answer
+    has one of two pods Running, then no answer at all (the TLS session cut mid-read)."""
+
+    def __init__(self) -> None:
+        self.lists = 0
+
+    def list_namespaced_pod(self, namespace: str, label_selector: str, _request_timeout: float):  # type: ignore[no-untyped-def]
+        self.lists += 1
+        if self.lists == 1:
+            running = V1Pod(status=V1PodStatus(phase="Running"))
+            pending = V1Pod(status=V1PodStatus(phase="Pending"))
+            return V1PodList(items=[running, pending])
+        raise MaxRetryError(None, "/api/v1/pods", "EOF occurred in violation of protocol")  # type: ignore[arg-type]
+
+
+def test_pods_calling_while_their_storm_keeps_the_api_server_down_count_by_their_figures(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # on kind a limited control plane collapsed before the second pod's status reached it:
+    # the roll-out failed on the API error, though both pods were calling
+    made = Target("kind", None, None, "bs", state=object())  # type: ignore[arg-type]  # blackstart's
+    storm = pods.PodStorm("storm-1", made, 2, SETTINGS)
+    on_nodes = {"bs-worker": {"requests": 3}, "bs-worker2": {"requests": 1}}
+    monkeypatch.setattr(pods, "read_figures", lambda s: on_nodes if s is storm else {})
+    api = _CollapsingApiServer()
+    assert pods.wait_until_calling(api, "ns", "app=x", storm, timeout_s=30.0) == 2  # type: ignore[arg-type]
+    assert api.lists == 2
+
+
+def test_a_storm_whose_pods_never_call_while_the_api_server_is_down_times_out_saying_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    made = Target("kind", None, None, "bs", state=object())  # type: ignore[arg-type]
+    storm = pods.PodStorm("storm-1", made, 2, SETTINGS)
+    monkeypatch.setattr(pods, "read_figures", lambda s: {"bs-worker": {}})
+    monkeypatch.setattr(pods.time, "sleep", lambda s: None)
+    with pytest.raises(ActivityFailed, match=r"1 of 2 .* \(the API server does not answer\)"):
+        pods.wait_until_calling(_CollapsingApiServer(), "ns", "app=x", storm, timeout_s=0.05)  # type: ignore[arg-type]
+
+
+def test_a_refusal_while_waiting_for_the_pods_is_not_taken_for_a_collapse() -> None:
+    class Forbidden:
+        def list_namespaced_pod(self, *args: object, **kwargs: object) -> None:
+            raise ApiException(status=403, reason="Forbidden")
+
+    storm = pods.PodStorm("storm-1", Target("kind", None, None, "bs"), 2, SETTINGS)
+    with pytest.raises(ApiException):
+        pods.wait_until_calling(Forbidden(), "ns", "app=x", storm, timeout_s=30.0)  # type: ignore[arg-type]
