@@ -323,9 +323,10 @@ def wait_until_calling(
     deadline = time.monotonic() + timeout_s
     running = 0
     while True:
-        pods = _list_pods(core, namespace, selector)
-        running = sum(1 for p in pods or [] if p.status and p.status.phase == "Running")
-        for pod in pods or []:
+        listed = _list_pods(core, namespace, selector)
+        pods = listed if isinstance(listed, list) else []
+        running = sum(1 for p in pods if p.status and p.status.phase == "Running")
+        for pod in pods:
             for status in (pod.status.container_statuses or []) if pod.status else []:
                 waiting = status.state.waiting if status.state else None
                 if waiting and waiting.reason in _NOT_PULLED:
@@ -335,12 +336,14 @@ def wait_until_calling(
                         f"rescue image --kind-cluster NAME), or set the configuration key "
                         f"{IMAGE_KEY!r} to an image they can pull"
                     )
-        if pods is None:
+        if isinstance(listed, str):
             running = max(running, _calling_by_their_figures(storm))
         if running >= storm.pods_expected:
             return running
         if time.monotonic() > deadline:
-            unanswered = "" if pods is not None else " (the API server does not answer)"
+            unanswered = (
+                f" (the API server's last answer: {listed})" if isinstance(listed, str) else ""
+            )
             raise ActivityFailed(
                 f"{running} of {storm.pods_expected} telemetry pods running after "
                 f"{timeout_s:g} s{unanswered}"
@@ -348,18 +351,18 @@ def wait_until_calling(
         time.sleep(1.0)
 
 
-def _list_pods(core: client.CoreV1Api, namespace: str, selector: str) -> list[Any] | None:
-    """The storm's pods; None while the API server does not answer (down, overloaded)."""
+def _list_pods(core: client.CoreV1Api, namespace: str, selector: str) -> list[Any] | str:
+    """The storm's pods, or why the API server gave none: down or overloaded (the storm),
+    or refusing for a moment (a restarted API server answers 403 until its authorizer's
+    caches have synced)."""
     try:
         return list(
             core.list_namespaced_pod(namespace, label_selector=selector, _request_timeout=10).items
         )
     except ApiException as err:
-        if is_retryable_status(err.status):
-            return None
-        raise
-    except (HTTPError, OSError):  # refused, reset, timed out
-        return None
+        return f"HTTP {err.status} {err.reason}"
+    except (HTTPError, OSError) as err:  # refused, reset, timed out
+        return type(err).__name__
 
 
 def _calling_by_their_figures(storm: PodStorm) -> int:

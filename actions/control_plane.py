@@ -40,7 +40,7 @@ _original: dict[str, tuple[float, int]] = {}  # cluster -> size before the first
 def limit_control_plane(
     cpus: float = 0.0,
     memory: str = "",
-    restart: bool = True,
+    restart: bool = False,
     timeout_s: float = 180.0,
     configuration: Configuration = None,
     secrets: Secrets = None,
@@ -54,13 +54,17 @@ def limit_control_plane(
     (the defaults) keeps the size the cluster has, so one experiment can size
     kind's unlimited control plane and leave a local one as its spec made it.
 
-    With ``restart`` (default) kube-apiserver then starts again on the new
-    size, as on a resized machine, and the action waits up to ``timeout_s``
-    for ``/readyz``: what a running API server holds (a heap an earlier storm
-    grew, which Go gives back to the system only slowly) would otherwise count
-    against the new limit, and each experiment would start from a different
-    place. On kind its static pod is recreated, so kubelet's restart count
-    starts at 0 too.
+    The limit applies live: what the running components hold counts against
+    it. A kube-apiserver that an earlier storm grew holds more than a fresh
+    one (Go gives freed memory back slowly), so a limit set right after a
+    storm leaves less room: on kind, telemetry-storm-apf run right after
+    telemetry-storm collapsed with APF rejecting 313 of 318 LISTs, and
+    completed on a fresh API server. With ``restart`` kube-apiserver starts
+    again on the new size, as on a resized machine, and the action waits up
+    to ``timeout_s`` for ``/readyz``; on kind that parks its static pod (about
+    40 s), long enough for kube-controller-manager and kube-scheduler to lose
+    their Leases and exit, and kubelet starts them again only after its crash
+    back-off, so the default is not to restart.
 
     Returns ``{"cluster", "changed", "before", "after", "restarted",
     "ready_after_s"}``. Raises when only one of cpus and memory is given, the

@@ -30,6 +30,7 @@ from blackstart.names import STANDBY_LABEL
 __all__ = [
     "FREEZE_FAULTS",
     "OUTAGE_FAULTS",
+    "RESTART_FAULTS",
     "STORM_FAULTS",
     "Blindness",
     "FreezeWindows",
@@ -42,14 +43,22 @@ logger = logging.getLogger("chaostoolkit")
 #: it is meant to take the API server down (the incident)
 STORM_FAULTS = frozenset({"start_telemetry_storm", "deploy_telemetry_service"})
 
+#: actions that may restart kube-apiserver themselves (the control plane sized for the
+#: experiment, asked to start again on its new size): the outage ends with the action
+RESTART_FAULTS = frozenset({"limit_control_plane"})
+
 #: actions that make the API server (and what asks it) stop answering, on purpose
-OUTAGE_FAULTS = frozenset({"stop_apiserver", "hang_apiserver", "stop_etcd", "hang_etcd"}) | (
-    STORM_FAULTS
+OUTAGE_FAULTS = (
+    frozenset({"stop_apiserver", "hang_apiserver", "stop_etcd", "hang_etcd"})
+    | STORM_FAULTS
+    | RESTART_FAULTS
 )
 
 #: outage faults whose latency is their own doing; a storm is not one (its latency is what
 #: the limit is there for: storm experiments that want none set it to null)
-FREEZE_FAULTS = OUTAGE_FAULTS - STORM_FAULTS
+#: (a control plane sized for the experiment restarts only when asked, and then its
+#: outage ends with the action: it excuses no latency after it)
+FREEZE_FAULTS = OUTAGE_FAULTS - STORM_FAULTS - RESTART_FAULTS
 
 
 class FreezeWindows:

@@ -89,6 +89,8 @@ FAULT_UNDONE_BY: dict[str, tuple[str, ...]] = {
     "inject_xid": ("restore_xid_nodes",),
     "xid_storm": ("restore_xid_nodes",),
     "cordon_node": ("uncordon_node",),
+    # its kube-apiserver restart ends with the action; the smaller machine with the restore
+    "limit_control_plane": ("limit_control_plane", "restore_control_plane_size"),
     "drain_nodes": ("uncordon_node",),
 }
 

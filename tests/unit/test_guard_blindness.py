@@ -122,3 +122,27 @@ def test_a_storm_or_an_unrelated_action_excuses_no_latency() -> None:
 def test_the_p99_window_reads_in_seconds() -> None:
     assert window_seconds("30s") == 30
     assert window_seconds("2m") == 120
+
+
+def test_the_control_planes_restart_on_its_new_size_is_an_outage_that_ends_with_the_action() -> (
+    None
+):
+    """limit_control_plane restarts kube-apiserver when asked (on kind its static pod goes
+    and comes back, about 40 s): the guard failed closed 32 s into it and interrupted the
+    storm."""
+    clock = Clock()
+    blind = blindness(clock)
+    blind.opening("limit_control_plane")
+    blind.silent("the API server")
+    clock.now += 45
+    assert blind.verdict() is None
+    assert blind.expected == ["limit_control_plane"]
+    blind.closing("limit_control_plane")  # the API server is back when the action ends
+    assert blind.expected == []
+    blind.answered("the API server")
+    blind.silent("the API server")
+    clock.now += 30
+    assert blind.verdict() is not None  # a silence after it is no longer the experiment's
+    freezes = FreezeWindows(FAULT_UNDONE_BY, clock=clock)
+    freezes.opening("limit_control_plane")  # no restart by default: no latency to excuse
+    assert freezes.excuse(40) is None
