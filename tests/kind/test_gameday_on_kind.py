@@ -118,7 +118,7 @@ def test_the_catalogue_on_kind_ends_as_the_suite_expects_and_says_what_did_not_r
     stormed = journal("telemetry-storm")
     assert stormed.get("deviated") is True, stormed["status"]
     runs = {r["activity"]["name"]: r for r in stormed["run"]}
-    assert runs["size-the-control-plane"]["output"]["after"] == {"cpus": 2, "memory": "1Gi"}
+    assert runs["size-the-control-plane"]["output"]["after"] == {"cpus": 2, "memory": "1536Mi"}
     rolled_out = runs["roll-out-telemetry-service-to-every-node"]["output"]
     assert rolled_out["where"] == "pods", rolled_out
     assert rolled_out["identity"] == "system:serviceaccount:blackstart-telemetry:telemetry-agent"
