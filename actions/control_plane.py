@@ -91,12 +91,7 @@ def limit_control_plane(
         return {"cluster": cluster, "changed": False, "before": None, "after": None,
                 "restarted": False, "ready_after_s": None}  # fmt: skip
     provider = cluster_provider(target, "limit_control_plane")
-    before = provider.control_plane_size(cluster)
-    try:
-        result = provider.resize_control_plane(cluster, float(cpus), size)
-    except ClusterError as err:
-        raise ActivityFailed(str(err)) from err
-    _original.setdefault(cluster, before)
+    result = _resize(provider, cluster, float(cpus), size)
     ready_after = _restart_apiserver(provider, target, timeout_s) if restart else None
     if restart and ready_after is None:
         raise ActivityFailed(
@@ -142,12 +137,7 @@ def grow_control_plane(
     target = resolve_target(configuration, secrets)
     provider = local_provider(target, "grow_control_plane")
     cluster = str(target.cluster)
-    before = provider.control_plane_size(cluster)
-    try:
-        result = provider.resize_control_plane(cluster, float(cpus), size)
-    except ClusterError as err:
-        raise ActivityFailed(str(err)) from err
-    _original.setdefault(cluster, before)
+    result = _resize(provider, cluster, float(cpus), size)
     # not ready under a storm that goes on is the finding, not a failed injection
     ready_after = _restart_apiserver(provider, target, timeout_s) if restart else None
     return {
@@ -157,6 +147,17 @@ def grow_control_plane(
         "ready_after_s": ready_after,
         "grown_at": utc_now_iso(),
     }
+
+
+def _resize(provider: ClusterProvider, cluster: str, cpus: float, memory: int) -> dict[str, Any]:
+    """Resize, keeping the size before the first change for the rollback."""
+    before = provider.control_plane_size(cluster)
+    try:
+        result = provider.resize_control_plane(cluster, cpus, memory)
+    except ClusterError as err:
+        raise ActivityFailed(str(err)) from err
+    _original.setdefault(cluster, before)
+    return result
 
 
 def _restart_apiserver(provider: ClusterProvider, target: Target, timeout_s: float) -> float | None:
