@@ -163,7 +163,8 @@ def cluster_adopt(ctx: Context, spec_path: str, name: str, with_rescue: bool) ->
 
     Adoption labels, cordons and taints the workers as the spec says, advertises
     nvidia.com/gpu on the GPU workers, gives each worker a kernel-log file for
-    fake Xids and publishes CoreDNS on a NodePort for the DNS probes. Experiments
+    fake Xids, signs blackstart's non-admin identities with the cluster's CA (the
+    storms' system traffic) and publishes CoreDNS on a NodePort for the DNS probes. Experiments
     through the cluster's own kubeconfig context still need that context
     allow-listed. `blackstart cluster down --name NAME` forgets it again and
     leaves its containers running.

@@ -259,6 +259,8 @@ class KindProvider:
             self._run(command, f"setting up the nodes of {name!r}")
         state.save()
         self.advertise_gpus(name)
+        # the non-admin identities `up` signs: the storms' system traffic and their guard
+        state.identities = self.issue_identities(name)
         self._wait_ready(state, "pod", "--all", "-n", "kube-system")
         state.dns_address = self._publish_dns(state)
         state.save()

@@ -35,7 +35,8 @@ ENTRIES = (
     "control-plane-outage-dns",
     "coredns-restart-during-outage",
     "staged-rollout-guard",
-    "telemetry-storm",
+    # the fix; the unmitigated storm is left to the hand runs: on kind it deviates by a
+    # margin too small for a test to count on (system p99 1.02 to 1.09 s against 1 s)
     "telemetry-storm-apf",
 )
 NOT_ON_KIND = "remedy-block-network"
@@ -113,28 +114,26 @@ def test_the_catalogue_on_kind_ends_as_the_suite_expects_and_says_what_did_not_r
     assert [s["pods"] for s in result["stages"]] == [1, 2, 4][: len(result["stages"])]
     assert all(s["p99_s"] is not None for s in result["stages"]), result["stages"]
     print(f"FIGURE kind staged roll-out: {result['reason']}; kept {result['kept_pods']} pods")
-    # the December 2024 storm on kind: the DaemonSet's pods, as their ServiceAccount, collapse
-    # the control-plane node container the experiment limited, and the rollback lifts it
-    stormed = journal("telemetry-storm")
-    assert stormed.get("deviated") is True, stormed["status"]
-    runs = {r["activity"]["name"]: r for r in stormed["run"]}
-    assert runs["size-the-control-plane"]["output"]["after"] == {"cpus": 2, "memory": "1536Mi"}
-    rolled_out = runs["roll-out-telemetry-service-to-every-node"]["output"]
-    assert rolled_out["where"] == "pods", rolled_out
-    assert rolled_out["identity"] == "system:serviceaccount:blackstart-telemetry:telemetry-agent"
-    unavailable = runs["seconds-from-storm-start-to-api-unavailable"]["output"]
-    assert unavailable <= 120, "the storm never took the limited API server down"
-    [lifted] = [r for r in stormed["rollbacks"] if r["activity"]["name"].startswith("lift-the")]
-    assert lifted["output"]["restored"] is True, lifted
-    assert "control_plane_limits" not in load_state(kind_cluster.name).extra
-    # the fix: API Priority and Fairness confines the ServiceAccount and the API server stays
+    # the December 2024 storm on kind with its fix: the DaemonSet's pods LIST as their
+    # ServiceAccount on a control-plane node container the experiment limited, API Priority
+    # and Fairness confines that ServiceAccount, the API server stays and the admin gets in;
+    # the rollback lifts the limit
     confined = journal("telemetry-storm-apf")
     assert confined["status"] == "completed" and confined.get("deviated") is False
     apf_runs = {r["activity"]["name"]: r for r in confined["run"]}
+    assert apf_runs["size-the-control-plane"]["output"]["after"] == {"cpus": 2, "memory": "1536Mi"}
+    rolled_out = apf_runs["roll-out-telemetry-service-to-every-node"]["output"]
+    assert rolled_out["where"] == "pods", rolled_out
+    assert rolled_out["identity"] == "system:serviceaccount:blackstart-telemetry:telemetry-agent"
+    figures = apf_runs["storm-figures"]["output"]
+    assert figures["throttled_429"] > figures["ok"] > 0, figures  # confined, not stopped
     assert apf_runs["seconds-from-storm-start-to-api-unavailable"]["output"] > 40
-    print(f"FIGURE kind storm: API server unavailable {unavailable} s after the storm began; "
-          f"admin rollback {runs['admin-rollback-latency-without-apf']['output']} s without "
-          f"APF, {apf_runs['admin-rollback-latency-with-apf']['output']} s with it")  # fmt: skip
+    [lifted] = [r for r in confined["rollbacks"] if r["activity"]["name"].startswith("lift-the")]
+    assert lifted["output"]["restored"] is True, lifted
+    assert "control_plane_limits" not in load_state(kind_cluster.name).extra
+    admin_s = apf_runs["admin-rollback-latency-with-apf"]["output"]
+    rejected = f"{figures['throttled_429']} of {figures['requests']} LISTs rejected"
+    print(f"FIGURE kind storm with APF: the admin in after {admin_s} s; {rejected}")
     for name in (*ENTRIES, NOT_ON_KIND):
         print(f"FIGURE kind game day {name}: {cases[name].get('time')} s")
     print(f"FIGURE kind game day: {done.stdout.strip().splitlines()[-3]}")

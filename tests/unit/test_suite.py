@@ -41,7 +41,6 @@ KIND_RUNS = [
     "coredns-restart-during-outage",
     "coredns-outage",
     "xid-during-apiserver-outage",
-    "remedy-remove-telemetry-service",
     "staged-rollout-guard",
 ]
 # what each entry demonstrates: a known weakness deviates, a fix completes
