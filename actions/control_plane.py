@@ -201,14 +201,13 @@ def restore_control_plane_size(
         # the API server holds more than the old limit (the kernel refuses to shrink below
         # what it cannot reclaim): restart it into the original size
         restarted = True
-        local = local_provider(target, "restore_control_plane_size")
-        components.stop(local, cluster, APISERVER, grace=5.0)
+        components.stop(provider, cluster, APISERVER, grace=5.0)
         try:
             result = resize_once_freed(provider, cluster, original)
         except ClusterError as err:
             raise ActivityFailed(str(err)) from err
         finally:
-            components.ensure_running(local, cluster, APISERVER)
+            components.ensure_running(provider, cluster, APISERVER)
         admin = target.api(1)
         wait_until(lambda: apiserver_readyz(admin, 2.0)[0], 90.0, 0.5)
     _original.pop(cluster, None)
